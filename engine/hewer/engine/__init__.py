@@ -1,0 +1,1 @@
+"""Hewer engine: a Hatchet-protocol durable task engine on PostgreSQL."""

@@ -1,0 +1,51 @@
+"""What every gRPC servicer shares: authentication, error mapping, conversions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from hewer.engine.services.auth import Authenticator, AuthError
+
+
+class GrpcContextAuth:
+    def __init__(self, auth: Authenticator) -> None:
+        self._auth = auth
+
+    async def tenant(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        """The caller's tenant id; aborts with UNAUTHENTICATED when the token is bad."""
+        header = None
+        for key, value in context.invocation_metadata() or ():
+            if key.lower() == "authorization":
+                header = value if isinstance(value, str) else value.decode()
+                break
+        try:
+            identity = await self._auth.authenticate(header)
+        except AuthError as exc:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        return identity.tenant_id
+
+
+async def abort(
+    context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, message: str
+) -> NoReturn:
+    await context.abort(code, message)
+    raise AssertionError("unreachable")  # abort raises
+
+
+def require_uuid(value: str, *, what: str) -> str | None:
+    """The canonical form of ``value`` if it is a UUID, else None."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+def timestamp(value: datetime | None = None) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime((value or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None))
+    return ts

@@ -1,0 +1,374 @@
+"""The ``Dispatcher`` service: worker registration, the action stream, heartbeats, results."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from hatchet_sdk.contracts import dispatcher_pb2 as pb
+from hatchet_sdk.contracts import dispatcher_pb2_grpc
+
+from hewer.engine.api.grpc.common import GrpcContextAuth, abort, require_uuid, timestamp
+from hewer.engine.api.grpc.streams import RunStreams
+from hewer.engine.core.durations import InvalidDuration, parse_duration
+from hewer.engine.db.repository import Repository
+from hewer.engine.services.lifecycle import Lifecycle, StaleAttempt, TaskNotFound
+from hewer.engine.services.scheduler import Scheduler
+from hewer.engine.services.workers import ActionKind, ActionMessage, WorkerHub, WorkerSession
+
+log = logging.getLogger(__name__)
+# the SDK's .pyi for this module omits the servicer base class
+DispatcherServicer: Any = dispatcher_pb2_grpc.DispatcherServicer  # type: ignore[attr-defined]
+ENGINE_VERSION = "v0.81.0"  # enables slot_config and the durable-task stream (protocol.md §4)
+DEFAULT_SLOTS = {"default": 100}
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+def labels_from_proto(labels: Any) -> dict[str, str | int]:
+    out: dict[str, str | int] = {}
+    for key, value in labels.items():
+        out[key] = value.int_value if value.HasField("int_value") else value.str_value
+    return out
+
+
+def action_to_proto(message: ActionMessage) -> pb.AssignedAction:
+    action = pb.AssignedAction(
+        tenant_id=message.tenant_id,
+        workflow_run_id=message.workflow_run_id,
+        get_group_key_run_id="",
+        job_id=message.step_id,
+        job_name=message.readable_id,
+        job_run_id=message.task_id,
+        task_id=message.step_id,
+        task_run_external_id=message.task_id,
+        action_id=message.action_id,
+        action_type=message.kind.name_in_proto,
+        action_payload=message.payload,
+        task_name=message.readable_id,
+        retry_count=message.retry_count,
+        additional_metadata=message.additional_metadata,
+        priority=message.priority,
+    )
+    if message.child_index is not None:
+        action.child_workflow_index = message.child_index
+    if message.child_key is not None:
+        action.child_workflow_key = message.child_key
+    if message.parent_task_id is not None:
+        action.parent_workflow_run_id = message.parent_task_id
+    if message.workflow_id is not None:
+        action.workflow_id = message.workflow_id
+    if message.workflow_version_id is not None:
+        action.workflow_version_id = message.workflow_version_id
+    if message.invocation_count is not None:
+        action.durable_task_invocation_count = message.invocation_count
+    if message.triggering_event_id is not None:
+        action.triggering_event_external_id = message.triggering_event_id
+    if message.triggering_event_key is not None:
+        action.triggering_event_key = message.triggering_event_key
+    return action
+
+
+class DispatcherService(DispatcherServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        *,
+        auth: GrpcContextAuth,
+        repo: Repository,
+        hub: WorkerHub,
+        scheduler: Scheduler,
+        lifecycle: Lifecycle,
+        streams: RunStreams,
+        engine_id: str,
+    ) -> None:
+        self._auth = auth
+        self._repo = repo
+        self._hub = hub
+        self._scheduler = scheduler
+        self._lifecycle = lifecycle
+        self._streams = streams
+        self._engine_id = engine_id
+
+    async def GetVersion(
+        self, request: pb.GetVersionRequest, context: Ctx
+    ) -> pb.GetVersionResponse:
+        await self._auth.tenant(context)
+        return pb.GetVersionResponse(version=ENGINE_VERSION)
+
+    async def Register(
+        self, request: pb.WorkerRegisterRequest, context: Ctx
+    ) -> pb.WorkerRegisterResponse:
+        tenant_id = await self._auth.tenant(context)
+        if request.slots and request.slot_config:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "set either slots or slot_config, not both",
+            )
+        slot_config = {str(k): int(v) for k, v in request.slot_config.items()}
+        if any(v < 0 for v in slot_config.values()):
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "slot counts must be >= 0")
+        if not slot_config:
+            slot_config = {"default": request.slots} if request.slots > 0 else dict(DEFAULT_SLOTS)
+        if not request.worker_name:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "worker_name is required")
+        worker_id = str(uuid.uuid4())
+        runtime = request.runtime_info
+        await self._repo.insert_worker(
+            worker_id=worker_id,
+            tenant_id=tenant_id,
+            name=request.worker_name,
+            actions=list(dict.fromkeys(request.actions)),
+            slot_config=slot_config,
+            labels=labels_from_proto(request.labels),
+            runtime_info={
+                "sdk_version": runtime.sdk_version,
+                "language": pb.SDKS.Name(runtime.language) if runtime.language else "",
+                "language_version": runtime.language_version,
+                "os": runtime.os,
+            },
+        )
+        log.info(
+            "worker %s registered as %s with slots %s", request.worker_name, worker_id, slot_config
+        )
+        return pb.WorkerRegisterResponse(
+            tenant_id=tenant_id, worker_id=worker_id, worker_name=request.worker_name
+        )
+
+    async def ListenV2(
+        self, request: pb.WorkerListenRequest, context: Ctx
+    ) -> AsyncIterator[pb.AssignedAction]:
+        tenant_id = await self._auth.tenant(context)
+        worker_id = require_uuid(request.worker_id, what="worker_id")
+        worker = (
+            None
+            if worker_id is None
+            else await self._repo.get_worker(tenant_id=tenant_id, worker_id=worker_id)
+        )
+        if worker is None or worker_id is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"worker {request.worker_id} not found")
+        session = WorkerSession(
+            worker_id=worker_id,
+            tenant_id=tenant_id,
+            actions=frozenset(worker["actions"]),
+            slot_config={str(k): int(v) for k, v in dict(worker["slot_config"]).items()},
+        )
+        replaced = self._hub.attach(session)
+        if replaced is not None:
+            await self._requeue_undelivered(replaced)
+        await self._repo.worker_listening(
+            tenant_id=tenant_id, worker_id=worker_id, engine_id=self._engine_id
+        )
+        self._scheduler.wake()
+        try:
+            while True:
+                message = await session.outbox.get()
+                yield action_to_proto(message)
+        finally:
+            if self._hub.detach(session):
+                await asyncio.shield(self._disconnected(session))
+
+    async def _disconnected(self, session: WorkerSession) -> None:
+        await self._repo.worker_disconnected(worker_id=session.worker_id, engine_id=self._engine_id)
+        await self._requeue_undelivered(session)
+
+    async def _requeue_undelivered(self, session: WorkerSession) -> None:
+        while not session.outbox.empty():
+            message = session.outbox.get_nowait()
+            if message.kind is ActionKind.START:
+                await self._lifecycle.requeue_lost(
+                    tenant_id=message.tenant_id,
+                    task_id=message.task_id,
+                    retry_count=message.retry_count,
+                    reason="worker stream closed before the task was sent",
+                )
+
+    async def Listen(
+        self, request: pb.WorkerListenRequest, context: Ctx
+    ) -> AsyncIterator[pb.AssignedAction]:
+        await abort(context, grpc.StatusCode.UNIMPLEMENTED, "use ListenV2")
+        yield pb.AssignedAction()  # pragma: no cover - makes this an async generator
+
+    async def Heartbeat(self, request: pb.HeartbeatRequest, context: Ctx) -> pb.HeartbeatResponse:
+        tenant_id = await self._auth.tenant(context)
+        worker_id = require_uuid(request.worker_id, what="worker_id")
+        row = (
+            None
+            if worker_id is None
+            else await self._repo.worker_heartbeat(tenant_id=tenant_id, worker_id=worker_id)
+        )
+        if row is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"worker {request.worker_id} not found")
+        if row["last_listener_established"] is not None and not row["is_active"]:
+            # tells the SDK to re-open its action stream
+            await abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "worker has no active listener; reconnect ListenV2",
+            )
+        return pb.HeartbeatResponse()
+
+    async def SendStepActionEvent(
+        self, request: pb.StepActionEvent, context: Ctx
+    ) -> pb.ActionEventResponse:
+        tenant_id = await self._auth.tenant(context)
+        task_id = require_uuid(request.task_run_external_id, what="task_run_external_id")
+        if task_id is None:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"invalid task_run_external_id {request.task_run_external_id!r}",
+            )
+        task = await self._repo.get_task(task_id, tenant_id=tenant_id)
+        if task is None:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"task {task_id} not found")
+        reporter = require_uuid(request.worker_id, what="worker_id")
+        retry_count = (
+            request.retry_count if request.HasField("retry_count") else task["retry_count"]
+        )
+        if (
+            reporter is not None
+            and task["worker_id"] is not None
+            and str(task["worker_id"]) != reporter
+            and retry_count == task["retry_count"]
+        ):
+            await abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"task {task_id} attempt {retry_count} is not held by worker {reporter}",
+            )
+        kind = request.event_type
+        try:
+            if kind == pb.STEP_EVENT_TYPE_STARTED:
+                await self._lifecycle.started(
+                    tenant_id=tenant_id, task_id=task_id, retry_count=retry_count
+                )
+            elif kind == pb.STEP_EVENT_TYPE_COMPLETED:
+                await self._lifecycle.completed(
+                    tenant_id=tenant_id,
+                    task_id=task_id,
+                    retry_count=retry_count,
+                    output=request.event_payload,
+                )
+            elif kind == pb.STEP_EVENT_TYPE_FAILED:
+                await self._lifecycle.failed(
+                    tenant_id=tenant_id,
+                    task_id=task_id,
+                    retry_count=retry_count,
+                    error=request.event_payload.replace("\x00", ""),
+                    non_retryable=request.should_not_retry,
+                )
+            elif kind == pb.STEP_EVENT_TYPE_CANCELLED:
+                await self._lifecycle.cancel(
+                    tenant_id=tenant_id, task_ids=[task_id], reason="cancelled by the worker"
+                )
+        except StaleAttempt as exc:
+            # late report of an attempt that timed out, was cancelled or retried: ignored
+            log.info("ignored step event: %s", exc)
+        except TaskNotFound as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return pb.ActionEventResponse(tenant_id=tenant_id, worker_id=request.worker_id)
+
+    async def SendBatchActionEvent(self, request: Any, context: Ctx) -> Any:
+        await abort(context, grpc.StatusCode.UNIMPLEMENTED, "batched tasks are not supported yet")
+
+    async def SendGroupKeyActionEvent(self, request: Any, context: Ctx) -> Any:
+        await abort(context, grpc.StatusCode.UNIMPLEMENTED, "group key actions are a v0 feature")
+
+    async def PutOverridesData(self, request: Any, context: Ctx) -> pb.OverridesDataResponse:
+        await self._auth.tenant(context)
+        return pb.OverridesDataResponse()
+
+    async def Unsubscribe(
+        self, request: pb.WorkerUnsubscribeRequest, context: Ctx
+    ) -> pb.WorkerUnsubscribeResponse:
+        tenant_id = await self._auth.tenant(context)
+        session = self._hub.get(request.worker_id)
+        if session is not None and session.tenant_id == tenant_id:
+            self._hub.detach(session)
+            await self._disconnected(session)
+        return pb.WorkerUnsubscribeResponse(tenant_id=tenant_id, worker_id=request.worker_id)
+
+    async def RefreshTimeout(
+        self, request: pb.RefreshTimeoutRequest, context: Ctx
+    ) -> pb.RefreshTimeoutResponse:
+        tenant_id = await self._auth.tenant(context)
+        task_id = require_uuid(request.task_run_external_id, what="task_run_external_id")
+        try:
+            seconds = parse_duration(request.increment_timeout_by)
+        except InvalidDuration as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        timeout_at = (
+            None
+            if task_id is None
+            else await self._repo.refresh_timeout(
+                tenant_id=tenant_id, task_id=task_id, seconds=seconds
+            )
+        )
+        if timeout_at is None:
+            await abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"task {request.task_run_external_id} is not running",
+            )
+        return pb.RefreshTimeoutResponse(timeout_at=timestamp(timeout_at))
+
+    async def ReleaseSlot(
+        self, request: pb.ReleaseSlotRequest, context: Ctx
+    ) -> pb.ReleaseSlotResponse:
+        tenant_id = await self._auth.tenant(context)
+        task_id = require_uuid(request.task_run_external_id, what="task_run_external_id")
+        worker = (
+            None
+            if task_id is None
+            else await self._repo.release_slot(tenant_id=tenant_id, task_id=task_id)
+        )
+        if worker is None:
+            await abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"task {request.task_run_external_id} holds no slot",
+            )
+        self._scheduler.wake()
+        return pb.ReleaseSlotResponse()
+
+    async def RestoreEvictedTask(self, request: Any, context: Ctx) -> Any:
+        await abort(context, grpc.StatusCode.UNIMPLEMENTED, "durable eviction is not supported yet")
+
+    async def UpsertWorkerLabels(
+        self, request: pb.UpsertWorkerLabelsRequest, context: Ctx
+    ) -> pb.UpsertWorkerLabelsResponse:
+        tenant_id = await self._auth.tenant(context)
+        worker_id = require_uuid(request.worker_id, what="worker_id")
+        ok = worker_id is not None and await self._repo.merge_worker_labels(
+            tenant_id=tenant_id, worker_id=worker_id, labels=labels_from_proto(request.labels)
+        )
+        if not ok:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"worker {request.worker_id} not found")
+        return pb.UpsertWorkerLabelsResponse(tenant_id=tenant_id, worker_id=request.worker_id)
+
+    async def SubscribeToWorkflowRuns(
+        self, request_iterator: AsyncIterator[pb.SubscribeToWorkflowRunsRequest], context: Ctx
+    ) -> AsyncIterator[pb.WorkflowRunEvent]:
+        tenant_id = await self._auth.tenant(context)
+        async for event in self._streams.workflow_runs(tenant_id, request_iterator):
+            yield event
+
+    async def SubscribeToWorkflowEvents(
+        self, request: pb.SubscribeToWorkflowEventsRequest, context: Ctx
+    ) -> AsyncIterator[pb.WorkflowEvent]:
+        tenant_id = await self._auth.tenant(context)
+        if not request.workflow_run_id:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "workflow_run_id is required (metadata subscriptions are not supported)",
+            )
+        async for event in self._streams.workflow_events(
+            tenant_id, request.workflow_run_id, context
+        ):
+            yield event

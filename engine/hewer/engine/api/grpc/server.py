@@ -1,0 +1,49 @@
+"""The grpc.aio server with the keepalive policy the SDKs need."""
+
+from __future__ import annotations
+
+import grpc
+from hatchet_sdk.contracts import dispatcher_pb2_grpc, events_pb2_grpc, workflows_pb2_grpc
+from hatchet_sdk.contracts.v1 import dispatcher_pb2_grpc as v1_dispatcher_grpc
+from hatchet_sdk.contracts.v1 import workflows_pb2_grpc as v1_workflows_grpc
+
+from hewer.engine.api.grpc.admin import AdminService, WorkflowService
+from hewer.engine.api.grpc.dispatcher import DispatcherService
+from hewer.engine.api.grpc.durable import DurableService
+from hewer.engine.api.grpc.events import EventsService
+
+# The SDKs ping every 10 s even without calls; grpcio's defaults answer that with GOAWAY
+# "too_many_pings" (protocol.md §1.0).
+KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+]
+
+
+def build_grpc_server(
+    *,
+    max_message_bytes: int,
+    dispatcher: DispatcherService,
+    admin: AdminService,
+    workflows: WorkflowService,
+    events: EventsService,
+    durable: DurableService,
+) -> grpc.aio.Server:
+    # leave room above the payload limit for the envelope; the services check payload size
+    limit = max_message_bytes + 64 * 1024
+    server = grpc.aio.server(
+        options=[
+            *KEEPALIVE_OPTIONS,
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ]
+    )
+    dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)  # type: ignore[attr-defined]
+    v1_workflows_grpc.add_AdminServiceServicer_to_server(admin, server)
+    workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(workflows, server)
+    events_pb2_grpc.add_EventsServiceServicer_to_server(events, server)
+    v1_dispatcher_grpc.add_V1DispatcherServicer_to_server(durable, server)
+    return server

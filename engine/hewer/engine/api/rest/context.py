@@ -1,0 +1,64 @@
+"""Per-application and per-request state shared by the handler modules.
+
+Kept apart from ``app.py`` so that handler modules can import it without importing the
+module that imports them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from hewer.engine.api.rest.convert import dump
+from hewer.engine.api.rest.errors import Forbidden, Unauthorized
+from hewer.engine.api.rest.params import parse_uuid
+from hewer.engine.api.rest.protocols import RunControl
+from hewer.engine.db.repository import Repository
+from hewer.engine.services.auth import Authenticator, Identity
+
+REPO = web.AppKey("repo", Repository)
+CONTROL = web.AppKey[RunControl]("control")
+AUTH = web.AppKey("auth", Authenticator)
+IDENTITY = web.RequestKey("identity", Identity)
+
+
+def repo(request: web.Request) -> Repository:
+    return request.app[REPO]
+
+
+def control(request: web.Request) -> RunControl:
+    return request.app[CONTROL]
+
+
+def identity(request: web.Request) -> Identity:
+    found: Identity | None = request.get(IDENTITY)
+    if found is None:  # a route registered without going through the auth middleware
+        raise Unauthorized("missing authorization token")
+    return found
+
+
+def tenant_id(request: web.Request) -> str:
+    """The caller's tenant; for routes with a ``{tenant}`` segment the middleware has
+    already checked that it is this one."""
+    return identity(request).tenant_id
+
+
+def check_path_tenant(request: web.Request, who: Identity) -> None:
+    raw = request.match_info.get("tenant")
+    if raw is None:
+        return
+    if parse_uuid(raw, "tenant") != who.tenant_id:
+        raise Forbidden("the token does not grant access to this tenant")
+
+
+def path_uuid(request: web.Request, name: str) -> str:
+    return parse_uuid(request.match_info.get(name), name)
+
+
+def respond(body: BaseModel | list[Any] | dict[str, Any] | str) -> web.Response:
+    """A JSON response; SDK models are dumped in their camelCase wire form."""
+    data = dump(body) if isinstance(body, BaseModel) else body
+    return web.Response(text=json.dumps(data), content_type="application/json")

@@ -1,0 +1,258 @@
+"""The ``hewer`` command: ``dev``, ``serve``, ``migrate`` and ``token create``.
+
+stdout carries only what a caller may parse (the ``HATCHET_CLIENT_*`` lines of ``dev``, a
+token, migration names, the demo's result); logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hewer.engine.config import ConfigError, Settings
+from hewer.engine.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
+
+if TYPE_CHECKING:
+    from hewer.engine.server import ReadyInfo
+
+__all__ = ["client_env", "main"]
+
+log = logging.getLogger("hewer")
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def client_env(info: ReadyInfo) -> dict[str, str]:
+    """The environment an official SDK client needs to reach the engine."""
+    return {
+        "HATCHET_CLIENT_TOKEN": info.token,
+        "HATCHET_CLIENT_TLS_STRATEGY": "none",
+        "HATCHET_CLIENT_HOST_PORT": info.grpc_address,
+        "HATCHET_CLIENT_SERVER_URL": info.server_url,
+    }
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        os.environ,
+        data_dir=getattr(args, "data_dir", None),
+        grpc_port=getattr(args, "grpc_port", None),
+        http_port=getattr(args, "http_port", None),
+    )
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[str]:
+    """HEWER_DATABASE_URL, or the embedded server in ``<data_dir>/pg``.
+
+    The embedded server is stopped on exit only if this call started it, so a second
+    command next to a running ``hewer dev`` leaves that engine's database alone.
+    """
+    if settings.database_url:
+        yield settings.database_url
+        return
+    pg = EmbeddedPostgres(data_dir=settings.data_dir / "pg")
+    started_here = not pg.is_running()
+    log.info("embedded PostgreSQL in %s (%s)", pg.data_dir,
+             "starting" if started_here else "already running")
+    dsn = pg.start()
+    try:
+        yield dsn
+    finally:
+        if started_here:
+            log.info("stopping embedded PostgreSQL")
+            pg.stop()
+
+
+async def _run_engine(*, settings: Settings, dsn: str, demo: bool) -> None:
+    from hewer.engine.db.migrate import apply_migrations
+    from hewer.engine.server import run_engine
+
+    for name in await apply_migrations(dsn):
+        log.info("applied migration %s", name)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    demo_process: list[asyncio.subprocess.Process] = []
+    background: set[asyncio.Task[None]] = set()
+
+    async def start_demo(env: dict[str, str]) -> None:
+        log.info("starting the demo worker: %s -m hewer.engine.demo", sys.executable)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hewer.engine.demo", env={**os.environ, **env}
+        )
+        demo_process.append(proc)
+        code = await proc.wait()
+        if not stop.is_set():
+            log.warning("the demo worker exited with status %s", code)
+
+    def on_ready(info: ReadyInfo) -> None:
+        env = client_env(info)
+        for key, value in env.items():
+            print(f"{key}={value}")
+        sys.stdout.flush()
+        log.info("engine ready: gRPC %s, REST %s", info.grpc_address, info.server_url)
+        if demo:
+            task = loop.create_task(start_demo(env))
+            background.add(task)
+            task.add_done_callback(background.discard)
+
+    try:
+        await run_engine(settings=settings, dsn=dsn, stop=stop, on_ready=on_ready)
+    finally:
+        for proc in demo_process:
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), timeout=10)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+        for task in list(background):
+            task.cancel()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings.database_url:
+        log.warning("hewer dev ignores HEWER_DATABASE_URL (use `hewer serve` for that)")
+        settings = dataclasses.replace(settings, database_url=None)
+    with _database(settings) as dsn:
+        asyncio.run(_run_engine(settings=settings, dsn=dsn, demo=args.demo))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if not settings.database_url:
+        raise CliError("hewer serve needs HEWER_DATABASE_URL (use `hewer dev` for a local engine)")
+    asyncio.run(_run_engine(settings=settings, dsn=settings.database_url, demo=False))
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from hewer.engine.db.migrate import apply_migrations
+
+    settings = _settings(args)
+    with _database(settings) as dsn:
+        applied = asyncio.run(apply_migrations(dsn))
+    for name in applied:
+        print(name)
+    if not applied:
+        log.info("the database schema is up to date")
+    return 0
+
+
+def _cmd_token_create(args: argparse.Namespace) -> int:
+    from hewer.engine.server import create_token
+
+    settings = _settings(args)
+    if args.expires_in_days <= 0:
+        raise CliError("--expires-in-days must be positive")
+    with _database(settings) as dsn:
+        token = asyncio.run(
+            create_token(
+                settings=settings,
+                dsn=dsn,
+                tenant_name=args.tenant or settings.default_tenant,
+                name=args.name,
+                expires_in=timedelta(days=args.expires_in_days),
+            )
+        )
+    print(token, flush=True)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hewer", description="Hewer: a Hatchet-compatible durable task engine."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def data_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", type=Path, default=None,
+                       help="where the embedded PostgreSQL lives (<dir>/pg); "
+                            "default HEWER_DATA_DIR or the user data dir")
+
+    def ports(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--grpc-port", type=int, default=None,
+                       help="gRPC port (default HEWER_GRPC_PORT or 7077)")
+        p.add_argument("--http-port", type=int, default=None,
+                       help="REST port (default HEWER_HTTP_PORT or 8080)")
+
+    dev = sub.add_parser("dev", help="run the engine on an embedded PostgreSQL")
+    data_dir(dev)
+    ports(dev)
+    dev.add_argument("--demo", action="store_true",
+                     help="also run a demo worker and one demo workflow run")
+    dev.set_defaults(func=_cmd_dev)
+
+    serve = sub.add_parser("serve", help="run the engine on HEWER_DATABASE_URL")
+    ports(serve)
+    serve.set_defaults(func=_cmd_serve)
+
+    migrate = sub.add_parser(
+        "migrate", help="apply migrations to HEWER_DATABASE_URL (or the embedded database)"
+    )
+    data_dir(migrate)
+    migrate.set_defaults(func=_cmd_migrate)
+
+    token = sub.add_parser("token", help="manage API tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
+    create = token_sub.add_parser("create", help="create an API token and print it")
+    create.add_argument("--tenant", default=None,
+                        help="tenant name (default HEWER_DEFAULT_TENANT or 'default')")
+    data_dir(create)
+    create.add_argument("--name", default="cli", help="a label for the token (default 'cli')")
+    create.add_argument("--expires-in-days", type=int, default=90,
+                        help="validity in days (default 90)")
+    create.set_defaults(func=_cmd_token_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        _setup_logging(settings.log_level)
+        code: int = args.func(args)
+    except (CliError, ConfigError, EmbeddedPostgresError) as exc:
+        print(f"hewer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pure engine logic: no I/O, no database, no network."""

@@ -1,0 +1,148 @@
+"""DAG progression: which tasks of a run to create next, and when the run is over.
+
+Only root tasks exist when a run is triggered. Each time a task reaches a final state the
+run's snapshot is fed here, and this decides, for every step not yet created:
+
+* all parents completed          -> create it QUEUED with the parents' outputs;
+* a parent was skipped           -> create it skipped (COMPLETED, output {"skipped": true});
+* a parent failed or was cancelled -> create it CANCELLED (it never runs);
+* the on-failure step, once every other step is final: QUEUED with the error map when
+  something failed, otherwise skipped.
+
+The run is finished when every step exists and is final.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from hewer.engine.core.model import (
+    StepDef,
+    StepKind,
+    TaskSnapshot,
+    TaskStatus,
+    WorkflowVersionDef,
+)
+
+SKIPPED_OUTPUT = '{"skipped": true}'
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    step: StepDef
+    status: TaskStatus
+    skipped: bool = False
+    payload_extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    new_tasks: tuple[NewTask, ...]
+    run_status: TaskStatus
+    finished: bool
+
+
+def decode_output(output: str | None) -> Any:
+    """A task output as stored (raw JSON text; ``""`` when the SDK sent a falsy value)."""
+    if not output:
+        return {}
+    try:
+        return json.loads(output)
+    except ValueError:
+        return output
+
+
+def aggregate_status(statuses: list[TaskStatus]) -> TaskStatus:
+    """Run status from its tasks: one shared status wins; else FAILED > active > CANCELLED."""
+    unique = set(statuses)
+    if not unique:
+        return TaskStatus.QUEUED
+    if len(unique) == 1:
+        return unique.pop()
+    if TaskStatus.FAILED in unique:
+        return TaskStatus.FAILED
+    if unique & {TaskStatus.RUNNING, TaskStatus.QUEUED}:
+        return TaskStatus.RUNNING
+    return TaskStatus.CANCELLED
+
+
+def initial_tasks(version: WorkflowVersionDef) -> tuple[NewTask, ...]:
+    """The tasks a new run starts with: its roots, queued."""
+    return tuple(NewTask(step=s, status=TaskStatus.QUEUED) for s in version.roots)
+
+
+def progress(version: WorkflowVersionDef, tasks: list[TaskSnapshot]) -> Progress:
+    """Decide the next tasks of a run from its current snapshot (see the module docstring)."""
+    by_readable: dict[str, TaskSnapshot] = {t.readable_id: t for t in tasks}
+    created: list[NewTask] = []
+
+    def state(readable_id: str) -> tuple[TaskStatus, bool, str | None] | None:
+        if readable_id in by_readable:
+            t = by_readable[readable_id]
+            return t.status, t.is_skipped, t.output
+        for n in created:
+            if n.step.readable_id == readable_id:
+                return n.status, n.skipped, SKIPPED_OUTPUT if n.skipped else None
+        return None
+
+    # Creating a cancelled or skipped task can unlock its own children, so iterate until
+    # nothing changes; steps are few, so the quadratic walk is cheap.
+    changed = True
+    while changed:
+        changed = False
+        for step in version.steps:
+            if step.kind is not StepKind.TASK or state(step.readable_id) is not None:
+                continue
+            new = _decide_child(step, state)
+            if new is not None:
+                created.append(new)
+                changed = True
+
+    on_failure = version.on_failure
+    task_steps = [s for s in version.steps if s.kind is StepKind.TASK]
+    others = [state(s.readable_id) for s in task_steps]
+    all_final = all(o is not None and o[0].is_final for o in others)
+    if on_failure is not None and state(on_failure.readable_id) is None and all_final:
+        errors = {
+            t.readable_id: t.error or ""
+            for t in tasks
+            if t.status is TaskStatus.FAILED and t.step_id != on_failure.id
+        }
+        if errors:
+            created.append(
+                NewTask(
+                    step=on_failure,
+                    status=TaskStatus.QUEUED,
+                    payload_extra={"step_run_errors": errors},
+                )
+            )
+        else:
+            created.append(NewTask(step=on_failure, status=TaskStatus.COMPLETED, skipped=True))
+
+    statuses = [t.status for t in tasks] + [n.status for n in created]
+    finished = all(state(s.readable_id) is not None for s in version.steps) and all(
+        s.is_final for s in statuses
+    )
+    if finished:
+        run_status = aggregate_status(statuses)
+    elif all(s is TaskStatus.QUEUED for s in statuses):
+        run_status = TaskStatus.QUEUED
+    else:
+        run_status = TaskStatus.RUNNING
+    return Progress(new_tasks=tuple(created), run_status=run_status, finished=finished)
+
+
+def _decide_child(step: StepDef, state: Any) -> NewTask | None:
+    parent_states = [state(p) for p in step.parents]
+    if any(p is None or not p[0].is_final for p in parent_states):
+        return None
+    if any(p[0] in (TaskStatus.FAILED, TaskStatus.CANCELLED) for p in parent_states):
+        return NewTask(step=step, status=TaskStatus.CANCELLED)
+    if any(p[1] for p in parent_states):
+        return NewTask(step=step, status=TaskStatus.COMPLETED, skipped=True)
+    parents = {
+        name: decode_output(p[2]) for name, p in zip(step.parents, parent_states, strict=True)
+    }
+    return NewTask(step=step, status=TaskStatus.QUEUED, payload_extra={"parents": parents})

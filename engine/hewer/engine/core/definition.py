@@ -1,0 +1,204 @@
+"""Validating a workflow registration and turning it into step definitions.
+
+Input is the registration request as a plain dict (the proto rendered with its field names),
+so this module stays free of protobuf and I/O. The dict itself is stored verbatim.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hewer.engine.core.durations import InvalidDuration, parse_duration_or
+from hewer.engine.core.model import StepKind
+
+DEFAULT_TIMEOUT_SECONDS = 60
+DEFAULT_SCHEDULE_TIMEOUT_SECONDS = 300
+_ACTION = re.compile(r"^[^:\s]+:[^:\s]+$")
+
+
+class InvalidDefinition(ValueError):
+    """A registration the engine refuses; the message names the offending field."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    readable_id: str
+    action_id: str
+    kind: StepKind
+    position: int
+    parents: tuple[str, ...]
+    timeout_seconds: int
+    schedule_timeout_seconds: int
+    retries: int
+    backoff_factor: float | None
+    backoff_max_seconds: int | None
+    is_durable: bool
+    slot_requests: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowSpec:
+    name: str
+    description: str
+    version: str
+    default_priority: int
+    sticky: str | None
+    event_triggers: tuple[str, ...]
+    steps: tuple[StepSpec, ...]
+    checksum: str
+    unenforced: tuple[str, ...]
+
+
+def checksum(definition: Mapping[str, Any]) -> str:
+    canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def parse_workflow(definition: Mapping[str, Any]) -> WorkflowSpec:
+    name = str(definition.get("name", "")).strip()
+    if not name:
+        raise InvalidDefinition("workflow name is required")
+    tasks = list(definition.get("tasks", []))
+    if not tasks:
+        raise InvalidDefinition(f"workflow {name!r} has no tasks")
+    priority = int(definition.get("default_priority", 0) or 1)
+    if not 1 <= priority <= 3:
+        raise InvalidDefinition(f"workflow {name!r}: default_priority must be 1..3, got {priority}")
+
+    steps = [_parse_step(name, t, position=i, kind=StepKind.TASK) for i, t in enumerate(tasks)]
+    if definition.get("on_failure_task"):
+        steps.append(
+            _parse_step(
+                name,
+                definition["on_failure_task"],
+                position=len(steps),
+                kind=StepKind.ON_FAILURE,
+            )
+        )
+    _check_graph(name, steps)
+    sticky = definition.get("sticky")
+    return WorkflowSpec(
+        name=name,
+        description=str(definition.get("description", "")),
+        version=str(definition.get("version", "")),
+        default_priority=priority,
+        sticky=str(sticky) if sticky else None,
+        event_triggers=tuple(str(k) for k in definition.get("event_triggers", [])),
+        steps=tuple(steps),
+        checksum=checksum(definition),
+        unenforced=tuple(_unenforced(definition)),
+    )
+
+
+def _parse_step(
+    workflow: str, task: Mapping[str, Any], *, position: int, kind: StepKind
+) -> StepSpec:
+    readable_id = str(task.get("readable_id", "")).strip()
+    where = f"workflow {workflow!r} task {readable_id or position!r}"
+    if not readable_id:
+        raise InvalidDefinition(f"{where}: readable_id is required")
+    action = str(task.get("action", "")).strip()
+    if not _ACTION.match(action):
+        raise InvalidDefinition(f"{where}: action must look like 'service:task', got {action!r}")
+    try:
+        timeout = parse_duration_or(str(task.get("timeout", "")), default=DEFAULT_TIMEOUT_SECONDS)
+        schedule_timeout = parse_duration_or(
+            str(task.get("schedule_timeout", "")), default=DEFAULT_SCHEDULE_TIMEOUT_SECONDS
+        )
+    except InvalidDuration as exc:
+        raise InvalidDefinition(f"{where}: {exc}") from None
+    if timeout <= 0 or schedule_timeout <= 0:
+        raise InvalidDefinition(f"{where}: timeouts must be positive")
+    retries = int(task.get("retries", 0))
+    if retries < 0:
+        raise InvalidDefinition(f"{where}: retries must be >= 0")
+    factor = task.get("backoff_factor")
+    max_seconds = task.get("backoff_max_seconds")
+    is_durable = bool(task.get("is_durable", False))
+    requests = {str(k): int(v) for k, v in dict(task.get("slot_requests", {})).items()}
+    if not requests:
+        requests = {"durable": 1} if is_durable else {"default": 1}
+    if any(v <= 0 for v in requests.values()):
+        raise InvalidDefinition(f"{where}: slot_requests units must be positive")
+    return StepSpec(
+        readable_id=readable_id,
+        action_id=action,
+        kind=kind,
+        position=position,
+        parents=tuple(str(p) for p in task.get("parents", [])),
+        timeout_seconds=max(1, round(timeout)),
+        schedule_timeout_seconds=max(1, round(schedule_timeout)),
+        retries=retries,
+        backoff_factor=float(factor) if factor is not None else None,
+        backoff_max_seconds=int(max_seconds) if max_seconds is not None else None,
+        is_durable=is_durable,
+        slot_requests=requests,
+    )
+
+
+def _check_graph(workflow: str, steps: list[StepSpec]) -> None:
+    names = [s.readable_id for s in steps]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InvalidDefinition(f"workflow {workflow!r}: duplicate task names {duplicates}")
+    known = set(names)
+    for step in steps:
+        if step.kind is StepKind.ON_FAILURE and step.parents:
+            raise InvalidDefinition(f"workflow {workflow!r}: the on-failure task has parents")
+        for parent in step.parents:
+            if parent not in known:
+                raise InvalidDefinition(
+                    f"workflow {workflow!r} task {step.readable_id!r}: unknown parent {parent!r}"
+                )
+    parents = {s.readable_id: s.parents for s in steps}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(node: str, path: list[str]) -> None:
+        if state.get(node) == 2:
+            return
+        if state.get(node) == 1:
+            cycle = [*path[path.index(node) :], node]
+            raise InvalidDefinition(f"workflow {workflow!r}: cycle {' -> '.join(cycle)}")
+        state[node] = 1
+        for parent in parents[node]:
+            visit(parent, [*path, node])
+        state[node] = 2
+
+    for name in names:
+        visit(name, [])
+
+
+def _unenforced(definition: Mapping[str, Any]) -> list[str]:
+    """Stored settings that a later engine version enforces; logged once at registration."""
+    found: list[str] = []
+    top_level = {
+        "concurrency": "workflow concurrency",
+        "concurrency_arr": "workflow concurrency",
+        "cron_triggers": "cron triggers",
+        "default_filters": "event filters",
+        "sticky": "sticky placement",
+        "idempotency": "idempotency keys",
+    }
+    for key, label in top_level.items():
+        if definition.get(key) and label not in found:
+            found.append(label)
+    per_task = {
+        "rate_limits": "rate limits",
+        "worker_labels": "desired worker labels",
+        "concurrency": "task concurrency",
+        "conditions": "task conditions",
+        "batch": "batching",
+    }
+    tasks = list(definition.get("tasks", []))
+    if definition.get("on_failure_task"):
+        tasks.append(definition["on_failure_task"])
+    for task in tasks:
+        for key, label in per_task.items():
+            if task.get(key) and label not in found:
+                found.append(label)
+    return found

@@ -1,0 +1,1 @@
+"""Database layer: the repository, migrations and the embedded dev PostgreSQL."""

@@ -1,0 +1,235 @@
+-- Runs, tasks and the queue: triggering, claiming, finishing.
+
+-- name: insert_runs
+INSERT INTO workflow_runs
+    (id, tenant_id, workflow_id, workflow_version_id, status, input, additional_metadata,
+     priority, parent_task_id, parent_run_id, child_index, child_key, dedupe_key,
+     desired_worker_id, triggering_event_id, triggering_event_key)
+SELECT r.id, $1, r.workflow_id, r.version_id, 'QUEUED', r.input::jsonb, r.metadata::jsonb,
+       r.priority, r.parent_task_id, r.parent_run_id, r.child_index, r.child_key, r.dedupe_key,
+       r.desired_worker_id, r.event_id, r.event_key
+FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int[], $8::uuid[],
+            $9::uuid[], $10::int[], $11::text[], $12::text[], $13::uuid[], $14::uuid[],
+            $15::text[])
+     AS r(id, workflow_id, version_id, input, metadata, priority, parent_task_id, parent_run_id,
+          child_index, child_key, dedupe_key, desired_worker_id, event_id, event_key)
+ON CONFLICT (tenant_id, dedupe_key) DO NOTHING
+RETURNING id;
+
+-- name: runs_by_dedupe_key
+SELECT id, dedupe_key FROM workflow_runs WHERE tenant_id = $1 AND dedupe_key = ANY($2::text[]);
+
+-- name: insert_tasks
+INSERT INTO tasks
+    (id, tenant_id, workflow_run_id, step_id, readable_id, action_id, status, priority,
+     payload_extra, slot_requests, timeout_seconds, is_skipped, output, queued_at, finished_at)
+SELECT t.id, $1, t.run_id, t.step_id, t.readable_id, t.action_id, t.status, t.priority,
+       t.payload_extra::jsonb, t.slot_requests::jsonb, t.timeout_seconds, t.is_skipped,
+       t.output,
+       CASE WHEN t.status = 'QUEUED' THEN now() END,
+       CASE WHEN t.status IN ('COMPLETED', 'FAILED', 'CANCELLED') THEN now() END
+FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::int[],
+            $9::text[], $10::text[], $11::int[], $12::bool[], $13::text[])
+     AS t(id, run_id, step_id, readable_id, action_id, status, priority, payload_extra,
+          slot_requests, timeout_seconds, is_skipped, output);
+
+-- name: insert_queue_items
+INSERT INTO queue_items
+    (tenant_id, task_id, retry_count, action_id, priority, slot_requests, desired_worker_id,
+     available_at, schedule_timeout_at)
+SELECT $1, q.task_id, q.retry_count, q.action_id, q.priority, q.slot_requests::jsonb,
+       q.desired_worker_id,
+       now() + make_interval(secs => q.delay_seconds),
+       now() + make_interval(secs => q.delay_seconds + q.schedule_timeout_seconds)
+FROM unnest($2::uuid[], $3::int[], $4::text[], $5::int[], $6::text[], $7::uuid[], $8::float8[],
+            $9::int[])
+     AS q(task_id, retry_count, action_id, priority, slot_requests, desired_worker_id,
+          delay_seconds, schedule_timeout_seconds);
+
+-- name: insert_task_events
+INSERT INTO task_events
+    (tenant_id, task_id, workflow_run_id, retry_count, event_type, message, output, worker_id)
+SELECT $1, e.task_id, e.run_id, e.retry_count, e.event_type, e.message, e.output, e.worker_id
+FROM unnest($2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], $7::text[], $8::uuid[])
+     AS e(task_id, run_id, retry_count, event_type, message, output, worker_id);
+
+-- name: notify
+SELECT pg_notify($1, $2);
+
+-- name: worker_used_slots
+SELECT t.worker_id, r.key AS slot_type, sum(r.value::int)::int AS used
+FROM tasks t, jsonb_each_text(t.slot_requests) AS r
+WHERE t.worker_id = ANY($1::uuid[]) AND t.slot_held
+GROUP BY 1, 2;
+
+-- name: claim_queue_items
+-- Up to a.lim ready items per action, skipping rows another replica is claiming.
+SELECT q.id, q.task_id, q.action_id, q.priority, q.slot_requests::text AS slot_requests,
+       q.desired_worker_id
+FROM unnest($2::text[], $3::int[]) AS a(action_id, lim)
+CROSS JOIN LATERAL (
+    SELECT id, task_id, action_id, priority, slot_requests, desired_worker_id
+    FROM queue_items
+    WHERE tenant_id = $1 AND action_id = a.action_id AND available_at <= now()
+    ORDER BY priority DESC, id
+    LIMIT a.lim
+    FOR UPDATE SKIP LOCKED
+) AS q;
+
+-- name: assign_tasks
+WITH a AS (
+    SELECT * FROM unnest($1::bigint[], $2::uuid[]) AS a(queue_id, worker_id)
+), deleted AS (
+    DELETE FROM queue_items q USING a
+    WHERE q.id = a.queue_id
+    RETURNING q.task_id, q.retry_count, a.worker_id
+), updated AS (
+    UPDATE tasks t
+    SET status = 'RUNNING', worker_id = d.worker_id, slot_held = true, assigned_at = now(),
+        started_at = NULL, timeout_at = now() + make_interval(secs => t.timeout_seconds),
+        invocation_count = t.invocation_count + 1
+    FROM deleted d
+    WHERE t.id = d.task_id AND t.retry_count = d.retry_count AND t.status = 'QUEUED'
+    RETURNING t.id, t.tenant_id, t.workflow_run_id, t.step_id, t.readable_id, t.action_id,
+              t.retry_count, t.priority, t.payload_extra, t.worker_id, t.invocation_count
+), runs AS (
+    UPDATE workflow_runs r
+    SET status = 'RUNNING', started_at = coalesce(r.started_at, now())
+    FROM updated u
+    WHERE r.id = u.workflow_run_id AND r.status = 'QUEUED'
+), events AS (
+    INSERT INTO task_events (tenant_id, task_id, workflow_run_id, retry_count, event_type,
+                             worker_id)
+    SELECT u.tenant_id, u.id, u.workflow_run_id, u.retry_count, 'ASSIGNED', u.worker_id
+    FROM updated u
+)
+SELECT u.id, u.workflow_run_id, u.step_id, u.readable_id, u.action_id, u.retry_count,
+       u.priority, u.payload_extra::text AS payload_extra, u.worker_id, u.invocation_count,
+       r.input::text AS input, r.additional_metadata::text AS additional_metadata,
+       r.child_index, r.child_key, r.parent_task_id, r.workflow_id, r.workflow_version_id,
+       r.triggering_event_id, r.triggering_event_key
+FROM updated u
+JOIN workflow_runs r ON r.id = u.workflow_run_id;
+
+-- name: mark_task_started
+WITH updated AS (
+    UPDATE tasks SET started_at = now()
+    WHERE id = $1 AND retry_count = $2 AND status = 'RUNNING' AND started_at IS NULL
+    RETURNING id, tenant_id, workflow_run_id, retry_count, worker_id
+)
+INSERT INTO task_events (tenant_id, task_id, workflow_run_id, retry_count, event_type, worker_id)
+SELECT tenant_id, id, workflow_run_id, retry_count, 'STARTED', worker_id FROM updated
+RETURNING task_id;
+
+-- name: get_task
+SELECT t.id, t.tenant_id, t.workflow_run_id, t.step_id, t.readable_id, t.action_id, t.status,
+       t.retry_count, t.app_retry_count, t.worker_id, t.timeout_at, t.timeout_seconds,
+       r.workflow_version_id
+FROM tasks t
+JOIN workflow_runs r ON r.id = t.workflow_run_id
+WHERE t.id = $1 AND t.tenant_id = $2;
+
+-- name: finish_task
+-- Applies only to the attempt that is running: late results of older attempts change nothing.
+UPDATE tasks
+SET status = $3, output = $4, error = $5, finished_at = now(), slot_held = false
+WHERE id = $1 AND retry_count = $2 AND status = 'RUNNING'
+RETURNING id, tenant_id, workflow_run_id, step_id, worker_id, retry_count, action_id,
+          readable_id;
+
+-- name: requeue_task
+-- A failed attempt that will be retried: back to QUEUED under the next retry count.
+UPDATE tasks
+SET status = 'QUEUED', retry_count = retry_count + 1,
+    app_retry_count = app_retry_count + CASE WHEN $3 THEN 1 ELSE 0 END,
+    error = $4, worker_id = NULL, slot_held = false, timeout_at = NULL,
+    assigned_at = NULL, started_at = NULL, queued_at = now()
+WHERE id = $1 AND retry_count = $2 AND status = 'RUNNING'
+RETURNING id, tenant_id, workflow_run_id, step_id, worker_id, retry_count, action_id, priority,
+          readable_id, slot_requests::text AS slot_requests;
+
+-- name: cancel_task
+WITH target AS (
+    SELECT id, status AS previous_status, worker_id AS previous_worker_id
+    FROM tasks
+    WHERE id = $2 AND tenant_id = $1 AND status IN ('QUEUED', 'RUNNING')
+    FOR UPDATE
+), dequeued AS (
+    DELETE FROM queue_items q USING target WHERE q.task_id = target.id
+)
+UPDATE tasks t
+SET status = 'CANCELLED', finished_at = now(), slot_held = false
+FROM target
+WHERE t.id = target.id
+RETURNING t.id, t.tenant_id, t.workflow_run_id, t.step_id, t.worker_id, t.retry_count,
+          t.action_id, t.readable_id, target.previous_status;
+
+-- name: lock_run
+SELECT id, tenant_id, workflow_version_id, status, desired_worker_id
+FROM workflow_runs WHERE id = $1 FOR UPDATE;
+
+-- name: run_task_snapshot
+SELECT id, step_id, readable_id, status, output, error, is_skipped
+FROM tasks WHERE workflow_run_id = $1;
+
+-- name: set_run_status
+UPDATE workflow_runs
+SET status = $2,
+    started_at = CASE WHEN $2 <> 'QUEUED' THEN coalesce(started_at, now()) ELSE started_at END,
+    finished_at = CASE WHEN $3 THEN now() ELSE NULL END
+WHERE id = $1;
+
+-- name: run_priority
+SELECT priority, desired_worker_id FROM workflow_runs WHERE id = $1;
+
+-- name: parent_context
+SELECT t.id, t.workflow_run_id, r.additional_metadata
+FROM tasks t
+JOIN workflow_runs r ON r.id = t.workflow_run_id
+WHERE t.id = $2 AND t.tenant_id = $1;
+
+-- name: local_workers_state
+-- Which of this replica's workers may take work now.
+SELECT id, is_paused, engine_id, last_heartbeat_at > now() - make_interval(secs => $2) AS alive
+FROM workers
+WHERE id = ANY($1::uuid[]);
+
+-- name: finished_runs
+SELECT id, status FROM workflow_runs WHERE id = ANY($1::uuid[]) AND finished_at IS NOT NULL;
+
+-- name: run_results
+SELECT workflow_run_id, id, readable_id, status, output, error, is_skipped
+FROM tasks
+WHERE workflow_run_id = ANY($1::uuid[]);
+
+-- name: get_run
+SELECT id, tenant_id, workflow_id, workflow_version_id, status, input::text AS input,
+       additional_metadata::text AS additional_metadata, finished_at, created_at
+FROM workflow_runs
+WHERE id = $1 AND tenant_id = $2;
+
+-- name: run_tasks_detail
+SELECT id, readable_id, status, output, error, is_skipped, retry_count
+FROM tasks
+WHERE workflow_run_id = $1
+ORDER BY created_at;
+
+-- name: task_run_id
+SELECT workflow_run_id FROM tasks WHERE id = $1 AND tenant_id = $2;
+
+-- name: release_slot
+UPDATE tasks SET slot_held = false
+WHERE id = $1 AND tenant_id = $2 AND slot_held
+RETURNING worker_id;
+
+-- name: insert_event
+INSERT INTO events (id, tenant_id, key, payload, additional_metadata, priority, scope)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING created_at;
+
+-- name: insert_log_line
+INSERT INTO log_lines (tenant_id, task_id, retry_count, level, message, metadata, created_at)
+SELECT $1, t.id, coalesce($3, t.retry_count), $4, $5, $6, $7
+FROM tasks t
+WHERE t.id = $2 AND t.tenant_id = $1
+RETURNING id;

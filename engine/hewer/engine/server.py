@@ -1,0 +1,210 @@
+"""Engine assembly: one process serving gRPC and REST against one PostgreSQL.
+
+The engine keeps no state of its own beyond caches and the worker streams it holds, so any
+number of replicas can run against the same database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from aiohttp import web
+
+from hewer.engine.api.grpc.admin import AdminService, WorkflowService
+from hewer.engine.api.grpc.common import GrpcContextAuth
+from hewer.engine.api.grpc.dispatcher import DispatcherService
+from hewer.engine.api.grpc.durable import DurableService
+from hewer.engine.api.grpc.events import EventsService
+from hewer.engine.api.grpc.server import build_grpc_server
+from hewer.engine.api.grpc.streams import RunStreams
+from hewer.engine.api.rest.app import build_app
+from hewer.engine.config import Settings
+from hewer.engine.db.repository import Repository, create_pool
+from hewer.engine.services.auth import Authenticator
+from hewer.engine.services.bus import Bus
+from hewer.engine.services.control import RunControl
+from hewer.engine.services.definitions import Definitions
+from hewer.engine.services.events import Events
+from hewer.engine.services.lifecycle import Lifecycle
+from hewer.engine.services.scheduler import Scheduler
+from hewer.engine.services.subscriptions import EventWatchers, ResultWatchers
+from hewer.engine.services.timers import Timers
+from hewer.engine.services.triggers import Triggers
+from hewer.engine.services.workers import ActionKind, ActionMessage, WorkerHub
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyInfo:
+    tenant_id: str
+    token: str
+    grpc_address: str
+    server_url: str
+
+
+async def _authenticator(settings: Settings, repo: Repository) -> Authenticator:
+    return await Authenticator.create(
+        repo=repo,
+        configured_secret=settings.signing_secret,
+        server_url=settings.public_server_url,
+        grpc_address=settings.public_grpc_address,
+    )
+
+
+async def create_token(
+    *, settings: Settings, dsn: str, tenant_name: str, name: str, expires_in: timedelta
+) -> str:
+    """Mint an API token for a tenant (created if missing)."""
+    pool = await create_pool(dsn, size=2)
+    repo = Repository(pool)
+    try:
+        tenant_id = await repo.ensure_tenant(tenant_name)
+        auth = await _authenticator(settings, repo)
+        return await auth.issue(tenant_id=tenant_id, name=name, expires_in=expires_in)
+    finally:
+        await repo.close()
+
+
+async def run_engine(
+    *,
+    settings: Settings,
+    dsn: str,
+    stop: asyncio.Event,
+    on_ready: Callable[[ReadyInfo], None] | None = None,
+) -> None:
+    """Serve until ``stop`` is set, then shut down cleanly."""
+    engine_id = f"engine-{uuid.uuid4()}"
+    repo = Repository(await create_pool(dsn, size=settings.db_pool_size))
+    bus = Bus(repo=repo, dsn=dsn)
+    hub = WorkerHub()
+    definitions = Definitions(repo)
+    lifecycle = Lifecycle(repo=repo, bus=bus, definitions=definitions)
+    triggers = Triggers(repo=repo, bus=bus, definitions=definitions)
+    events = Events(repo=repo, triggers=triggers)
+    control = RunControl(
+        repo=repo, bus=bus, definitions=definitions, lifecycle=lifecycle, triggers=triggers
+    )
+    scheduler = Scheduler(repo=repo, hub=hub, engine_id=engine_id)
+    timers = Timers(
+        repo=repo, lifecycle=lifecycle, heartbeat_timeout=settings.heartbeat_timeout_seconds
+    )
+    results = ResultWatchers(repo)
+    run_events = EventWatchers()
+    auth = await _authenticator(settings, repo)
+    tenant_id = await repo.ensure_tenant(settings.default_tenant)
+
+    async def requeue(messages: list[ActionMessage]) -> None:
+        for m in messages:
+            await lifecycle.requeue_lost(
+                tenant_id=m.tenant_id,
+                task_id=m.task_id,
+                retry_count=m.retry_count,
+                reason="worker stream closed before the task was sent",
+            )
+
+    async def on_worker_message(message: dict[str, object]) -> None:
+        if message.get("op") != "cancel":
+            return
+        hub.send(
+            str(message["worker"]),
+            ActionMessage(
+                kind=ActionKind.CANCEL,
+                tenant_id=str(message["tenant"]),
+                workflow_run_id=str(message["run"]),
+                task_id=str(message["task"]),
+                step_id=str(message["step"]),
+                readable_id=str(message["readable"]),
+                action_id=str(message["action"]),
+                retry_count=int(str(message["retry"])),
+            ),
+        )
+
+    scheduler.on_undeliverable = requeue
+    bus.subscribe("queue", scheduler.on_bus)
+    bus.subscribe("slots", scheduler.on_bus)
+    bus.subscribe("resync", scheduler.on_bus)
+    bus.subscribe("worker", on_worker_message)
+    bus.subscribe("run", results.on_bus)
+    bus.subscribe("run", run_events.on_run_finished)
+    bus.subscribe("event", run_events.on_event)
+
+    grpc_auth = GrpcContextAuth(auth)
+    streams = RunStreams(repo=repo, results=results, events=run_events)
+    grpc_server = build_grpc_server(
+        max_message_bytes=settings.max_payload_bytes,
+        dispatcher=DispatcherService(
+            auth=grpc_auth,
+            repo=repo,
+            hub=hub,
+            scheduler=scheduler,
+            lifecycle=lifecycle,
+            streams=streams,
+            engine_id=engine_id,
+        ),
+        admin=AdminService(
+            auth=grpc_auth,
+            repo=repo,
+            definitions=definitions,
+            triggers=triggers,
+            control=control,
+            max_payload_bytes=settings.max_payload_bytes,
+        ),
+        workflows=WorkflowService(
+            auth=grpc_auth, triggers=triggers, max_payload_bytes=settings.max_payload_bytes
+        ),
+        events=EventsService(
+            auth=grpc_auth,
+            repo=repo,
+            events=events,
+            bus=bus,
+            max_payload_bytes=settings.max_payload_bytes,
+        ),
+        durable=DurableService(auth=grpc_auth),
+    )
+    grpc_server.add_insecure_port(f"{settings.bind_host}:{settings.grpc_port}")
+    app = build_app(repo=repo, control=control, auth=auth)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.bind_host, settings.http_port)
+
+    await bus.start()
+    scheduler.start()
+    timers.start()
+    results.start()
+    await grpc_server.start()
+    await site.start()
+    log.info(
+        "engine %s serving gRPC on %s:%s and REST on %s:%s",
+        engine_id,
+        settings.bind_host,
+        settings.grpc_port,
+        settings.bind_host,
+        settings.http_port,
+    )
+    try:
+        if on_ready is not None:
+            token = await auth.issue(tenant_id=tenant_id, name="dev")
+            on_ready(
+                ReadyInfo(
+                    tenant_id=tenant_id,
+                    token=token,
+                    grpc_address=settings.public_grpc_address,
+                    server_url=settings.public_server_url,
+                )
+            )
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await grpc_server.stop(grace=2.0)
+        await runner.cleanup()
+        await results.stop()
+        await timers.stop()
+        await scheduler.stop()
+        await bus.close()
+        await repo.close()

@@ -1,0 +1,184 @@
+"""Operator actions on runs and workers: cancel, replay, trigger, pause.
+
+This is the mutation surface the REST API (and later the operator) calls.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from hewer.engine.core.model import StepKind, TaskStatus, WorkflowVersionDef
+from hewer.engine.db.repository import QueueEntry, Repository, TaskEvent
+from hewer.engine.services.bus import Bus
+from hewer.engine.services.definitions import Definitions
+from hewer.engine.services.lifecycle import Lifecycle
+from hewer.engine.services.triggers import TriggerError, TriggerRequest, Triggers
+
+
+class RunControl:
+    def __init__(
+        self,
+        *,
+        repo: Repository,
+        bus: Bus,
+        definitions: Definitions,
+        lifecycle: Lifecycle,
+        triggers: Triggers,
+    ) -> None:
+        self._repo = repo
+        self._bus = bus
+        self._defs = definitions
+        self._lifecycle = lifecycle
+        self._triggers = triggers
+
+    async def cancel(self, *, tenant_id: str, external_ids: Sequence[str]) -> list[str]:
+        task_ids = await self._repo.active_tasks_for_ids(tenant_id=tenant_id, ids=external_ids)
+        return await self._lifecycle.cancel(
+            tenant_id=tenant_id, task_ids=task_ids, reason="cancelled by request"
+        )
+
+    async def trigger(
+        self,
+        *,
+        tenant_id: str,
+        workflow_name: str,
+        input: dict[str, Any],
+        additional_metadata: dict[str, Any],
+        priority: int | None,
+    ) -> str:
+        try:
+            ids = await self._triggers.trigger(
+                tenant_id=tenant_id,
+                requests=[
+                    TriggerRequest(
+                        workflow_name=workflow_name,
+                        input=input,
+                        additional_metadata=additional_metadata,
+                        priority=priority,
+                    )
+                ],
+            )
+        except TriggerError as exc:
+            raise ValueError(str(exc)) from None
+        return ids[0]
+
+    async def set_worker_paused(self, *, tenant_id: str, worker_id: str, paused: bool) -> bool:
+        changed = await self._repo.set_worker_paused(
+            tenant_id=tenant_id, worker_id=worker_id, paused=paused
+        )
+        if changed and not paused:
+            await self._bus.publish(None, {"t": "slots", "worker": worker_id})
+        return changed
+
+    async def replay(self, *, tenant_id: str, external_ids: Sequence[str]) -> list[str]:
+        """Run finished tasks again (attempt + 1); the tasks after them are recreated.
+
+        A run id replays the whole run from its roots; a task id replays that task and
+        everything downstream of it. Child runs spawned earlier are reused, not recreated.
+        """
+        targets = await self._repo.replay_targets(tenant_id=tenant_id, ids=external_ids)
+        wanted: dict[str, tuple[str, set[str] | None]] = {}
+        for row in targets:
+            run_id = str(row["run_id"])
+            version_id = str(row["workflow_version_id"])
+            whole_run = run_id in external_ids or row["task_id"] is None
+            _, tasks = wanted.get(run_id, (version_id, set()))
+            if whole_run or tasks is None:
+                wanted[run_id] = (version_id, None)
+            else:
+                tasks.add(str(row["task_id"]))
+                wanted[run_id] = (version_id, tasks)
+        replayed: list[str] = []
+        for run_id, (version_id, task_ids) in wanted.items():
+            replayed += await self._replay_run(
+                tenant_id=tenant_id, run_id=run_id, version_id=version_id, task_ids=task_ids
+            )
+        return replayed
+
+    async def _replay_run(
+        self, *, tenant_id: str, run_id: str, version_id: str, task_ids: set[str] | None
+    ) -> list[str]:
+        version = await self._defs.version(version_id)
+        async with self._repo.transaction() as conn:
+            await self._repo.lock_run(conn, run_id)
+            snapshot = await self._repo.run_task_snapshot(conn, run_id)
+            if task_ids is None:
+                start = {s.readable_id for s in version.roots}
+            else:
+                start = {t.readable_id for t in snapshot if t.id in task_ids}
+            downstream = _downstream(version, start)
+            if any(t.readable_id in start and not t.status.is_final for t in snapshot):
+                return []  # replaying a task that is still active would run it twice
+            await self._repo.delete_tasks(
+                conn, [t.id for t in snapshot if t.readable_id in downstream]
+            )
+            reset = []
+            for task in snapshot:
+                if task.readable_id in start:
+                    row = await self._repo.reset_task(conn, task.id)
+                    if row is not None:
+                        reset.append(row)
+            if not reset:
+                return []
+            priority = await self._repo.run_priority(conn, run_id)
+            await self._repo.insert_queue_items(
+                conn,
+                tenant_id=tenant_id,
+                entries=[
+                    QueueEntry(
+                        task_id=str(r["id"]),
+                        retry_count=r["retry_count"],
+                        action_id=r["action_id"],
+                        priority=r["priority"],
+                        slot_requests={
+                            str(k): int(v) for k, v in json.loads(r["slot_requests"]).items()
+                        },
+                        desired_worker_id=None
+                        if priority is None or priority["desired_worker_id"] is None
+                        else str(priority["desired_worker_id"]),
+                        delay_seconds=0,
+                        schedule_timeout_seconds=version.step_by_id(
+                            str(r["step_id"])
+                        ).schedule_timeout_seconds,
+                    )
+                    for r in reset
+                ],
+            )
+            await self._repo.insert_task_events(
+                conn,
+                tenant_id=tenant_id,
+                events=[
+                    TaskEvent(
+                        task_id=str(r["id"]),
+                        run_id=run_id,
+                        retry_count=r["retry_count"],
+                        event_type="QUEUED",
+                        message="replayed",
+                    )
+                    for r in reset
+                ],
+            )
+            await self._repo.set_run_status(
+                conn, run_id=run_id, status=TaskStatus.QUEUED, finished=False
+            )
+            await self._bus.publish(conn, {"t": "queue", "tenant": tenant_id, "delay": 0})
+        return [str(r["id"]) for r in reset]
+
+
+def _downstream(version: WorkflowVersionDef, start: set[str]) -> set[str]:
+    """Steps after ``start`` (not including it), plus the on-failure step."""
+    found: set[str] = set()
+    frontier = set(start)
+    while frontier:
+        children = {
+            s.readable_id
+            for s in version.steps
+            if s.kind is StepKind.TASK and frontier & set(s.parents)
+        }
+        frontier = children - found - start
+        found |= frontier
+    if version.on_failure is not None:
+        found.add(version.on_failure.readable_id)
+    return found - start

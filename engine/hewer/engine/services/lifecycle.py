@@ -1,0 +1,397 @@
+"""Task outcomes: completion, failure and retry, cancellation, and what follows in the run.
+
+Every outcome is one transaction: the attempt's row changes only if that attempt is still
+the running one (late reports of older attempts change nothing), then the run advances
+(children created, on-failure queued, run finished) under a lock on the run row, so two
+siblings finishing at once never create a child twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hewer.engine.core.dag import NewTask, progress
+from hewer.engine.core.model import TaskStatus, WorkflowVersionDef
+from hewer.engine.core.retry import decide_retry
+from hewer.engine.db.repository import Conn, NewTaskRow, QueueEntry, Record, Repository, TaskEvent
+from hewer.engine.services.bus import Bus
+from hewer.engine.services.definitions import Definitions
+
+log = logging.getLogger(__name__)
+_INLINE_OUTPUT_LIMIT = 4000
+
+
+class TaskNotFound(LookupError):
+    pass
+
+
+class StaleAttempt(Exception):
+    """A report for an attempt that is not running (finished, cancelled or retried)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    run_finished: bool
+    run_status: TaskStatus
+
+
+class Lifecycle:
+    def __init__(self, *, repo: Repository, bus: Bus, definitions: Definitions) -> None:
+        self._repo = repo
+        self._bus = bus
+        self._defs = definitions
+
+    # -- reports from workers --------------------------------------------------------------
+
+    async def started(self, *, tenant_id: str, task_id: str, retry_count: int) -> None:
+        task = await self._repo.get_task(task_id, tenant_id=tenant_id)
+        if task is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        if await self._repo.mark_task_started(task_id=task_id, retry_count=retry_count):
+            await self._bus.publish(
+                None,
+                _run_event(task, "STARTED", retry_count=retry_count, payload=""),
+            )
+
+    async def completed(
+        self, *, tenant_id: str, task_id: str, retry_count: int, output: str
+    ) -> None:
+        async with self._repo.transaction() as conn:
+            row = await self._finish_attempt(
+                conn,
+                tenant_id=tenant_id,
+                task_id=task_id,
+                retry_count=retry_count,
+                status=TaskStatus.COMPLETED,
+                output=output,
+                error=None,
+            )
+            await self._repo.insert_task_events(
+                conn,
+                tenant_id=tenant_id,
+                events=[_event(row, "COMPLETED", output=output)],
+            )
+            await self._advance(conn, row, status=TaskStatus.COMPLETED, payload=output)
+
+    async def failed(
+        self,
+        *,
+        tenant_id: str,
+        task_id: str,
+        retry_count: int,
+        error: str,
+        non_retryable: bool = False,
+        event_type: str = "FAILED",
+        cancel_on_worker: bool = False,
+    ) -> None:
+        """An attempt failed (app error or timeout): retry it or fail it for good.
+
+        ``cancel_on_worker`` sends the worker a cancel for the attempt (timeouts: the
+        worker may still be running it).
+        """
+        async with self._repo.transaction() as conn:
+            task = await self._repo.get_task(task_id, tenant_id=tenant_id, conn=conn)
+            if task is None:
+                raise TaskNotFound(f"task {task_id} not found")
+            version = await self._defs.version(str(task["workflow_version_id"]), conn=conn)
+            step = version.step_by_id(str(task["step_id"]))
+            decision = decide_retry(
+                retries=step.retries,
+                app_retry_count=task["app_retry_count"],
+                non_retryable=non_retryable,
+                backoff_factor=step.backoff_factor,
+                backoff_max_seconds=step.backoff_max_seconds,
+            )
+            if decision.retry:
+                row = await self._repo.requeue_task(
+                    conn, task_id=task_id, retry_count=retry_count, app_failure=True, error=error
+                )
+                if row is None:
+                    raise StaleAttempt(_stale_message(task, retry_count))
+                await self._queue_retry(
+                    conn,
+                    row,
+                    previous_worker=_opt(task["worker_id"]),
+                    step_timeout=step.schedule_timeout_seconds,
+                    delay=decision.delay_seconds,
+                )
+                if cancel_on_worker and task["worker_id"]:
+                    await self._bus.publish(conn, _cancel_message(task, retry_count=retry_count))
+                await self._repo.insert_task_events(
+                    conn,
+                    tenant_id=tenant_id,
+                    events=[
+                        _event(row, event_type, message=error, retry_count=retry_count),
+                        _event(row, "RETRYING", message=error),
+                    ],
+                )
+                return
+            row = await self._finish_attempt(
+                conn,
+                tenant_id=tenant_id,
+                task_id=task_id,
+                retry_count=retry_count,
+                status=TaskStatus.FAILED,
+                output=None,
+                error=error,
+            )
+            await self._repo.insert_task_events(
+                conn, tenant_id=tenant_id, events=[_event(row, event_type, message=error)]
+            )
+            if cancel_on_worker and row["worker_id"]:
+                await self._bus.publish(conn, _cancel_message(row))
+            await self._advance(conn, row, status=TaskStatus.FAILED, payload=error, version=version)
+
+    async def requeue_lost(
+        self, *, tenant_id: str, task_id: str, retry_count: int, reason: str
+    ) -> bool:
+        """Put back an attempt whose worker is gone (an internal failure: no app retry used)."""
+        async with self._repo.transaction() as conn:
+            task = await self._repo.get_task(task_id, tenant_id=tenant_id, conn=conn)
+            if task is None:
+                return False
+            row = await self._repo.requeue_task(
+                conn, task_id=task_id, retry_count=retry_count, app_failure=False, error=None
+            )
+            if row is None:
+                return False
+            version = await self._defs.version(str(task["workflow_version_id"]), conn=conn)
+            step = version.step_by_id(str(row["step_id"]))
+            await self._queue_retry(
+                conn,
+                row,
+                previous_worker=_opt(task["worker_id"]),
+                step_timeout=step.schedule_timeout_seconds,
+                delay=0,
+            )
+            await self._repo.insert_task_events(
+                conn,
+                tenant_id=tenant_id,
+                events=[_event(row, "REASSIGNED", message=reason, retry_count=retry_count)],
+            )
+            return True
+
+    # -- cancellation ----------------------------------------------------------------------
+
+    async def cancel(self, *, tenant_id: str, task_ids: Sequence[str], reason: str) -> list[str]:
+        """Cancel queued or running tasks; running ones get a cancel sent to their worker."""
+        cancelled: list[str] = []
+        for task_id in task_ids:
+            async with self._repo.transaction() as conn:
+                rows = await self._repo.cancel_task(conn, tenant_id=tenant_id, task_id=task_id)
+                if not rows:
+                    continue
+                row = rows[0]
+                cancelled.append(str(row["id"]))
+                await self._repo.insert_task_events(
+                    conn, tenant_id=tenant_id, events=[_event(row, "CANCELLED", message=reason)]
+                )
+                if row["previous_status"] == TaskStatus.RUNNING.value and row["worker_id"]:
+                    await self._bus.publish(conn, _cancel_message(row))
+                await self._advance(conn, row, status=TaskStatus.CANCELLED, payload="")
+        return cancelled
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _finish_attempt(
+        self,
+        conn: Conn,
+        *,
+        tenant_id: str,
+        task_id: str,
+        retry_count: int,
+        status: TaskStatus,
+        output: str | None,
+        error: str | None,
+    ) -> Record:
+        row = await self._repo.finish_task(
+            conn,
+            task_id=task_id,
+            retry_count=retry_count,
+            status=status,
+            output=output,
+            error=error,
+        )
+        if row is None or str(row["tenant_id"]) != tenant_id:
+            task = await self._repo.get_task(task_id, tenant_id=tenant_id, conn=conn)
+            if task is None:
+                raise TaskNotFound(f"task {task_id} not found")
+            raise StaleAttempt(_stale_message(task, retry_count))
+        return row
+
+    async def _queue_retry(
+        self,
+        conn: Conn,
+        row: Record,
+        *,
+        previous_worker: str | None,
+        step_timeout: int,
+        delay: float,
+    ) -> None:
+        run = await self._repo.run_priority(conn, str(row["workflow_run_id"]))
+        await self._repo.insert_queue_items(
+            conn,
+            tenant_id=str(row["tenant_id"]),
+            entries=[
+                QueueEntry(
+                    task_id=str(row["id"]),
+                    retry_count=row["retry_count"],
+                    action_id=row["action_id"],
+                    priority=row["priority"],
+                    slot_requests=_slot_requests(row["slot_requests"]),
+                    desired_worker_id=None if run is None else _opt(run["desired_worker_id"]),
+                    delay_seconds=delay,
+                    schedule_timeout_seconds=step_timeout,
+                )
+            ],
+        )
+        if previous_worker:
+            await self._bus.publish(conn, {"t": "slots", "worker": previous_worker})
+        await self._bus.publish(
+            conn, {"t": "queue", "tenant": str(row["tenant_id"]), "delay": delay}
+        )
+
+    async def _advance(
+        self,
+        conn: Conn,
+        row: Record,
+        *,
+        status: TaskStatus,
+        payload: str,
+        version: WorkflowVersionDef | None = None,
+    ) -> None:
+        """After a task reached a final state: create what follows and maybe finish the run."""
+        tenant_id = str(row["tenant_id"])
+        run_id = str(row["workflow_run_id"])
+        messages: list[dict[str, Any]] = []
+        if row["worker_id"]:
+            messages.append({"t": "slots", "worker": str(row["worker_id"])})
+        messages.append(
+            _run_event(row, status.value, retry_count=row["retry_count"], payload=payload)
+        )
+        run = await self._repo.lock_run(conn, run_id)
+        assert run is not None
+        if version is None:
+            version = await self._defs.version(str(run["workflow_version_id"]), conn=conn)
+        snapshot = await self._repo.run_task_snapshot(conn, run_id)
+        step = progress(version, snapshot)
+        if step.new_tasks:
+            await self._create_tasks(conn, tenant_id=tenant_id, run=run, new=step.new_tasks)
+            if any(n.status is TaskStatus.QUEUED for n in step.new_tasks):
+                messages.append({"t": "queue", "tenant": tenant_id, "delay": 0})
+        await self._repo.set_run_status(
+            conn, run_id=run_id, status=step.run_status, finished=step.finished
+        )
+        if step.finished:
+            messages.append({"t": "run", "run": run_id, "status": step.run_status.value})
+        await self._bus.publish(conn, {"t": "multi", "m": messages})
+
+    async def _create_tasks(
+        self, conn: Conn, *, tenant_id: str, run: Record, new: Sequence[NewTask]
+    ) -> None:
+        priority_row = await self._repo.run_priority(conn, str(run["id"]))
+        priority = 1 if priority_row is None else int(priority_row["priority"])
+        desired = None if priority_row is None else _opt(priority_row["desired_worker_id"])
+        rows = [
+            NewTaskRow(id=str(uuid.uuid4()), run_id=str(run["id"]), task=n, priority=priority)
+            for n in new
+        ]
+        await self._repo.insert_tasks(conn, tenant_id=tenant_id, tasks=rows)
+        await self._repo.insert_queue_items(
+            conn,
+            tenant_id=tenant_id,
+            entries=[
+                QueueEntry(
+                    task_id=r.id,
+                    retry_count=0,
+                    action_id=r.task.step.action_id,
+                    priority=priority,
+                    slot_requests=r.task.step.slot_requests,
+                    desired_worker_id=desired,
+                    delay_seconds=0,
+                    schedule_timeout_seconds=r.task.step.schedule_timeout_seconds,
+                )
+                for r in rows
+                if r.task.status is TaskStatus.QUEUED
+            ],
+        )
+        events = [
+            TaskEvent(
+                task_id=r.id,
+                run_id=r.run_id,
+                retry_count=0,
+                event_type="QUEUED"
+                if r.task.status is TaskStatus.QUEUED
+                else ("SKIPPED" if r.task.skipped else r.task.status.value),
+            )
+            for r in rows
+        ]
+        await self._repo.insert_task_events(conn, tenant_id=tenant_id, events=events)
+
+
+def _opt(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _slot_requests(value: Any) -> dict[str, int]:
+    import json
+
+    raw = json.loads(value) if isinstance(value, str) else value
+    return {str(k): int(v) for k, v in dict(raw).items()}
+
+
+def _event(
+    row: Record,
+    event_type: str,
+    *,
+    message: str = "",
+    output: str | None = None,
+    retry_count: int | None = None,
+) -> TaskEvent:
+    return TaskEvent(
+        task_id=str(row["id"]),
+        run_id=str(row["workflow_run_id"]),
+        retry_count=row["retry_count"] if retry_count is None else retry_count,
+        event_type=event_type,
+        message=message,
+        output=output,
+        worker_id=_opt(row["worker_id"]),
+    )
+
+
+def _run_event(row: Record, kind: str, *, retry_count: int, payload: str) -> dict[str, Any]:
+    return {
+        "t": "event",
+        "run": str(row["workflow_run_id"]),
+        "task": str(row["id"]),
+        "kind": kind,
+        "retry": retry_count,
+        "payload": payload if len(payload) <= _INLINE_OUTPUT_LIMIT else "",
+    }
+
+
+def _cancel_message(row: Record, *, retry_count: int | None = None) -> dict[str, Any]:
+    """What the replica holding the worker's stream needs to build a CANCEL action."""
+    return {
+        "t": "worker",
+        "op": "cancel",
+        "tenant": str(row["tenant_id"]),
+        "worker": str(row["worker_id"]),
+        "task": str(row["id"]),
+        "run": str(row["workflow_run_id"]),
+        "step": str(row["step_id"]),
+        "action": row["action_id"],
+        "readable": row["readable_id"],
+        "retry": row["retry_count"] if retry_count is None else retry_count,
+    }
+
+
+def _stale_message(task: Record, retry_count: int) -> str:
+    return (
+        f"task {task['id']} attempt {retry_count} is not running "
+        f"(status {task['status']}, current attempt {task['retry_count']})"
+    )

@@ -1,0 +1,194 @@
+"""The scheduling loop: claim queued items for the workers this replica holds, assign, send.
+
+Wake-ups are event driven: a trigger or a freed slot sets an in-process event (and, from
+other replicas, arrives over the bus). A one-second safety tick covers delayed retries whose
+time has come and any signal lost while the listener reconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from hewer.engine.core.assignment import QueuedItem, WorkerCapacity, assign, free_capacity
+from hewer.engine.db.repository import Record, Repository
+from hewer.engine.services.workers import ActionKind, ActionMessage, WorkerHub
+
+log = logging.getLogger(__name__)
+
+MAX_PER_ACTION = 500
+ASSIGN_HEARTBEAT_WINDOW = 10.0  # seconds; workers beat every 4 s
+SAFETY_TICK = 1.0
+
+
+class Scheduler:
+    def __init__(self, *, repo: Repository, hub: WorkerHub, engine_id: str) -> None:
+        self._repo = repo
+        self._hub = hub
+        self._engine_id = engine_id
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._timers: set[asyncio.TimerHandle] = set()
+        self.on_undeliverable: Any = None  # set by the engine: requeues what could not be sent
+
+    def wake(self, delay: float = 0.0) -> None:
+        if delay <= 0:
+            self._wake.set()
+            return
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(delay, self._wake.set)
+        self._timers.add(handle)
+        if len(self._timers) > 1000:
+            self._timers = {h for h in self._timers if not h.cancelled()}
+
+    def on_bus(self, message: dict[str, Any]) -> None:
+        kind = message.get("t")
+        if kind == "queue":
+            self.wake(float(message.get("delay", 0) or 0))
+        elif (kind == "slots" and self._hub.get(str(message.get("worker")))) or kind == "resync":
+            self.wake()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="scheduler")
+
+    async def stop(self) -> None:
+        for handle in self._timers:
+            handle.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=SAFETY_TICK)
+            self._wake.clear()
+            try:
+                busy = False
+                for tenant_id in self._hub.tenants():
+                    busy = await self.run_round(tenant_id) or busy
+                if busy:
+                    self._wake.set()  # there may be more: go again without waiting
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scheduling round failed")
+                await asyncio.sleep(0.5)
+
+    async def run_round(self, tenant_id: str) -> bool:
+        """One claim-assign-send pass for a tenant; True when it assigned anything."""
+        sessions = [s for s in self._hub.sessions() if s.tenant_id == tenant_id and not s.closed]
+        if not sessions:
+            return False
+        ids = [s.worker_id for s in sessions]
+        async with self._repo.transaction() as conn:
+            states = await self._repo.local_workers_state(
+                conn, worker_ids=ids, heartbeat_timeout=ASSIGN_HEARTBEAT_WINDOW
+            )
+            usable = {
+                str(r["id"])
+                for r in states
+                if not r["is_paused"] and r["alive"] and r["engine_id"] == self._engine_id
+            }
+            sessions = [s for s in sessions if s.worker_id in usable]
+            if not sessions:
+                return False
+            used = await self._repo.worker_used_slots(conn, [s.worker_id for s in sessions])
+            capacities = [
+                WorkerCapacity(
+                    worker_id=s.worker_id,
+                    actions=s.actions,
+                    free=free_capacity(s.slot_config, used.get(s.worker_id, {})),
+                )
+                for s in sessions
+            ]
+            limits: dict[str, int] = {}
+            for cap in capacities:
+                units = sum(cap.free.values())
+                if units <= 0:
+                    continue
+                for action in cap.actions:
+                    limits[action] = min(MAX_PER_ACTION, limits.get(action, 0) + units)
+            if not limits:
+                return False
+            claimed = await self._repo.claim_queue_items(conn, tenant_id=tenant_id, limits=limits)
+            if not claimed:
+                return False
+            items = [_queued_item(r) for r in claimed]
+            decided = assign(items, capacities)
+            if not decided:
+                return False
+            rows = await self._repo.assign_tasks(
+                conn,
+                queue_ids=[a.item.queue_id for a in decided],
+                worker_ids=[a.worker_id for a in decided],
+            )
+        undeliverable: list[ActionMessage] = []
+        for row in rows:
+            message = start_message(tenant_id, row)
+            if not self._hub.send(str(row["worker_id"]), message):
+                undeliverable.append(message)
+        if undeliverable and self.on_undeliverable is not None:
+            await self.on_undeliverable(undeliverable)
+        return bool(rows)
+
+
+def _queued_item(row: Record) -> QueuedItem:
+    requests = json.loads(row["slot_requests"])
+    return QueuedItem(
+        queue_id=row["id"],
+        task_id=str(row["task_id"]),
+        action_id=row["action_id"],
+        priority=row["priority"],
+        slot_requests={str(k): int(v) for k, v in requests.items()},
+        desired_worker_id=None
+        if row["desired_worker_id"] is None
+        else str(row["desired_worker_id"]),
+    )
+
+
+def build_action_payload(input_json: str, payload_extra: str) -> str:
+    """The V1StepRunData JSON; the run input is spliced in as text, never re-parsed."""
+    extra = json.loads(payload_extra) if payload_extra else {}
+    return (
+        '{"input":'
+        + (input_json or "{}")
+        + ',"triggered_by":"manual","parents":'
+        + json.dumps(extra.get("parents", {}))
+        + ',"triggers":'
+        + json.dumps(extra.get("triggers", {}))
+        + ',"user_data":null,"overrides":null,"step_run_errors":'
+        + json.dumps(extra.get("step_run_errors", {}))
+        + "}"
+    )
+
+
+def start_message(tenant_id: str, row: Record) -> ActionMessage:
+    def opt(value: Any) -> str | None:
+        return None if value is None else str(value)
+
+    return ActionMessage(
+        kind=ActionKind.START,
+        tenant_id=tenant_id,
+        workflow_run_id=str(row["workflow_run_id"]),
+        task_id=str(row["id"]),
+        step_id=str(row["step_id"]),
+        readable_id=row["readable_id"],
+        action_id=row["action_id"],
+        retry_count=row["retry_count"],
+        payload=build_action_payload(row["input"], row["payload_extra"]),
+        additional_metadata=row["additional_metadata"] or "{}",
+        priority=row["priority"],
+        child_index=row["child_index"],
+        child_key=row["child_key"],
+        parent_task_id=opt(row["parent_task_id"]),
+        workflow_id=opt(row["workflow_id"]),
+        workflow_version_id=opt(row["workflow_version_id"]),
+        invocation_count=row["invocation_count"],
+        triggering_event_id=opt(row["triggering_event_id"]),
+        triggering_event_key=row["triggering_event_key"],
+    )

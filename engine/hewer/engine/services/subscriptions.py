@@ -1,0 +1,158 @@
+"""Live subscriptions: run results (SubscribeToWorkflowRuns) and run events (streaming).
+
+Run results are answered from three sources, whichever comes first: a check at subscribe
+time (the run may be over already), the bus's run-finished signal, and a one-second sweep
+of every watched id in a single query (covers signals lost during a listener reconnect).
+Each subscriber gets each run's result at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from hewer.engine.db.repository import Record, Repository
+
+log = logging.getLogger(__name__)
+SWEEP_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    task_id: str
+    readable_id: str
+    status: str
+    output: str | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    run_id: str
+    tasks: tuple[TaskResult, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    run_id: str
+    task_id: str
+    kind: str  # STARTED, COMPLETED, FAILED, CANCELLED, STREAM, or RUN_<status> at the end
+    payload: str
+    retry_count: int = 0
+    index: int | None = None
+
+
+class ResultWatchers:
+    def __init__(self, repo: Repository) -> None:
+        self._repo = repo
+        self._watchers: dict[str, set[asyncio.Queue[RunResult]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._sweep_forever(), name="result-sweeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def watch(self, run_id: str, queue: asyncio.Queue[RunResult]) -> None:
+        self._watchers.setdefault(run_id, set()).add(queue)
+        finished = await self._repo.finished_runs([run_id])
+        if finished:
+            await self._deliver([run_id])
+
+    def forget(self, queue: asyncio.Queue[RunResult]) -> None:
+        for run_id in list(self._watchers):
+            queues = self._watchers[run_id]
+            queues.discard(queue)
+            if not queues:
+                del self._watchers[run_id]
+
+    async def on_bus(self, message: dict[str, Any]) -> None:
+        run_id = str(message.get("run"))
+        if run_id in self._watchers:
+            await self._deliver([run_id])
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            try:
+                if self._watchers:
+                    finished = await self._repo.finished_runs(list(self._watchers))
+                    if finished:
+                        await self._deliver(list(finished))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("result sweep failed")
+
+    async def _deliver(self, run_ids: list[str]) -> None:
+        # take the watchers first so a concurrent delivery cannot send the same result twice
+        taken = {rid: self._watchers.pop(rid) for rid in run_ids if rid in self._watchers}
+        if not taken:
+            return
+        results = await self._repo.run_results(list(taken))
+        for run_id, queues in taken.items():
+            result = RunResult(
+                run_id=run_id, tasks=tuple(_task_result(r) for r in results.get(run_id, []))
+            )
+            for queue in queues:
+                queue.put_nowait(result)
+
+
+def _task_result(row: Record) -> TaskResult:
+    return TaskResult(
+        task_id=str(row["id"]),
+        readable_id=row["readable_id"],
+        status=row["status"],
+        output=row["output"],
+        error=row["error"],
+    )
+
+
+class EventWatchers:
+    """Fan-out of run events to live SubscribeToWorkflowEvents streams (no history)."""
+
+    def __init__(self) -> None:
+        self._watchers: dict[str, set[asyncio.Queue[RunEvent]]] = {}
+
+    def watch(self, run_id: str) -> asyncio.Queue[RunEvent]:
+        queue: asyncio.Queue[RunEvent] = asyncio.Queue()
+        self._watchers.setdefault(run_id, set()).add(queue)
+        return queue
+
+    def forget(self, run_id: str, queue: asyncio.Queue[RunEvent]) -> None:
+        queues = self._watchers.get(run_id)
+        if queues is not None:
+            queues.discard(queue)
+            if not queues:
+                del self._watchers[run_id]
+
+    def on_event(self, message: dict[str, Any]) -> None:
+        queues = self._watchers.get(str(message.get("run")))
+        if not queues:
+            return
+        event = RunEvent(
+            run_id=str(message["run"]),
+            task_id=str(message.get("task", "")),
+            kind=str(message.get("kind", "")),
+            payload=str(message.get("payload", "")),
+            retry_count=int(message.get("retry", 0) or 0),
+            index=message.get("index"),
+        )
+        for queue in queues:
+            queue.put_nowait(event)
+
+    def on_run_finished(self, message: dict[str, Any]) -> None:
+        run_id = str(message.get("run"))
+        queues = self._watchers.get(run_id)
+        if not queues:
+            return
+        event = RunEvent(run_id=run_id, task_id="", kind=f"RUN_{message.get('status')}", payload="")
+        for queue in queues:
+            queue.put_nowait(event)

@@ -1,0 +1,188 @@
+"""Creating workflow runs: direct triggers, bulk triggers, child spawns and events."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hewer.engine.core.dag import initial_tasks
+from hewer.engine.core.model import TaskStatus
+from hewer.engine.db.repository import NewRun, NewTaskRow, QueueEntry, Repository, TaskEvent
+from hewer.engine.services.bus import Bus
+from hewer.engine.services.definitions import Definitions
+
+MAX_BULK = 1000
+
+
+class TriggerError(ValueError):
+    """A trigger the engine refuses (unknown workflow, bad input...); nothing was created."""
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerRequest:
+    workflow_name: str
+    input: dict[str, Any]
+    additional_metadata: dict[str, Any] = field(default_factory=dict)
+    priority: int | None = None
+    parent_task_id: str | None = None
+    child_index: int | None = None
+    child_key: str | None = None
+    desired_worker_id: str | None = None
+    event_id: str | None = None
+    event_key: str | None = None
+
+
+def parse_json_object(text: str | bytes, *, what: str, max_bytes: int) -> dict[str, Any]:
+    """Decode a JSON object sent as text; empty means ``{}``."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="strict")
+    if len(text.encode()) > max_bytes:
+        raise TriggerError(f"{what} is larger than {max_bytes} bytes")
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise TriggerError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise TriggerError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+class Triggers:
+    def __init__(self, *, repo: Repository, bus: Bus, definitions: Definitions) -> None:
+        self._repo = repo
+        self._bus = bus
+        self._defs = definitions
+
+    async def trigger(self, *, tenant_id: str, requests: Sequence[TriggerRequest]) -> list[str]:
+        """Create the runs; returns their ids in request order.
+
+        A child spawn repeated under the same parent and key (or index) returns the run
+        created the first time and creates nothing.
+        """
+        if not requests:
+            return []
+        if len(requests) > MAX_BULK:
+            raise TriggerError(f"at most {MAX_BULK} runs per call, got {len(requests)}")
+        resolved: dict[str, tuple[str, str]] = {}
+        for name in {r.workflow_name for r in requests}:
+            row = await self._repo.latest_version_by_name(tenant_id, name)
+            if row is None:
+                raise TriggerError(f"workflow {name!r} not found")
+            resolved[name] = (str(row["workflow_id"]), str(row["version_id"]))
+
+        runs: list[NewRun] = []
+        parents: dict[str, Any] = {}
+        for req in requests:
+            if req.priority is not None and not 1 <= req.priority <= 3:
+                raise TriggerError(f"priority must be between 1 and 3, got {req.priority}")
+            workflow_id, version_id = resolved[req.workflow_name]
+            version = await self._defs.version(version_id)
+            metadata = dict(req.additional_metadata)
+            dedupe_key = None
+            parent_run_id = None
+            if req.parent_task_id:
+                parent = parents.get(req.parent_task_id)
+                if parent is None:
+                    parent = await self._repo.parent_context(
+                        tenant_id=tenant_id, task_id=req.parent_task_id
+                    )
+                    if parent is None:
+                        raise TriggerError(f"parent task {req.parent_task_id} not found")
+                    parents[req.parent_task_id] = parent
+                parent_run_id = str(parent["workflow_run_id"])
+                inherited = {
+                    k: v
+                    for k, v in dict(parent["additional_metadata"]).items()
+                    if not k.startswith("hatchet__")
+                }
+                metadata = {
+                    **inherited,
+                    **metadata,
+                    "hatchet__parent_workflow_run_id": parent_run_id,
+                    "hatchet__parent_step_run_id": req.parent_task_id,
+                }
+                child = req.child_key if req.child_key else str(req.child_index or 0)
+                dedupe_key = f"{req.parent_task_id}.{child}"
+            runs.append(
+                NewRun(
+                    id=str(uuid.uuid4()),
+                    workflow_id=workflow_id,
+                    version_id=version_id,
+                    input_json=json.dumps(req.input),
+                    metadata_json=json.dumps(metadata),
+                    priority=req.priority or version.default_priority,
+                    parent_task_id=req.parent_task_id,
+                    parent_run_id=parent_run_id,
+                    child_index=req.child_index,
+                    child_key=req.child_key,
+                    dedupe_key=dedupe_key,
+                    desired_worker_id=req.desired_worker_id,
+                    event_id=req.event_id,
+                    event_key=req.event_key,
+                )
+            )
+        return await self._insert(tenant_id=tenant_id, runs=runs)
+
+    async def _insert(self, *, tenant_id: str, runs: list[NewRun]) -> list[str]:
+        async with self._repo.transaction() as conn:
+            created = await self._repo.insert_runs(conn, tenant_id=tenant_id, runs=runs)
+            ids = [r.id for r in runs]
+            skipped = [r for r in runs if r.id not in created]
+            if skipped:
+                existing = await self._repo.runs_by_dedupe_key(
+                    conn, tenant_id=tenant_id, keys=[str(r.dedupe_key) for r in skipped]
+                )
+                by_id = {r.id: existing.get(str(r.dedupe_key), r.id) for r in skipped}
+                ids = [by_id.get(i, i) for i in ids]
+            tasks: list[NewTaskRow] = []
+            for run in runs:
+                if run.id not in created:
+                    continue
+                version = await self._defs.version(run.version_id, conn=conn)
+                for new in initial_tasks(version):
+                    # a single-task run shares its id with its task, as Hatchet's does
+                    task_id = run.id if len(version.steps) == 1 else str(uuid.uuid4())
+                    tasks.append(
+                        NewTaskRow(
+                            id=task_id,
+                            run_id=run.id,
+                            task=new,
+                            priority=run.priority,
+                            desired_worker_id=run.desired_worker_id,
+                        )
+                    )
+            await self._repo.insert_tasks(conn, tenant_id=tenant_id, tasks=tasks)
+            await self._repo.insert_queue_items(
+                conn,
+                tenant_id=tenant_id,
+                entries=[
+                    QueueEntry(
+                        task_id=t.id,
+                        retry_count=0,
+                        action_id=t.task.step.action_id,
+                        priority=t.priority,
+                        slot_requests=t.task.step.slot_requests,
+                        desired_worker_id=t.desired_worker_id,
+                        delay_seconds=0,
+                        schedule_timeout_seconds=t.task.step.schedule_timeout_seconds,
+                    )
+                    for t in tasks
+                    if t.task.status is TaskStatus.QUEUED
+                ],
+            )
+            await self._repo.insert_task_events(
+                conn,
+                tenant_id=tenant_id,
+                events=[
+                    TaskEvent(task_id=t.id, run_id=t.run_id, retry_count=0, event_type="QUEUED")
+                    for t in tasks
+                ],
+            )
+            if tasks:
+                await self._bus.publish(conn, {"t": "queue", "tenant": tenant_id, "delay": 0})
+        return ids

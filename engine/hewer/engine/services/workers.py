@@ -1,0 +1,96 @@
+"""Worker streams held by this replica, and the messages sent down them.
+
+A worker's ListenV2 stream lives on exactly one replica; that replica is the only one that
+assigns work to the worker, so its slot accounting never races with another replica's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+log = logging.getLogger(__name__)
+
+
+class ActionKind(IntEnum):
+    # values match dispatcher.proto's ActionType
+    START = 0
+    CANCEL = 1
+
+    @property
+    def name_in_proto(self) -> str:
+        return {ActionKind.START: "START_STEP_RUN", ActionKind.CANCEL: "CANCEL_STEP_RUN"}[self]
+
+
+@dataclass(frozen=True, slots=True)
+class ActionMessage:
+    """Everything an AssignedAction carries, without protobuf."""
+
+    kind: ActionKind
+    tenant_id: str
+    workflow_run_id: str
+    task_id: str
+    step_id: str
+    readable_id: str
+    action_id: str
+    retry_count: int
+    payload: str = ""
+    additional_metadata: str = "{}"
+    priority: int = 1
+    child_index: int | None = None
+    child_key: str | None = None
+    parent_task_id: str | None = None
+    workflow_id: str | None = None
+    workflow_version_id: str | None = None
+    invocation_count: int | None = None
+    triggering_event_id: str | None = None
+    triggering_event_key: str | None = None
+
+
+@dataclass(eq=False)
+class WorkerSession:
+    worker_id: str
+    tenant_id: str
+    actions: frozenset[str]
+    slot_config: dict[str, int]
+    outbox: asyncio.Queue[ActionMessage] = field(default_factory=asyncio.Queue)
+    closed: bool = False
+
+
+class WorkerHub:
+    def __init__(self) -> None:
+        self._sessions: dict[str, WorkerSession] = {}
+
+    def attach(self, session: WorkerSession) -> WorkerSession | None:
+        """Make ``session`` the worker's live stream; returns the one it replaces, if any."""
+        previous = self._sessions.get(session.worker_id)
+        self._sessions[session.worker_id] = session
+        if previous is not None:
+            previous.closed = True
+        return previous
+
+    def detach(self, session: WorkerSession) -> bool:
+        """Forget ``session``; False when a newer session had already replaced it."""
+        session.closed = True
+        if self._sessions.get(session.worker_id) is session:
+            del self._sessions[session.worker_id]
+            return True
+        return False
+
+    def get(self, worker_id: str) -> WorkerSession | None:
+        return self._sessions.get(worker_id)
+
+    def sessions(self) -> list[WorkerSession]:
+        return list(self._sessions.values())
+
+    def tenants(self) -> set[str]:
+        return {s.tenant_id for s in self._sessions.values()}
+
+    def send(self, worker_id: str, message: ActionMessage) -> bool:
+        session = self._sessions.get(worker_id)
+        if session is None or session.closed:
+            return False
+        session.outbox.put_nowait(message)
+        return True

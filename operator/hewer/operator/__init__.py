@@ -1,0 +1,1 @@
+"""Kubernetes operator for Hewer (see issue: operator)."""
