@@ -30,6 +30,9 @@ hewer_dev_start() {  # usage: hewer_dev_start [timeout_seconds]
   # shellcheck disable=SC1090
   source <(grep '^HATCHET_CLIENT_' "$HEWER_DEV_DIR/stdout")
   set +a
+  # The kit starts `python examples/worker.py` from its own copy; the worker imports the
+  # package `examples`, so the kit's root (the current directory there) must be importable.
+  export PYTHONPATH=.
   echo "hewer dev ready (pid $HEWER_DEV_PID): $HATCHET_CLIENT_HOST_PORT, $HATCHET_CLIENT_SERVER_URL" >&2
 }
 

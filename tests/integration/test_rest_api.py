@@ -6,6 +6,7 @@ server, and state changes go to a recording fake of ``RunControl``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -159,8 +160,8 @@ async def _workflow(
     for position, (step, parents) in enumerate(steps):
         ids[f"{name}/{step}"] = str(
             await repo.pool.fetchval(
-                "INSERT INTO steps (tenant_id, workflow_version_id, readable_id, action_id, position,"
-                " timeout_seconds, schedule_timeout_seconds, parents)"
+                "INSERT INTO steps (tenant_id, workflow_version_id, readable_id, action_id,"
+                " position, timeout_seconds, schedule_timeout_seconds, parents)"
                 " VALUES ($1, $2, $3, $4, $5, 60, 300, $6) RETURNING id",
                 tenant,
                 version,
@@ -457,7 +458,8 @@ async def test_missing_or_bad_token_is_401(world: World) -> None:
     path = runs_path(world)
     resp = await world.client.get(path, params={"since": SINCE})
     assert resp.status == 401
-    assert APIErrors.from_dict(await resp.json()).errors[0].description
+    errors = APIErrors.from_dict(await resp.json())
+    assert errors is not None and errors.errors[0].description == "missing authorization token"
     resp = await world.client.get(
         path, params={"since": SINCE}, headers={"Authorization": "Bearer nonsense"}
     )
@@ -885,3 +887,82 @@ async def test_tenant(world: World) -> None:
 async def test_since_formats(world: World, since: str) -> None:
     body = await world.get(runs_path(world), params={"since": since})
     assert len(body["rows"]) == 2
+
+
+async def test_the_sdk_rest_client_accepts_every_response(world: World) -> None:
+    """The generated client itself (query encoding, datetime format, deserialization)."""
+    from hatchet_sdk.clients.rest.api.event_api import EventApi
+    from hatchet_sdk.clients.rest.api.log_api import LogApi
+    from hatchet_sdk.clients.rest.api.task_api import TaskApi
+    from hatchet_sdk.clients.rest.api.tenant_api import TenantApi
+    from hatchet_sdk.clients.rest.api.worker_api import WorkerApi
+    from hatchet_sdk.clients.rest.api.workflow_api import WorkflowApi
+    from hatchet_sdk.clients.rest.api.workflow_runs_api import WorkflowRunsApi
+    from hatchet_sdk.clients.rest.api_client import ApiClient
+    from hatchet_sdk.clients.rest.configuration import Configuration
+    from hatchet_sdk.clients.rest.models.update_worker_request import UpdateWorkerRequest
+    from hatchet_sdk.clients.rest.models.v1_cancel_task_request import V1CancelTaskRequest
+    from hatchet_sdk.clients.rest.models.v1_replay_task_request import V1ReplayTaskRequest
+    from hatchet_sdk.clients.rest.models.v1_task_filter import V1TaskFilter
+
+    config = Configuration(
+        host=str(world.client.make_url("")).rstrip("/"), access_token=world.token_a
+    )
+    config.datetime_format = "%Y-%m-%dT%H:%M:%S.%fZ"  # as BaseRestClient sets it
+    tenant, ids = world.tenant_a, world.ids
+    since = datetime.now(UTC) - timedelta(days=1)
+
+    def calls() -> None:
+        with ApiClient(config) as client:
+            runs = WorkflowRunsApi(client)
+            listing = runs.v1_workflow_run_list(
+                tenant=tenant,
+                since=since,
+                only_tasks=False,
+                statuses=[V1TaskStatus.FAILED],
+                additional_metadata=["test_run_id:abc"],
+                workflow_ids=[ids["dag_wf"]],
+                include_payloads=True,
+            )
+            assert [r.metadata.id for r in listing.rows] == [ids["dag_run"]]
+            details = runs.v1_workflow_run_get(ids["dag_run"])
+            assert len(details.shape) == 4
+            assert runs.v1_workflow_run_get_status(ids["dag_run"]) == V1TaskStatus.FAILED
+            assert runs.v1_workflow_run_external_ids_list(tenant=tenant, since=since) == [
+                ids["single_run"],
+                ids["dag_run"],
+            ]
+            tasks = TaskApi(client)
+            assert tasks.v1_task_get(ids["step1"]).task_external_id == ids["step1"]
+            cancelled = tasks.v1_task_cancel(
+                tenant, V1CancelTaskRequest(externalIds=[ids["single_run"]])
+            )
+            assert cancelled.ids == [ids["single_run"]]
+            replayed = tasks.v1_task_replay(
+                tenant,
+                V1ReplayTaskRequest(
+                    filter=V1TaskFilter(since=since, statuses=[V1TaskStatus.FAILED])
+                ),
+            )
+            assert replayed.ids == [ids["dag_run"]]
+            logs = LogApi(client).v1_log_line_list(ids["step1"])
+            assert len(logs.rows or ()) == 3
+            workflows = WorkflowApi(client)
+            found = workflows.workflow_list(tenant=tenant, name="dag-wf", limit=1)
+            assert [w.name for w in found.rows or ()] == ["dag-wf"]
+            assert workflows.workflow_get(ids["dag_wf"]).name == "dag-wf"
+            assert workflows.workflow_version_get(ids["dag_wf"]).jobs
+            workers = WorkerApi(client)
+            names = {w.name for w in workers.worker_list(tenant=tenant).rows or ()}
+            assert names == {"e2e-test-worker", "old"}
+            paused = workers.worker_update(ids["worker"], UpdateWorkerRequest(isPaused=True))
+            assert paused.status == WorkerStatus.PAUSED
+            assert workers.worker_get(ids["worker"]).status == WorkerStatus.PAUSED
+            events = EventApi(client)
+            listed = events.v1_event_list(tenant=tenant, since=since, event_ids=[ids["event"]])
+            assert [e.metadata.id for e in listed.rows or ()] == [ids["event"]]
+            assert events.v1_event_get(tenant, ids["event"]).key == "user:create"
+            assert TenantApi(client).tenant_get(tenant).name == "tenant-a"
+
+    # the generated client is synchronous: keep it off the loop that serves the app
+    await asyncio.to_thread(calls)

@@ -6,6 +6,7 @@ so a handler can never read another tenant's rows by guessing an id.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -221,7 +222,8 @@ class ReadQueries:
             _opt_list(f.keys),
             _opt_list(f.event_ids),
             _opt_list(f.scopes),
-            f.additional_metadata or None,
+            # as text, so the statement does not depend on the pool's jsonb codec
+            json.dumps(f.additional_metadata) if f.additional_metadata else None,
             _opt_list(f.workflow_ids),
             _opt_list(f.run_statuses),
             offset,

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 
@@ -28,8 +28,13 @@ from hewer.engine.core.model import (
 from hewer.engine.db.queries import query
 from hewer.engine.db.reads import ReadQueries
 
-# a connection checked out of the pool, on which the statements of a unit of work run
-Conn = asyncpg.pool.PoolConnectionProxy[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]
+if TYPE_CHECKING:
+    # a connection checked out of the pool, on which the statements of a unit of work run
+    Conn: TypeAlias = (
+        asyncpg.pool.PoolConnectionProxy[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]
+    )
+else:
+    Conn = asyncpg.Connection
 Record = asyncpg.Record
 
 

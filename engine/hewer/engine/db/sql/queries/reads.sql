@@ -177,8 +177,8 @@ WITH matched AS (
       AND ($4::text[] IS NULL OR e.key = ANY($4::text[]))
       AND ($5::uuid[] IS NULL OR e.id = ANY($5::uuid[]))
       AND ($6::text[] IS NULL OR e.scope = ANY($6::text[]))
-      AND ($7::jsonb IS NULL OR NOT EXISTS (
-            SELECT 1 FROM jsonb_each_text($7::jsonb) kv
+      AND ($7::text IS NULL OR NOT EXISTS (
+            SELECT 1 FROM jsonb_each_text($7::text::jsonb) kv
             WHERE (e.additional_metadata ->> kv.key) IS DISTINCT FROM kv.value))
       AND ($8::uuid[] IS NULL OR EXISTS (
             SELECT 1 FROM workflow_runs r
