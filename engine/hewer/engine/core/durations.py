@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)", re.ASCII)
 _UNIT_SECONDS = {
     "ns": 1e-9,
     "us": 1e-6,
@@ -26,7 +26,7 @@ def parse_duration(text: str) -> float:
     value = text.strip()
     if not value:
         raise InvalidDuration("empty duration")
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     position = 0
     total = 0.0

@@ -8,6 +8,7 @@ siblings finishing at once never create a child twice.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Sequence
@@ -338,8 +339,6 @@ def _opt(value: Any) -> str | None:
 
 
 def _slot_requests(value: Any) -> dict[str, int]:
-    import json
-
     raw = json.loads(value) if isinstance(value, str) else value
     return {str(k): int(v) for k, v in dict(raw).items()}
 

@@ -50,6 +50,9 @@ class ResultWatchers:
         self._repo = repo
         self._watchers: dict[str, set[asyncio.Queue[RunResult]]] = {}
         self._task: asyncio.Task[None] | None = None
+        # finished runs signalled since the last flush: answered together in one query
+        self._pending: set[str] = set()
+        self._flush: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._sweep_forever(), name="result-sweeper")
@@ -73,10 +76,24 @@ class ResultWatchers:
             if not queues:
                 del self._watchers[run_id]
 
-    async def on_bus(self, message: dict[str, Any]) -> None:
+    def on_bus(self, message: dict[str, Any]) -> None:
         run_id = str(message.get("run"))
-        if run_id in self._watchers:
-            await self._deliver([run_id])
+        if run_id not in self._watchers:
+            return
+        self._pending.add(run_id)
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.create_task(self._flush_pending())
+
+    async def _flush_pending(self) -> None:
+        while self._pending:
+            batch = list(self._pending)
+            self._pending.clear()
+            try:
+                await self._deliver(batch)
+            except Exception:
+                log.exception("delivering run results failed; the sweep will retry")
+                for run_id in batch:
+                    self._pending.discard(run_id)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -92,12 +109,16 @@ class ResultWatchers:
                 log.exception("result sweep failed")
 
     async def _deliver(self, run_ids: list[str]) -> None:
-        # take the watchers first so a concurrent delivery cannot send the same result twice
-        taken = {rid: self._watchers.pop(rid) for rid in run_ids if rid in self._watchers}
-        if not taken:
+        wanted = [rid for rid in run_ids if rid in self._watchers]
+        if not wanted:
             return
-        results = await self._repo.run_results(list(taken))
-        for run_id, queues in taken.items():
+        results = await self._repo.run_results(wanted)
+        for run_id in wanted:
+            # popped only now, after the read: a failed read leaves the watchers for the
+            # sweep, and a concurrent delivery finds nothing left to send twice
+            queues = self._watchers.pop(run_id, None)
+            if not queues:
+                continue
             result = RunResult(
                 run_id=run_id, tasks=tuple(_task_result(r) for r in results.get(run_id, []))
             )

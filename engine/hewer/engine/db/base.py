@@ -1,0 +1,108 @@
+"""Shared pieces of the repository: connection types, row shapes, the pool.
+
+Services compose units of work out of these primitives inside :meth:`Repository.transaction`;
+each primitive is one named statement (see ``sql/queries``), so a unit of work costs as many
+round trips as it has primitives, and batched primitives take arrays (``unnest``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
+
+import asyncpg
+
+from hewer.engine.core.dag import NewTask
+
+if TYPE_CHECKING:
+    # a connection checked out of the pool, on which the statements of a unit of work run
+    Conn: TypeAlias = (
+        asyncpg.pool.PoolConnectionProxy[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]
+    )
+else:
+    Conn = asyncpg.Connection
+Record = asyncpg.Record
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for kind in ("json", "jsonb"):
+        await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, size: int) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min(2, size), max_size=size, init=_init_connection
+    )
+    assert pool is not None
+    return pool
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run to insert together with its initial tasks."""
+
+    id: str
+    workflow_id: str
+    version_id: str
+    input_json: str
+    metadata_json: str
+    priority: int
+    parent_task_id: str | None = None
+    parent_run_id: str | None = None
+    child_index: int | None = None
+    child_key: str | None = None
+    dedupe_key: str | None = None
+    desired_worker_id: str | None = None
+    event_id: str | None = None
+    event_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewTaskRow:
+    id: str
+    run_id: str
+    task: NewTask
+    priority: int
+    desired_worker_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    task_id: str
+    retry_count: int
+    action_id: str
+    priority: int
+    slot_requests: dict[str, int]
+    desired_worker_id: str | None
+    delay_seconds: float
+    schedule_timeout_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    task_id: str
+    run_id: str
+    retry_count: int
+    event_type: str
+    message: str = ""
+    output: str | None = None
+    worker_id: str | None = None
+
+
+class RepositoryBase:
+    """What every repository mixin relies on: the pool."""
+
+    pool: asyncpg.Pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        async with self.pool.acquire() as conn:
+            yield conn

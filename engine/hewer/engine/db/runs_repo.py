@@ -1,0 +1,268 @@
+"""Runs, tasks and the queue: triggers, claims, outcomes, deadlines, results, replays."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+from hewer.engine.core.model import TaskSnapshot, TaskStatus
+from hewer.engine.db.base import (
+    Conn,
+    NewRun,
+    NewTaskRow,
+    QueueEntry,
+    Record,
+    RepositoryBase,
+    TaskEvent,
+)
+from hewer.engine.db.queries import query
+
+
+class RunQueries(RepositoryBase):
+    # -- runs and tasks -------------------------------------------------------------------
+
+    async def insert_runs(self, conn: Conn, *, tenant_id: str, runs: Sequence[NewRun]) -> set[str]:
+        """Insert runs; those whose dedupe key already exists are skipped. Returns new ids."""
+        rows = await conn.fetch(
+            query("insert_runs"),
+            tenant_id,
+            [r.id for r in runs],
+            [r.workflow_id for r in runs],
+            [r.version_id for r in runs],
+            [r.input_json for r in runs],
+            [r.metadata_json for r in runs],
+            [r.priority for r in runs],
+            [r.parent_task_id for r in runs],
+            [r.parent_run_id for r in runs],
+            [r.child_index for r in runs],
+            [r.child_key for r in runs],
+            [r.dedupe_key for r in runs],
+            [r.desired_worker_id for r in runs],
+            [r.event_id for r in runs],
+            [r.event_key for r in runs],
+        )
+        return {str(r["id"]) for r in rows}
+
+    async def runs_by_dedupe_key(
+        self, conn: Conn, *, tenant_id: str, keys: Sequence[str]
+    ) -> dict[str, str]:
+        rows = await conn.fetch(query("runs_by_dedupe_key"), tenant_id, list(keys))
+        return {r["dedupe_key"]: str(r["id"]) for r in rows}
+
+    async def insert_tasks(
+        self, conn: Conn, *, tenant_id: str, tasks: Sequence[NewTaskRow]
+    ) -> None:
+        if not tasks:
+            return
+        await conn.execute(
+            query("insert_tasks"),
+            tenant_id,
+            [t.id for t in tasks],
+            [t.run_id for t in tasks],
+            [t.task.step.id for t in tasks],
+            [t.task.step.readable_id for t in tasks],
+            [t.task.step.action_id for t in tasks],
+            [t.task.status.value for t in tasks],
+            [t.priority for t in tasks],
+            [json.dumps(t.task.payload_extra) for t in tasks],
+            [json.dumps(t.task.step.slot_requests) for t in tasks],
+            [t.task.step.timeout_seconds for t in tasks],
+            [t.task.skipped for t in tasks],
+            ['{"skipped": true}' if t.task.skipped else None for t in tasks],
+        )
+
+    async def insert_queue_items(
+        self, conn: Conn, *, tenant_id: str, entries: Sequence[QueueEntry]
+    ) -> None:
+        if not entries:
+            return
+        await conn.execute(
+            query("insert_queue_items"),
+            tenant_id,
+            [e.task_id for e in entries],
+            [e.retry_count for e in entries],
+            [e.action_id for e in entries],
+            [e.priority for e in entries],
+            [json.dumps(e.slot_requests) for e in entries],
+            [e.desired_worker_id for e in entries],
+            [e.delay_seconds for e in entries],
+            [e.schedule_timeout_seconds for e in entries],
+        )
+
+    async def insert_task_events(
+        self, conn: Conn, *, tenant_id: str, events: Sequence[TaskEvent]
+    ) -> None:
+        if not events:
+            return
+        await conn.execute(
+            query("insert_task_events"),
+            tenant_id,
+            [e.task_id for e in events],
+            [e.run_id for e in events],
+            [e.retry_count for e in events],
+            [e.event_type for e in events],
+            [e.message for e in events],
+            [e.output for e in events],
+            [e.worker_id for e in events],
+        )
+
+    async def notify(self, conn: Conn, *, channel: str, payload: str) -> None:
+        await conn.execute(query("notify"), channel, payload)
+
+    async def worker_used_slots(
+        self, conn: Conn, worker_ids: Sequence[str]
+    ) -> dict[str, dict[str, int]]:
+        used: dict[str, dict[str, int]] = {}
+        for r in await conn.fetch(query("worker_used_slots"), list(worker_ids)):
+            used.setdefault(str(r["worker_id"]), {})[r["slot_type"]] = r["used"]
+        return used
+
+    async def claim_queue_items(
+        self, conn: Conn, *, tenant_id: str, limits: dict[str, int]
+    ) -> list[Record]:
+        return list(
+            await conn.fetch(
+                query("claim_queue_items"),
+                tenant_id,
+                list(limits.keys()),
+                list(limits.values()),
+            )
+        )
+
+    async def assign_tasks(
+        self, conn: Conn, *, queue_ids: Sequence[int], worker_ids: Sequence[str]
+    ) -> list[Record]:
+        return list(await conn.fetch(query("assign_tasks"), list(queue_ids), list(worker_ids)))
+
+    async def mark_task_started(self, *, task_id: str, retry_count: int) -> bool:
+        row = await self.pool.fetchval(query("mark_task_started"), task_id, retry_count)
+        return row is not None
+
+    async def get_task(
+        self, task_id: str, *, tenant_id: str, conn: Conn | None = None
+    ) -> Record | None:
+        return await (conn or self.pool).fetchrow(query("get_task"), task_id, tenant_id)
+
+    async def finish_task(
+        self,
+        conn: Conn,
+        *,
+        task_id: str,
+        retry_count: int,
+        status: TaskStatus,
+        output: str | None,
+        error: str | None,
+    ) -> Record | None:
+        return await conn.fetchrow(
+            query("finish_task"), task_id, retry_count, status.value, output, error
+        )
+
+    async def requeue_task(
+        self, conn: Conn, *, task_id: str, retry_count: int, app_failure: bool, error: str | None
+    ) -> Record | None:
+        return await conn.fetchrow(query("requeue_task"), task_id, retry_count, app_failure, error)
+
+    async def cancel_task(self, conn: Conn, *, tenant_id: str, task_id: str) -> list[Record]:
+        return list(await conn.fetch(query("cancel_task"), tenant_id, task_id))
+
+    async def parent_context(self, *, tenant_id: str, task_id: str) -> Record | None:
+        return await self.pool.fetchrow(query("parent_context"), tenant_id, task_id)
+
+    async def local_workers_state(
+        self, conn: Conn, *, worker_ids: Sequence[str], heartbeat_timeout: float
+    ) -> list[Record]:
+        return list(
+            await conn.fetch(query("local_workers_state"), list(worker_ids), heartbeat_timeout)
+        )
+
+    async def lock_run(self, conn: Conn, run_id: str) -> Record | None:
+        return await conn.fetchrow(query("lock_run"), run_id)
+
+    async def run_task_snapshot(self, conn: Conn, run_id: str) -> list[TaskSnapshot]:
+        return [
+            TaskSnapshot(
+                id=str(r["id"]),
+                step_id=str(r["step_id"]),
+                readable_id=r["readable_id"],
+                status=TaskStatus(r["status"]),
+                output=r["output"],
+                error=r["error"],
+                is_skipped=r["is_skipped"],
+            )
+            for r in await conn.fetch(query("run_task_snapshot"), run_id)
+        ]
+
+    async def set_run_status(
+        self, conn: Conn, *, run_id: str, status: TaskStatus, finished: bool
+    ) -> None:
+        await conn.execute(query("set_run_status"), run_id, status.value, finished)
+
+    async def run_priority(self, conn: Conn, run_id: str) -> Record | None:
+        return await conn.fetchrow(query("run_priority"), run_id)
+
+    # -- deadlines --------------------------------------------------------------------------
+
+    async def expired_tasks(self, *, limit: int) -> list[Record]:
+        return list(await self.pool.fetch(query("expired_tasks"), limit))
+
+    async def schedule_timed_out(self, *, limit: int) -> list[Record]:
+        return list(await self.pool.fetch(query("schedule_timed_out"), limit))
+
+    async def tasks_of_dead_workers(self, *, stale_after: float, limit: int) -> list[Record]:
+        return list(await self.pool.fetch(query("tasks_of_dead_workers"), stale_after, limit))
+
+    async def deactivate_dead_workers(self, *, stale_after: float) -> None:
+        await self.pool.execute(query("deactivate_dead_workers"), stale_after)
+
+    async def next_deadline(self) -> datetime | None:
+        value = await self.pool.fetchval(query("next_deadline"))
+        return value if isinstance(value, datetime) else None
+
+    async def refresh_timeout(
+        self, *, tenant_id: str, task_id: str, seconds: float
+    ) -> datetime | None:
+        value = await self.pool.fetchval(query("refresh_timeout"), task_id, tenant_id, seconds)
+        return value if isinstance(value, datetime) else None
+
+    # -- results ------------------------------------------------------------------------------
+
+    async def finished_runs(self, run_ids: Sequence[str]) -> dict[str, str]:
+        rows = await self.pool.fetch(query("finished_runs"), list(run_ids))
+        return {str(r["id"]): r["status"] for r in rows}
+
+    async def run_results(self, run_ids: Sequence[str]) -> dict[str, list[Record]]:
+        results: dict[str, list[Record]] = {}
+        for r in await self.pool.fetch(query("run_results"), list(run_ids)):
+            results.setdefault(str(r["workflow_run_id"]), []).append(r)
+        return results
+
+    async def get_run(self, *, tenant_id: str, run_id: str) -> Record | None:
+        return await self.pool.fetchrow(query("get_run"), run_id, tenant_id)
+
+    async def run_tasks_detail(self, run_id: str) -> list[Record]:
+        return list(await self.pool.fetch(query("run_tasks_detail"), run_id))
+
+    async def task_run_id(self, *, tenant_id: str, task_id: str) -> str | None:
+        value = await self.pool.fetchval(query("task_run_id"), task_id, tenant_id)
+        return None if value is None else str(value)
+
+    # -- operator actions ---------------------------------------------------------------------
+
+    async def active_tasks_for_ids(self, *, tenant_id: str, ids: Sequence[str]) -> list[str]:
+        rows = await self.pool.fetch(query("active_tasks_for_ids"), tenant_id, list(ids))
+        return [str(r["id"]) for r in rows]
+
+    async def replay_targets(self, *, tenant_id: str, ids: Sequence[str]) -> list[Record]:
+        return list(await self.pool.fetch(query("replay_targets"), tenant_id, list(ids)))
+
+    async def reset_task(self, conn: Conn, task_id: str) -> Record | None:
+        return await conn.fetchrow(query("reset_task"), task_id)
+
+    async def delete_tasks(self, conn: Conn, task_ids: Sequence[str]) -> None:
+        if task_ids:
+            await conn.execute(query("delete_tasks"), list(task_ids))
+
+    async def set_worker_paused(self, *, tenant_id: str, worker_id: str, paused: bool) -> bool:
+        row = await self.pool.fetchval(query("set_worker_paused"), worker_id, tenant_id, paused)
+        return row is not None
