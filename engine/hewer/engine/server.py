@@ -31,11 +31,14 @@ from hewer.engine.services.control import RunControl
 from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.events import Events
 from hewer.engine.services.lifecycle import Lifecycle
+from hewer.engine.services.retention import Retention
 from hewer.engine.services.scheduler import Scheduler
+from hewer.engine.services.scheduling import Scheduling
+from hewer.engine.services.secrets import SecretBox
 from hewer.engine.services.subscriptions import EventWatchers, ResultWatchers
 from hewer.engine.services.timers import Timers
 from hewer.engine.services.triggers import Triggers
-from hewer.engine.services.workers import ActionKind, ActionMessage, WorkerHub
+from hewer.engine.services.workers import ActionMessage, WorkerHub
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,12 @@ async def run_engine(
     definitions = Definitions(repo)
     lifecycle = Lifecycle(repo=repo, bus=bus, definitions=definitions)
     triggers = Triggers(repo=repo, bus=bus, definitions=definitions)
+    scheduling = Scheduling(repo=repo, bus=bus, triggers=triggers, lifecycle=lifecycle)
+    retention = Retention(
+        repo=repo,
+        default_hours=settings.retention_hours,
+        interval_seconds=settings.retention_interval_seconds,
+    )
     events = Events(repo=repo, triggers=triggers)
     control = RunControl(
         repo=repo, bus=bus, definitions=definitions, lifecycle=lifecycle, triggers=triggers
@@ -108,28 +117,11 @@ async def run_engine(
                 reason="worker stream closed before the task was sent",
             )
 
-    async def on_worker_message(message: dict[str, object]) -> None:
-        if message.get("op") != "cancel":
-            return
-        hub.send(
-            str(message["worker"]),
-            ActionMessage(
-                kind=ActionKind.CANCEL,
-                tenant_id=str(message["tenant"]),
-                workflow_run_id=str(message["run"]),
-                task_id=str(message["task"]),
-                step_id=str(message["step"]),
-                readable_id=str(message["readable"]),
-                action_id=str(message["action"]),
-                retry_count=int(str(message["retry"])),
-            ),
-        )
-
     scheduler.on_undeliverable = requeue
     bus.subscribe("queue", scheduler.on_bus)
     bus.subscribe("slots", scheduler.on_bus)
     bus.subscribe("resync", scheduler.on_bus)
-    bus.subscribe("worker", on_worker_message)
+    bus.subscribe("worker", hub.on_bus)
     bus.subscribe("run", results.on_bus)
     bus.subscribe("run", run_events.on_run_finished)
     bus.subscribe("event", run_events.on_event)
@@ -156,7 +148,11 @@ async def run_engine(
             max_payload_bytes=settings.max_payload_bytes,
         ),
         workflows=WorkflowService(
-            auth=grpc_auth, triggers=triggers, max_payload_bytes=settings.max_payload_bytes
+            auth=grpc_auth,
+            triggers=triggers,
+            max_payload_bytes=settings.max_payload_bytes,
+            scheduling=scheduling,
+            repo=repo,
         ),
         events=EventsService(
             auth=grpc_auth,
@@ -168,7 +164,16 @@ async def run_engine(
         durable=DurableService(auth=grpc_auth),
     )
     grpc_server.add_insecure_port(f"{settings.bind_host}:{settings.grpc_port}")
-    app = build_app(repo=repo, control=control, auth=auth)
+    secret_box = await SecretBox.create(repo=repo, configured_key=settings.encryption_key)
+    app = build_app(
+        repo=repo,
+        control=control,
+        auth=auth,
+        definitions=definitions,
+        events_service=events,
+        secret_box=secret_box,
+        scheduling_service=scheduling,
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.bind_host, settings.http_port)
@@ -176,6 +181,8 @@ async def run_engine(
     await bus.start()
     scheduler.start()
     timers.start()
+    scheduling.start()
+    retention.start()
     results.start()
     await grpc_server.start()
     await site.start()
@@ -204,6 +211,8 @@ async def run_engine(
         await grpc_server.stop(grace=2.0)
         await runner.cleanup()
         await results.stop()
+        await retention.stop()
+        await scheduling.stop()
         await timers.stop()
         await scheduler.stop()
         await bus.close()

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,24 @@ class WorkerHub:
 
     def tenants(self) -> set[str]:
         return {s.tenant_id for s in self._sessions.values()}
+
+    def on_bus(self, message: dict[str, Any]) -> None:
+        """A bus ``worker`` message: deliver it if this replica holds the worker's stream."""
+        if message.get("op") != "cancel" or self.get(str(message.get("worker"))) is None:
+            return
+        self.send(
+            str(message["worker"]),
+            ActionMessage(
+                kind=ActionKind.CANCEL,
+                tenant_id=str(message["tenant"]),
+                workflow_run_id=str(message["run"]),
+                task_id=str(message["task"]),
+                step_id=str(message["step"]),
+                readable_id=str(message["readable"]),
+                action_id=str(message["action"]),
+                retry_count=int(message["retry"]),
+            ),
+        )
 
     def send(self, worker_id: str, message: ActionMessage) -> bool:
         session = self._sessions.get(worker_id)
