@@ -1,4 +1,4 @@
-"""The ``hewer`` command: ``dev``, ``serve``, ``migrate`` and ``token create``.
+"""The ``hewer`` command: ``dev``, ``serve``, ``migrate``, ``token create`` and ``operator``.
 
 stdout carries only what a caller may parse (the ``HATCHET_CLIENT_*`` lines of ``dev``, a
 token, migration names, the demo's result); logs go to stderr.
@@ -193,6 +193,20 @@ def _cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_operator(args: argparse.Namespace) -> int:
+    from hewer.operator.config import ConfigError as OperatorConfigError
+    from hewer.operator.main import run
+
+    try:
+        return run(
+            namespaces=args.namespace or (),
+            all_namespaces=args.all_namespaces,
+            verbose=args.verbose,
+        )
+    except OperatorConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hewer", description="Hewer: a Hatchet-compatible durable task engine."
@@ -237,6 +251,18 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--expires-in-days", type=int, default=90,
                         help="validity in days (default 90)")
     create.set_defaults(func=_cmd_token_create)
+
+    operator = sub.add_parser(
+        "operator",
+        help="run the Kubernetes operator (HEWER_ENGINE_URL, HEWER_ENGINE_TOKEN[_FILE])",
+    )
+    scope = operator.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", default=None,
+                       help="watch this namespace (repeatable; default 'default')")
+    scope.add_argument("--all-namespaces", "-A", action="store_true",
+                       help="watch every namespace")
+    operator.add_argument("--verbose", action="store_true", help="kopf's debug logging")
+    operator.set_defaults(func=_cmd_operator)
     return parser
 
 

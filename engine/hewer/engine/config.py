@@ -12,10 +12,13 @@ HEWER_PUBLIC_GRPC_ADDRESS        localhost:<grpc port>         gRPC ``host:port`
 HEWER_PUBLIC_SERVER_URL          http://localhost:<http port>  REST base URL put in tokens
 HEWER_DEFAULT_TENANT             default                       tenant created at first start
 HEWER_SIGNING_SECRET             unset: generated, in the DB   HS256 key for API tokens (>= 16)
+HEWER_ENCRYPTION_KEY             unset: generated, in the DB   key for secrets at rest (>= 16)
 HEWER_LOG_LEVEL                  INFO                          DEBUG, INFO, WARNING, ERROR
 HEWER_HEARTBEAT_TIMEOUT_SECONDS  30                            a silent worker is dead after it
 HEWER_DB_POOL_SIZE               20                            asyncpg pool max size
 HEWER_MAX_PAYLOAD_BYTES          4194304 (4 MiB)               largest input/output accepted
+HEWER_RETENTION_HOURS            720 (30 days)                 final runs and events older go
+HEWER_RETENTION_CHECK_SECONDS    3600                          how often retention runs
 ===============================  ============================  ===================================
 
 ``HEWER_DATA_DIR`` defaults to platformdirs' ``user_data_dir("hewer")``
@@ -72,10 +75,13 @@ class Settings:
     public_server_url: str = "http://localhost:8080"
     default_tenant: str = "default"
     signing_secret: str | None = None
+    encryption_key: str | None = None
     log_level: str = "INFO"
     heartbeat_timeout_seconds: float = 30.0
     db_pool_size: int = 20
     max_payload_bytes: int = 4 * 1024 * 1024
+    retention_hours: int = 720
+    retention_interval_seconds: float = 3600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:
@@ -102,8 +108,7 @@ class Settings:
         http_port = get("http_port", "HEWER_HTTP_PORT", _port, 8080)
         settings = cls(
             database_url=get("database_url", "HEWER_DATABASE_URL", _str, None),
-            data_dir=get(
-"data_dir", "HEWER_DATA_DIR", _path, default_data_dir()),
+            data_dir=get("data_dir", "HEWER_DATA_DIR", _path, default_data_dir()),
             grpc_port=grpc_port,
             http_port=http_port,
             bind_host=get("bind_host", "HEWER_BIND_HOST", _str, "0.0.0.0"),
@@ -118,6 +123,7 @@ class Settings:
             ),
             default_tenant=get("default_tenant", "HEWER_DEFAULT_TENANT", _str, "default"),
             signing_secret=get("signing_secret", "HEWER_SIGNING_SECRET", _str, None),
+            encryption_key=get("encryption_key", "HEWER_ENCRYPTION_KEY", _str, None),
             log_level=get("log_level", "HEWER_LOG_LEVEL", _str, "INFO").upper(),
             heartbeat_timeout_seconds=get(
                 "heartbeat_timeout_seconds", "HEWER_HEARTBEAT_TIMEOUT_SECONDS", _float, 30.0
@@ -125,6 +131,10 @@ class Settings:
             db_pool_size=get("db_pool_size", "HEWER_DB_POOL_SIZE", _int, 20),
             max_payload_bytes=get(
                 "max_payload_bytes", "HEWER_MAX_PAYLOAD_BYTES", _int, 4 * 1024 * 1024
+            ),
+            retention_hours=get("retention_hours", "HEWER_RETENTION_HOURS", _int, 720),
+            retention_interval_seconds=get(
+                "retention_interval_seconds", "HEWER_RETENTION_CHECK_SECONDS", _float, 3600.0
             ),
         )
         settings.validate()
@@ -150,8 +160,7 @@ class Settings:
         match = _HOST_PORT_RE.match(self.public_grpc_address)
         if match is None or not 0 < int(match[2]) < 65536:
             raise ConfigError(
-                "HEWER_PUBLIC_GRPC_ADDRESS must be host:port, got "
-                f"{self.public_grpc_address!r}"
+                f"HEWER_PUBLIC_GRPC_ADDRESS must be host:port, got {self.public_grpc_address!r}"
             )
         if not self.public_server_url.startswith(("http://", "https://")):
             raise ConfigError(
@@ -167,6 +176,10 @@ class Settings:
             raise ConfigError(
                 f"HEWER_SIGNING_SECRET must be at least {_MIN_SECRET_LEN} characters long"
             )
+        if self.encryption_key is not None and len(self.encryption_key) < _MIN_SECRET_LEN:
+            raise ConfigError(
+                f"HEWER_ENCRYPTION_KEY must be at least {_MIN_SECRET_LEN} characters long"
+            )
         if self.log_level not in _LOG_LEVELS:
             raise ConfigError(
                 f"HEWER_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}"
@@ -177,6 +190,10 @@ class Settings:
             raise ConfigError("HEWER_DB_POOL_SIZE must be at least 1")
         if self.max_payload_bytes < 1024:
             raise ConfigError("HEWER_MAX_PAYLOAD_BYTES must be at least 1024")
+        if self.retention_hours < 1:
+            raise ConfigError("HEWER_RETENTION_HOURS must be at least 1")
+        if self.retention_interval_seconds <= 0:
+            raise ConfigError("HEWER_RETENTION_CHECK_SECONDS must be greater than 0")
 
     @property
     def signing_secret_bytes(self) -> bytes | None:

@@ -12,7 +12,9 @@ Fields take values, ``*``, ranges, lists and steps (``*/15``). Every time is UTC
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from croniter import CroniterError, croniter
 
@@ -81,3 +83,26 @@ def should_fire(due_at: datetime, now: datetime, *, grace_seconds: float) -> boo
     back-filled: the cron just moves on to its next tick after ``now``.
     """
     return (now - due_at).total_seconds() <= grace_seconds
+
+
+def code_crons(definition: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """The ``cron_triggers`` of a registration (normalized, de-duplicated) and the input
+    their runs get (``cron_input``, a JSON object sent as text). Raises InvalidCron."""
+    expressions: list[str] = []
+    for raw in definition.get("cron_triggers") or ():
+        text = normalize(str(raw))
+        if text not in expressions:
+            expressions.append(text)
+    raw_input = definition.get("cron_input")
+    cron_input: dict[str, Any] = {}
+    if isinstance(raw_input, str) and raw_input.strip():
+        try:
+            parsed = json.loads(raw_input)
+        except ValueError:
+            raise InvalidCron("cron_input is not valid JSON") from None
+        if not isinstance(parsed, dict):
+            raise InvalidCron("cron_input must be a JSON object")
+        cron_input = parsed
+    elif isinstance(raw_input, dict):
+        cron_input = raw_input
+    return expressions, cron_input

@@ -179,8 +179,6 @@ def _unenforced(definition: Mapping[str, Any]) -> list[str]:
     top_level = {
         "concurrency": "workflow concurrency",
         "concurrency_arr": "workflow concurrency",
-        "cron_triggers": "cron triggers",
-        "default_filters": "event filters",
         "sticky": "sticky placement",
         "idempotency": "idempotency keys",
     }

@@ -109,8 +109,17 @@ class EmbeddedPostgres:
             if user is not None:
                 _check_user_can_reach(user=user, path=data_dir, what="data directory")
                 shutil.chown(data_dir, user)
-            self._run("initdb", "-D", data_dir, "-U", "postgres", "--auth=trust",
-                      "--encoding=UTF8", "--locale=C", "--no-instructions")
+            self._run(
+                "initdb",
+                "-D",
+                data_dir,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-instructions",
+            )
         elif user is not None:
             _check_user_can_reach(user=user, path=data_dir, what="data directory")
             _chown_tree_if_needed(data_dir, user)
@@ -128,8 +137,19 @@ class EmbeddedPostgres:
                 ]
             )
             try:
-                self._run("pg_ctl", "-D", data_dir, "-l", data_dir / "server.log",
-                          "-w", "-t", "60", "-o", opts, "start")
+                self._run(
+                    "pg_ctl",
+                    "-D",
+                    data_dir,
+                    "-l",
+                    data_dir / "server.log",
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    opts,
+                    "start",
+                )
             except EmbeddedPostgresError:
                 if not self.is_running():  # lost a start race to another process: fine
                     raise
@@ -145,7 +165,10 @@ class EmbeddedPostgres:
             return False
         proc = subprocess.run(
             [self._bin() / "pg_ctl", "-D", self.data_dir.absolute(), "status"],
-            capture_output=True, env=_pg_env(), user=self.run_as, check=False,
+            capture_output=True,
+            env=_pg_env(),
+            user=self.run_as,
+            check=False,
         )
         return proc.returncode == 0
 
@@ -167,8 +190,12 @@ class EmbeddedPostgres:
 
     def _run(self, tool: str, *args: str | Path) -> None:
         proc = subprocess.run(
-            [self._bin() / tool, *args], capture_output=True, text=True, env=_pg_env(),
-            user=self.run_as, check=False,
+            [self._bin() / tool, *args],
+            capture_output=True,
+            text=True,
+            env=_pg_env(),
+            user=self.run_as,
+            check=False,
         )
         if proc.returncode != 0:
             log = self.data_dir / "server.log"

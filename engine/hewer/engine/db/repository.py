@@ -19,10 +19,12 @@ from hewer.engine.db.base import (
     TaskEvent,
     create_pool,
 )
+from hewer.engine.db.declared_repo import DeclaredQueries
 from hewer.engine.db.definitions_repo import DefinitionQueries
 from hewer.engine.db.events_repo import EventQueries
 from hewer.engine.db.reads import ReadQueries
 from hewer.engine.db.runs_repo import RunQueries
+from hewer.engine.db.schedule_repo import ScheduleQueries
 from hewer.engine.db.workers_repo import WorkerQueries
 
 __all__ = [
@@ -37,7 +39,15 @@ __all__ = [
 ]
 
 
-class Repository(ReadQueries, DefinitionQueries, RunQueries, WorkerQueries, EventQueries):
+class Repository(
+    ReadQueries,
+    DefinitionQueries,
+    RunQueries,
+    WorkerQueries,
+    EventQueries,
+    DeclaredQueries,
+    ScheduleQueries,
+):
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 

@@ -17,6 +17,7 @@ from hewer.engine.db.base import (
     TaskEvent,
 )
 from hewer.engine.db.queries import query
+from hewer.engine.services.metrics import METRICS
 
 
 class RunQueries(RepositoryBase):
@@ -95,6 +96,7 @@ class RunQueries(RepositoryBase):
     ) -> None:
         if not events:
             return
+        METRICS.task_events(tenant_id, events)
         await conn.execute(
             query("insert_task_events"),
             tenant_id,

@@ -98,23 +98,6 @@ class WorkerQueries(RepositoryBase):
 
     # -- events and logs ----------------------------------------------------------------------
 
-    async def insert_event(
-        self,
-        *,
-        event_id: str,
-        tenant_id: str,
-        key: str,
-        payload: dict[str, Any],
-        metadata: dict[str, Any],
-        priority: int | None,
-        scope: str | None,
-    ) -> datetime:
-        value = await self.pool.fetchval(
-            query("insert_event"), event_id, tenant_id, key, payload, metadata, priority, scope
-        )
-        assert isinstance(value, datetime)
-        return value
-
     async def insert_log_line(
         self,
         *,

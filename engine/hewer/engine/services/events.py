@@ -1,16 +1,30 @@
-"""Pushed events: stored, then every workflow whose event trigger matches the key runs."""
+"""Pushed events: stored, then the workflows whose event triggers match the key run.
+
+Trigger rules (Hatchet's): a workflow whose latest version has an event trigger matching
+the key (exact, or with ``*`` wildcards) and
+
+1. no event filters at all: runs once;
+2. filters, but the event has no scope or no filter has the event's scope: does not run;
+3. otherwise: runs once per filter of that scope whose CEL expression holds over ``input``
+   (the payload), ``additional_metadata``, ``payload`` (the filter's), ``event_id`` and
+   ``event_key``; the task sees that filter's payload as ``ctx.filter_payload``. A filter
+   whose expression fails to evaluate does not match.
+"""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from hewer.engine.db.repository import Repository
+from hewer.engine.core.cel import CelError, evaluate_bool, filter_variables
+from hewer.engine.db.repository import Record, Repository
 from hewer.engine.services.triggers import TriggerError, TriggerRequest, Triggers
 
 MAX_BULK_EVENTS = 1000
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +34,8 @@ class NewEvent:
     additional_metadata: dict[str, Any]
     priority: int | None = None
     scope: str | None = None
+    # the incoming webhook the event came through
+    webhook_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +46,8 @@ class StoredEvent:
     additional_metadata: dict[str, Any]
     created_at: datetime
     run_ids: tuple[str, ...]
+    scope: str | None = None
+    webhook_name: str | None = None
 
 
 class Events:
@@ -51,7 +69,7 @@ class Events:
 
     async def _push_one(self, *, tenant_id: str, event: NewEvent) -> StoredEvent:
         event_id = str(uuid.uuid4())
-        created_at = await self._repo.insert_event(
+        created_at = await self._repo.store_event(
             event_id=event_id,
             tenant_id=tenant_id,
             key=event.key,
@@ -59,8 +77,12 @@ class Events:
             metadata=event.additional_metadata,
             priority=event.priority,
             scope=event.scope,
+            webhook_name=event.webhook_name,
         )
         matches = await self._repo.workflows_for_event_key(tenant_id, event.key)
+        filters = await self._repo.filters_for_workflows(
+            tenant_id, [str(m["workflow_id"]) for m in matches]
+        )
         inherited = {
             k: v for k, v in event.additional_metadata.items() if not k.startswith("hatchet__")
         }
@@ -75,9 +97,11 @@ class Events:
                 priority=event.priority,
                 event_id=event_id,
                 event_key=event.key,
+                filter_payload=filter_payload,
             )
             for m in matches
             if str(m["workflow_id"]) in names
+            for filter_payload in _runs_for(event, event_id, filters.get(str(m["workflow_id"]), []))
         ]
         if requests:
             run_ids = await self._triggers.trigger(tenant_id=tenant_id, requests=requests)
@@ -88,4 +112,34 @@ class Events:
             additional_metadata=event.additional_metadata,
             created_at=created_at,
             run_ids=tuple(run_ids),
+            scope=event.scope,
+            webhook_name=event.webhook_name,
         )
+
+
+def _runs_for(event: NewEvent, event_id: str, filters: list[Record]) -> list[dict[str, Any] | None]:
+    """One entry per run the event starts for a workflow: the filter payload, or None."""
+    if not filters:
+        return [None]
+    if not event.scope:
+        return []
+    runs: list[dict[str, Any] | None] = []
+    for f in filters:
+        if f["scope"] != event.scope:
+            continue
+        payload = dict(f["payload"] or {})
+        variables = filter_variables(
+            input=event.payload,
+            additional_metadata=event.additional_metadata,
+            payload=payload,
+            event_id=event_id,
+            event_key=event.key,
+        )
+        try:
+            matched = evaluate_bool(f["expression"], variables)
+        except CelError as exc:
+            log.debug("event filter %s did not evaluate: %s", f["id"], exc)
+            continue
+        if matched:
+            runs.append(payload)
+    return runs

@@ -15,6 +15,7 @@ from typing import Any
 
 from hewer.engine.core.assignment import QueuedItem, WorkerCapacity, assign, free_capacity
 from hewer.engine.db.repository import Record, Repository
+from hewer.engine.services.metrics import METRICS
 from hewer.engine.services.workers import ActionKind, ActionMessage, WorkerHub
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ class Scheduler:
                     limits[action] = min(MAX_PER_ACTION, limits.get(action, 0) + units)
             if not limits:
                 return False
+            METRICS.queue_round(tenant_id)
             claimed = await self._repo.claim_queue_items(conn, tenant_id=tenant_id, limits=limits)
             if not claimed:
                 return False
@@ -127,6 +129,7 @@ class Scheduler:
                 queue_ids=[a.item.queue_id for a in decided],
                 worker_ids=[a.worker_id for a in decided],
             )
+        METRICS.assigned_rows(tenant_id, rows)
         undeliverable: list[ActionMessage] = []
         for row in rows:
             message = start_message(tenant_id, row)
@@ -188,7 +191,10 @@ def start_message(tenant_id: str, row: Record) -> ActionMessage:
         parent_task_id=opt(row["parent_task_id"]),
         workflow_id=opt(row["workflow_id"]),
         workflow_version_id=opt(row["workflow_version_id"]),
-        invocation_count=row["invocation_count"],
+        # durable tasks only, as Go does: the Python SDK keys a running task by
+        # "<task>/<retry>[/<invocation>]", and a CANCEL_STEP_RUN without the count
+        # would miss a non-durable task that was started with one
+        invocation_count=row["invocation_count"] if row["is_durable"] else None,
         triggering_event_id=opt(row["triggering_event_id"]),
         triggering_event_key=row["triggering_event_key"],
     )

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from hewer.engine.core.dag import initial_tasks
 from hewer.engine.core.model import TaskStatus
-from hewer.engine.db.repository import NewRun, NewTaskRow, QueueEntry, Repository, TaskEvent
+from hewer.engine.db.repository import (
+    Conn,
+    NewRun,
+    NewTaskRow,
+    QueueEntry,
+    Repository,
+    TaskEvent,
+)
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.definitions import Definitions
 
@@ -33,6 +42,8 @@ class TriggerRequest:
     desired_worker_id: str | None = None
     event_id: str | None = None
     event_key: str | None = None
+    # the payload of the event filter that started the run (``ctx.filter_payload``)
+    filter_payload: dict[str, Any] | None = None
 
 
 def parse_json_object(text: str | bytes, *, what: str, max_bytes: int) -> dict[str, Any]:
@@ -58,8 +69,26 @@ class Triggers:
         self._bus = bus
         self._defs = definitions
 
-    async def trigger(self, *, tenant_id: str, requests: Sequence[TriggerRequest]) -> list[str]:
+    @asynccontextmanager
+    async def _unit(self, conn: Conn | None) -> AsyncIterator[Conn]:
+        if conn is None:
+            async with self._repo.transaction() as own:
+                yield own
+        else:
+            async with conn.transaction():
+                yield conn
+
+    async def trigger(
+        self,
+        *,
+        tenant_id: str,
+        requests: Sequence[TriggerRequest],
+        conn: Conn | None = None,
+    ) -> list[str]:
         """Create the runs; returns their ids in request order.
+
+        With ``conn`` the runs are created inside that transaction (a savepoint), so that a
+        caller can make the trigger part of its own unit of work (a cron tick's claim).
 
         A child spawn repeated under the same parent and key (or index) returns the run
         created the first time and creates nothing.
@@ -77,6 +106,7 @@ class Triggers:
 
         runs: list[NewRun] = []
         parents: dict[str, Any] = {}
+        filter_payloads: dict[str, dict[str, Any]] = {}
         for req in requests:
             if req.priority is not None and not 1 <= req.priority <= 3:
                 raise TriggerError(f"priority must be between 1 and 3, got {req.priority}")
@@ -108,9 +138,12 @@ class Triggers:
                 }
                 child = req.child_key if req.child_key else str(req.child_index or 0)
                 dedupe_key = f"{req.parent_task_id}.{child}"
+            run_id = str(uuid.uuid4())
+            if req.filter_payload is not None:
+                filter_payloads[run_id] = req.filter_payload
             runs.append(
                 NewRun(
-                    id=str(uuid.uuid4()),
+                    id=run_id,
                     workflow_id=workflow_id,
                     version_id=version_id,
                     input_json=json.dumps(req.input),
@@ -126,10 +159,19 @@ class Triggers:
                     event_key=req.event_key,
                 )
             )
-        return await self._insert(tenant_id=tenant_id, runs=runs)
+        return await self._insert(
+            tenant_id=tenant_id, runs=runs, filter_payloads=filter_payloads, conn=conn
+        )
 
-    async def _insert(self, *, tenant_id: str, runs: list[NewRun]) -> list[str]:
-        async with self._repo.transaction() as conn:
+    async def _insert(
+        self,
+        *,
+        tenant_id: str,
+        runs: list[NewRun],
+        filter_payloads: dict[str, dict[str, Any]] | None = None,
+        conn: Conn | None = None,
+    ) -> list[str]:
+        async with self._unit(conn) as conn:
             created = await self._repo.insert_runs(conn, tenant_id=tenant_id, runs=runs)
             ids = [r.id for r in runs]
             skipped = [r for r in runs if r.id not in created]
@@ -145,6 +187,13 @@ class Triggers:
                     continue
                 version = await self._defs.version(run.version_id, conn=conn)
                 for new in initial_tasks(version):
+                    filter_payload = (filter_payloads or {}).get(run.id)
+                    if filter_payload is not None:
+                        triggers = {**new.payload_extra.get("triggers", {})}
+                        triggers["filter_payload"] = filter_payload
+                        new = dataclasses.replace(
+                            new, payload_extra={**new.payload_extra, "triggers": triggers}
+                        )
                     # a single-task run shares its id with its task, as Hatchet's does
                     task_id = run.id if len(version.steps) == 1 else str(uuid.uuid4())
                     tasks.append(

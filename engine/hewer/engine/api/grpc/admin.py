@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC
 from typing import Any
 
 import grpc
@@ -17,9 +18,11 @@ from hewer.engine.api.grpc.common import GrpcContextAuth, abort, require_uuid
 from hewer.engine.core.dag import aggregate_status
 from hewer.engine.core.definition import InvalidDefinition
 from hewer.engine.core.model import TaskStatus
+from hewer.engine.core.rate_limits import check_rate_limit
 from hewer.engine.db.repository import Repository
 from hewer.engine.services.control import RunControl
 from hewer.engine.services.definitions import Definitions
+from hewer.engine.services.scheduling import NotFoundError, Scheduling, SchedulingError
 from hewer.engine.services.triggers import TriggerError, TriggerRequest, Triggers, parse_json_object
 
 log = logging.getLogger(__name__)
@@ -188,11 +191,19 @@ class AdminService(AdminServiceServicer):  # type: ignore[misc]
 
 class WorkflowService(WorkflowServiceServicer):  # type: ignore[misc]
     def __init__(
-        self, *, auth: GrpcContextAuth, triggers: Triggers, max_payload_bytes: int
+        self,
+        *,
+        auth: GrpcContextAuth,
+        triggers: Triggers,
+        max_payload_bytes: int,
+        scheduling: Scheduling | None = None,
+        repo: Repository | None = None,
     ) -> None:
         self._auth = auth
         self._triggers = triggers
         self._max = max_payload_bytes
+        self._scheduling = scheduling
+        self._repo = repo
 
     async def TriggerWorkflow(
         self, request: trigger_pb2.TriggerWorkflowRequest, context: Ctx
@@ -229,8 +240,50 @@ class WorkflowService(WorkflowServiceServicer):  # type: ignore[misc]
             "v0 PutWorkflow is not supported: use v1.AdminService/PutWorkflow",
         )
 
-    async def ScheduleWorkflow(self, request: Any, context: Ctx) -> Any:
-        await abort(context, grpc.StatusCode.UNIMPLEMENTED, "scheduled runs are not supported yet")
+    async def ScheduleWorkflow(
+        self, request: v0.ScheduleWorkflowRequest, context: Ctx
+    ) -> v0.WorkflowVersion:
+        tenant_id = await self._auth.tenant(context)
+        if self._scheduling is None:
+            await abort(context, grpc.StatusCode.UNIMPLEMENTED, "scheduled runs are not enabled")
+        try:
+            parent = None
+            if request.parent_task_run_external_id:
+                parent = _uuid_or_error(request.parent_task_run_external_id, "parent")
+            created = await self._scheduling.schedule(
+                tenant_id=tenant_id,
+                workflow_name=request.name,
+                trigger_at=[t.ToDatetime(tzinfo=UTC) for t in request.schedules],
+                input=parse_json_object(request.input, what="input", max_bytes=self._max),
+                metadata=parse_json_object(
+                    request.additional_metadata, what="additional_metadata", max_bytes=self._max
+                ),
+                priority=request.priority if request.HasField("priority") else None,
+                parent_task_id=parent,
+            )
+        except NotFoundError as exc:
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+        except (SchedulingError, TriggerError) as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        response = v0.WorkflowVersion(id=created.version_id, workflow_id=created.workflow_id)
+        for scheduled_id, when in zip(created.ids, created.trigger_at, strict=True):
+            item = response.scheduled_workflows.add(id=scheduled_id)
+            item.trigger_at.FromDatetime(when)
+        return response
 
-    async def PutRateLimit(self, request: Any, context: Ctx) -> Any:
-        await abort(context, grpc.StatusCode.UNIMPLEMENTED, "rate limits are not supported yet")
+    async def PutRateLimit(
+        self, request: v0.PutRateLimitRequest, context: Ctx
+    ) -> v0.PutRateLimitResponse:
+        tenant_id = await self._auth.tenant(context)
+        if self._repo is None:
+            await abort(context, grpc.StatusCode.UNIMPLEMENTED, "rate limits are not enabled")
+        try:
+            key, limit, duration = check_rate_limit(
+                request.key, request.limit, v0.RateLimitDuration.Name(request.duration)
+            )
+        except ValueError as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        await self._repo.upsert_rate_limit(
+            tenant_id=tenant_id, key=key, limit=limit, duration=duration
+        )
+        return v0.PutRateLimitResponse()

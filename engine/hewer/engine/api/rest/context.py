@@ -13,16 +13,21 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from hewer.engine.api.rest.convert import dump
-from hewer.engine.api.rest.errors import Forbidden, Unauthorized
+from hewer.engine.api.rest.errors import ApiError, Forbidden, Unauthorized
 from hewer.engine.api.rest.params import parse_uuid
 from hewer.engine.api.rest.protocols import RunControl
 from hewer.engine.db.repository import Repository
 from hewer.engine.services.auth import Authenticator, Identity
+from hewer.engine.services.events import Events
+from hewer.engine.services.secrets import SecretBox
 
 REPO = web.AppKey("repo", Repository)
 CONTROL = web.AppKey[RunControl]("control")
 AUTH = web.AppKey("auth", Authenticator)
 IDENTITY = web.RequestKey("identity", Identity)
+# event push (filters, webhooks) and secrets at rest; absent in apps built without them
+EVENTS = web.AppKey("events", Events)
+SECRETS = web.AppKey("secrets", SecretBox)
 
 
 def repo(request: web.Request) -> Repository:
@@ -31,6 +36,20 @@ def repo(request: web.Request) -> Repository:
 
 def control(request: web.Request) -> RunControl:
     return request.app[CONTROL]
+
+
+def events(request: web.Request) -> Events:
+    found = request.app.get(EVENTS)
+    if found is None:
+        raise ApiError(503, "event ingestion is not available on this server")
+    return found
+
+
+def secrets(request: web.Request) -> SecretBox:
+    found = request.app.get(SECRETS)
+    if found is None:
+        raise ApiError(503, "secret storage is not available on this server")
+    return found
 
 
 def identity(request: web.Request) -> Identity:

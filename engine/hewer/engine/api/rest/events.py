@@ -44,6 +44,7 @@ def event_model(row: Row) -> V1Event:
         payload=as_object(row["payload"]),
         scope=row["scope"],
         seenAt=row["created_at"],
+        triggeringWebhookName=row["triggering_webhook_name"],
         triggeredRuns=[V1EventTriggeredRun(workflowRunId=str(r)) for r in row["run_ids"]],
     )
 

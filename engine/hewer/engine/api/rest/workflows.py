@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from aiohttp import web
 from hatchet_sdk.clients.rest.models.job import Job
@@ -24,8 +25,11 @@ from hatchet_sdk.clients.rest.models.workflow_version_meta import WorkflowVersio
 
 from hewer.engine.api.rest.context import path_uuid, repo, respond, tenant_id
 from hewer.engine.api.rest.convert import Row, as_object, meta, pagination
-from hewer.engine.api.rest.errors import NotFound
-from hewer.engine.api.rest.params import Query
+from hewer.engine.api.rest.errors import BadRequest, NotFound
+from hewer.engine.api.rest.params import Query, read_json
+from hewer.engine.api.rest.scheduling import SCHEDULING, to_api_error
+from hewer.engine.core.durations import InvalidDuration, parse_duration
+from hewer.engine.services.scheduling import SchedulingError
 
 routes = web.RouteTableDef()
 
@@ -189,3 +193,58 @@ async def get_tenant(request: web.Request) -> web.Response:
     if row is None:
         raise NotFound("tenant not found")
     return respond(tenant_model(row))
+
+
+def _pause_settings(body: Any) -> tuple[str, float, str, str]:
+    """``(action, queue TTL seconds, cron behaviour, scheduled behaviour)`` of a PATCH body."""
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    pause = body.get("pause")
+    if not isinstance(pause, dict):
+        raise BadRequest("request body needs a 'pause' object")
+    action = pause.get("action")
+    if action not in ("pause", "unpause"):
+        raise BadRequest("pause.action must be 'pause' or 'unpause'")
+    ttl_text = pause.get("pausedWorkflowQueueTTL") or "0s"
+    try:
+        ttl = parse_duration(str(ttl_text))
+    except InvalidDuration as exc:
+        raise BadRequest(f"pausedWorkflowQueueTTL: {exc}") from None
+    cron = str(pause.get("pausedWorkflowCronRunQueueBehavior") or "QUEUE")
+    scheduled = str(pause.get("pausedWorkflowScheduledRunQueueBehavior") or "QUEUE")
+    return action, ttl, cron, scheduled
+
+
+@routes.patch("/api/v1/workflows/{workflow}")
+async def update_workflow(request: web.Request) -> web.Response:
+    """Pause or unpause. While paused, new and queued runs stay QUEUED (cancelled once
+    ``pausedWorkflowQueueTTL`` passes); cron and scheduled runs are queued or dropped per
+    the two behaviours."""
+    workflow = await _workflow(request)
+    action, ttl, cron, scheduled = _pause_settings(await read_json(request))
+    service = request.app[SCHEDULING]
+    try:
+        if action == "pause":
+            await service.pause(
+                tenant_id=tenant_id(request),
+                workflow_id=str(workflow["id"]),
+                queue_ttl_seconds=ttl,
+                cron_behavior=cron,
+                scheduled_behavior=scheduled,
+            )
+        else:
+            await service.unpause(tenant_id=tenant_id(request), workflow_id=str(workflow["id"]))
+    except SchedulingError as exc:
+        raise to_api_error(exc) from None
+    return respond(workflow_model(await _workflow(request)))
+
+
+@routes.delete("/api/v1/workflows/{workflow}")
+async def delete_workflow(request: web.Request) -> web.Response:
+    """Delete a workflow with its versions, crons, schedules and runs."""
+    workflow_id = path_uuid(request, "workflow")
+    if not await repo(request).delete_workflow(
+        tenant_id=tenant_id(request), workflow_id=workflow_id
+    ):
+        raise NotFound(f"workflow {workflow_id} not found")
+    return web.Response(status=204)

@@ -195,6 +195,7 @@ SELECT (SELECT count(*) FROM matched) AS total,
 
 -- name: rest_events_full
 SELECT e.id, e.tenant_id, e.key, e.payload, e.additional_metadata, e.scope, e.created_at,
+       e.triggering_webhook_name,
        coalesce(s.running, 0) AS running, coalesce(s.queued, 0) AS queued,
        coalesce(s.succeeded, 0) AS succeeded, coalesce(s.failed, 0) AS failed,
        coalesce(s.cancelled, 0) AS cancelled, coalesce(s.run_ids, '{}') AS run_ids

@@ -34,17 +34,27 @@ FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text
           slot_requests, timeout_seconds, is_skipped, output);
 
 -- name: insert_queue_items
+-- Items of a paused workflow are set aside (paused) until it is unpaused or their TTL ends.
 INSERT INTO queue_items
     (tenant_id, task_id, retry_count, action_id, priority, slot_requests, desired_worker_id,
-     available_at, schedule_timeout_at)
+     available_at, schedule_timeout_at, paused, pause_expires_at)
 SELECT $1, q.task_id, q.retry_count, q.action_id, q.priority, q.slot_requests::jsonb,
        q.desired_worker_id,
        now() + make_interval(secs => q.delay_seconds),
-       now() + make_interval(secs => q.delay_seconds + q.schedule_timeout_seconds)
+       now() + make_interval(secs => q.delay_seconds + q.schedule_timeout_seconds),
+       coalesce(w.is_paused, false),
+       CASE WHEN w.is_paused THEN now() + make_interval(secs => w.paused_queue_ttl_seconds) END
 FROM unnest($2::uuid[], $3::int[], $4::text[], $5::int[], $6::text[], $7::uuid[], $8::float8[],
             $9::int[])
      AS q(task_id, retry_count, action_id, priority, slot_requests, desired_worker_id,
-          delay_seconds, schedule_timeout_seconds);
+          delay_seconds, schedule_timeout_seconds)
+LEFT JOIN LATERAL (
+    SELECT wf.is_paused, wf.paused_queue_ttl_seconds
+    FROM tasks t
+    JOIN workflow_runs r ON r.id = t.workflow_run_id
+    JOIN workflows wf ON wf.id = r.workflow_id
+    WHERE t.id = q.task_id
+) w ON true;
 
 -- name: insert_task_events
 INSERT INTO task_events
@@ -71,6 +81,7 @@ CROSS JOIN LATERAL (
     SELECT id, task_id, action_id, priority, slot_requests, desired_worker_id
     FROM queue_items
     WHERE tenant_id = $1 AND action_id = a.action_id AND available_at <= now()
+      AND NOT paused
     ORDER BY priority DESC, id
     LIMIT a.lim
     FOR UPDATE SKIP LOCKED
@@ -91,7 +102,8 @@ WITH a AS (
     FROM deleted d
     WHERE t.id = d.task_id AND t.retry_count = d.retry_count AND t.status = 'QUEUED'
     RETURNING t.id, t.tenant_id, t.workflow_run_id, t.step_id, t.readable_id, t.action_id,
-              t.retry_count, t.priority, t.payload_extra, t.worker_id, t.invocation_count
+              t.retry_count, t.priority, t.payload_extra, t.worker_id, t.invocation_count,
+              t.queued_at
 ), runs AS (
     UPDATE workflow_runs r
     SET status = 'RUNNING', started_at = coalesce(r.started_at, now())
@@ -107,9 +119,11 @@ SELECT u.id, u.workflow_run_id, u.step_id, u.readable_id, u.action_id, u.retry_c
        u.priority, u.payload_extra::text AS payload_extra, u.worker_id, u.invocation_count,
        r.input::text AS input, r.additional_metadata::text AS additional_metadata,
        r.child_index, r.child_key, r.parent_task_id, r.workflow_id, r.workflow_version_id,
-       r.triggering_event_id, r.triggering_event_key
+       r.triggering_event_id, r.triggering_event_key, s.is_durable, u.queued_at,
+       r.created_at AS run_created_at
 FROM updated u
-JOIN workflow_runs r ON r.id = u.workflow_run_id;
+JOIN workflow_runs r ON r.id = u.workflow_run_id
+JOIN steps s ON s.id = u.step_id;
 
 -- name: mark_task_started
 WITH updated AS (
@@ -221,11 +235,6 @@ SELECT workflow_run_id FROM tasks WHERE id = $1 AND tenant_id = $2;
 UPDATE tasks SET slot_held = false
 WHERE id = $1 AND tenant_id = $2 AND slot_held
 RETURNING worker_id;
-
--- name: insert_event
-INSERT INTO events (id, tenant_id, key, payload, additional_metadata, priority, scope)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-RETURNING created_at;
 
 -- name: insert_log_line
 INSERT INTO log_lines (tenant_id, task_id, retry_count, level, message, metadata, created_at)

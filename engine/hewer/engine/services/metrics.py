@@ -1,0 +1,214 @@
+"""Prometheus metrics: the global and tenant metrics of Hatchet's "Prometheus Metrics" page,
+plus Hewer's queue depth gauge and trigger-to-start latency histogram.
+
+Counters count what this replica did (scrape every replica, then sum). Gauges that describe
+shared state (queue depth, worker slots) are refreshed from the database at scrape time.
+
+Hatchet names four tenant counters without ``_total`` (``hatchet_tenant_assigned_tasks``,
+``..._scheduling_timed_out``, ``..._rate_limited``, ``..._queued_to_assigned``,
+``..._reassigned_tasks``); the Python client always appends ``_total`` to counters, so to
+keep Hatchet's names these are exported as monotonically increasing gauges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# the *_created samples double the output for no use here
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_DURATION_MS_BUCKETS = (10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000)
+T = ("tenant_id",)
+
+
+class EngineMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+
+        def c(name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+            return Counter(name, doc, labels, registry=r)
+
+        # global
+        self.queue_invocations = c("hatchet_queue_invocations_total", "Queuer invocations")
+        self.created = c("hatchet_created_tasks_total", "Tasks created")
+        self.retried = c("hatchet_retried_tasks_total", "Tasks retried")
+        self.succeeded = c("hatchet_succeeded_tasks_total", "Tasks that succeeded")
+        self.failed = c("hatchet_failed_tasks_total", "Tasks that failed (final state)")
+        self.skipped = c("hatchet_skipped_tasks_total", "Tasks skipped")
+        self.cancelled = c("hatchet_cancelled_tasks_total", "Tasks cancelled")
+        self.assigned = c("hatchet_assigned_tasks_total", "Tasks assigned to a worker")
+        self.sched_timed_out = c(
+            "hatchet_scheduling_timed_out_total", "Tasks that timed out waiting to be scheduled"
+        )
+        self.rate_limited = c("hatchet_rate_limited_total", "Tasks that were rate limited")
+        self.queued_to_assigned = c(
+            "hatchet_queued_to_assigned_total", "Tasks queued and later assigned to a worker"
+        )
+        self.queued_to_assigned_seconds = Histogram(
+            "hatchet_queued_to_assigned_seconds",
+            "Seconds spent in the queue before being assigned to a worker",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.reassigned = c("hatchet_reassigned_tasks_total", "Tasks reassigned to a worker")
+        # tenant
+        self.t_workflow_duration = Histogram(
+            "hatchet_tenant_workflow_duration_milliseconds",
+            "Duration of workflow execution in milliseconds (DAGs and single tasks)",
+            ("tenant_id", "workflow_name", "status"),
+            buckets=_DURATION_MS_BUCKETS,
+            registry=r,
+        )
+        self.t_queue_invocations = c(
+            "hatchet_tenant_queue_invocations_total", "Queuer invocations", T
+        )
+        self.t_created = c("hatchet_tenant_created_tasks_total", "Tasks created", T)
+        self.t_retried = c("hatchet_tenant_retried_tasks_total", "Tasks retried", T)
+        self.t_succeeded = c("hatchet_tenant_succeeded_tasks_total", "Tasks that succeeded", T)
+        self.t_failed = c("hatchet_tenant_failed_tasks_total", "Tasks that failed (final)", T)
+        self.t_skipped = c("hatchet_tenant_skipped_tasks_total", "Tasks skipped", T)
+        self.t_cancelled = c("hatchet_tenant_cancelled_tasks_total", "Tasks cancelled", T)
+
+        def g(name: str, doc: str, labels: Sequence[str] = T) -> Gauge:
+            return Gauge(name, doc, labels, registry=r)
+
+        self.t_assigned = g("hatchet_tenant_assigned_tasks", "Tasks assigned (counter)")
+        self.t_sched_timed_out = g(
+            "hatchet_tenant_scheduling_timed_out", "Tasks that timed out waiting (counter)"
+        )
+        self.t_rate_limited = g("hatchet_tenant_rate_limited", "Tasks rate limited (counter)")
+        self.t_queued_to_assigned = g(
+            "hatchet_tenant_queued_to_assigned", "Tasks queued then assigned (counter)"
+        )
+        self.t_queued_to_assigned_seconds = Histogram(
+            "hatchet_tenant_queued_to_assigned_time_seconds",
+            "Seconds spent in the queue before being assigned to a worker",
+            T,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.t_reassigned = g("hatchet_tenant_reassigned_tasks", "Tasks reassigned (counter)")
+        self.t_used_slots = g("hatchet_tenant_used_worker_slots", "Worker slots in use")
+        self.t_available_slots = g("hatchet_tenant_available_worker_slots", "Free worker slots")
+        self.t_slots = g("hatchet_tenant_worker_slots", "Worker slots (free + used)")
+        # Hewer
+        self.queue_depth = g(
+            "hewer_queue_depth", "Task attempts waiting in the queue", ("tenant_id", "action_id")
+        )
+        self.trigger_to_start = Histogram(
+            "hewer_trigger_to_start_seconds",
+            "Seconds from a run's trigger to the dispatch of its first task attempt",
+            T,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    # -- recording --------------------------------------------------------------------------
+
+    def task_events(self, tenant_id: str, events: Iterable[Any]) -> None:
+        """Count task state changes from the monitoring events being written."""
+        for e in events:
+            kind = e.event_type
+            if kind == "QUEUED":
+                self.created.inc()
+                self.t_created.labels(tenant_id).inc()
+            elif kind == "COMPLETED":
+                self.succeeded.inc()
+                self.t_succeeded.labels(tenant_id).inc()
+            elif kind == "FAILED":
+                self.failed.inc()
+                self.t_failed.labels(tenant_id).inc()
+            elif kind == "RETRYING":
+                self.retried.inc()
+                self.t_retried.labels(tenant_id).inc()
+            elif kind == "SKIPPED":
+                self.skipped.inc()
+                self.t_skipped.labels(tenant_id).inc()
+            elif kind == "REASSIGNED":
+                self.reassigned.inc()
+                self.t_reassigned.labels(tenant_id).inc()
+            elif kind == "CANCELLED":
+                self.cancelled.inc()
+                self.t_cancelled.labels(tenant_id).inc()
+                if "SCHEDULING_TIMED_OUT" in (e.message or ""):
+                    self.sched_timed_out.inc()
+                    self.t_sched_timed_out.labels(tenant_id).inc()
+
+    def queue_round(self, tenant_id: str) -> None:
+        self.queue_invocations.inc()
+        self.t_queue_invocations.labels(tenant_id).inc()
+
+    def assigned_rows(self, tenant_id: str, rows: Iterable[Any]) -> None:
+        now = datetime.now(UTC)
+        for row in rows:
+            self.assigned.inc()
+            self.t_assigned.labels(tenant_id).inc()
+            queued_at = _get(row, "queued_at")
+            if queued_at is not None:
+                waited = max(0.0, (now - queued_at).total_seconds())
+                self.queued_to_assigned.inc()
+                self.t_queued_to_assigned.labels(tenant_id).inc()
+                self.queued_to_assigned_seconds.observe(waited)
+                self.t_queued_to_assigned_seconds.labels(tenant_id).observe(waited)
+            created = _get(row, "run_created_at")
+            if created is not None and _get(row, "retry_count") == 0:
+                self.trigger_to_start.labels(tenant_id).observe(
+                    max(0.0, (now - created).total_seconds())
+                )
+
+    def run_finished(
+        self, tenant_id: str, workflow_name: str, status: str, duration_ms: float
+    ) -> None:
+        self.t_workflow_duration.labels(tenant_id, workflow_name, status).observe(duration_ms)
+
+    # -- scrape-time state --------------------------------------------------------------------
+
+    def set_queue_depths(self, rows: Iterable[Any]) -> None:
+        self.queue_depth.clear()
+        for row in rows:
+            self.queue_depth.labels(str(row["tenant_id"]), row["action_id"]).set(row["n"])
+
+    def set_worker_slots(self, rows: Iterable[Any]) -> None:
+        for gauge in (self.t_used_slots, self.t_available_slots, self.t_slots):
+            gauge.clear()
+        for row in rows:
+            tenant = str(row["tenant_id"])
+            total, used = int(row["total"]), int(row["used"])
+            self.t_slots.labels(tenant).set(total)
+            self.t_used_slots.labels(tenant).set(used)
+            self.t_available_slots.labels(tenant).set(max(0, total - used))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def render_tenant(self, tenant_id: str) -> bytes:
+        """Only the samples labelled with this tenant (the tenant REST endpoint)."""
+        lines = []
+        for line in self.render().decode().splitlines():
+            if line.startswith("#") or f'tenant_id="{tenant_id}"' in line:
+                lines.append(line)
+        return ("\n".join(lines) + "\n").encode()
+
+
+def _get(row: Any, key: str) -> Any:
+    try:
+        return row[key]
+    except (KeyError, IndexError):
+        return None
+
+
+# One per process: the repository and the scheduler record into it, /metrics renders it.
+METRICS = EngineMetrics()

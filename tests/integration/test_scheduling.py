@@ -1,0 +1,307 @@
+"""Crons, scheduled runs, workflow pause, retention and Prometheus metrics, on PostgreSQL.
+
+The cron test runs two complete replicas' tickers against one database: a cron firing every
+second must create one run per second, never two for one tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
+from tests.integration.harness import Replica
+
+from hewer.engine.api.rest.observability import refresh_gauges
+from hewer.engine.services.metrics import METRICS
+from hewer.engine.services.retention import Retention
+from hewer.engine.services.scheduling import (
+    NotFoundError,
+    Scheduling,
+    SchedulingError,
+)
+
+WORKFLOW = {"name": "ticked", "tasks": [{"readable_id": "run", "action": "ticked:run"}]}
+
+
+def scheduling_of(replica: Replica) -> Scheduling:
+    return Scheduling(
+        repo=replica.repo,
+        bus=replica.bus,
+        triggers=replica.triggers,
+        lifecycle=replica.lifecycle,
+    )
+
+
+@pytest_asyncio.fixture
+async def engine(dsn: str) -> AsyncIterator[Replica]:
+    replica = await Replica.start(dsn)
+    try:
+        yield replica
+    finally:
+        await replica.close()
+
+
+@pytest_asyncio.fixture
+async def tenant(engine: Replica) -> str:
+    return await engine.repo.ensure_tenant("t")
+
+
+async def runs_of(pool: asyncpg.Pool, workflow: str) -> list[asyncpg.Record]:
+    return list(
+        await pool.fetch(
+            "SELECT r.id, r.created_at, r.input, r.additional_metadata, r.priority"
+            " FROM workflow_runs r JOIN workflows w ON w.id = r.workflow_id"
+            " WHERE w.name = $1 ORDER BY r.created_at",
+            workflow,
+        )
+    )
+
+
+@pytest.mark.slow
+async def test_a_cron_every_second_fires_once_per_tick_across_two_replicas(
+    dsn: str, pool: asyncpg.Pool
+) -> None:
+    replicas = [await Replica.start(dsn), await Replica.start(dsn)]
+    tickers = [scheduling_of(r) for r in replicas]
+    try:
+        tenant = await replicas[0].repo.ensure_tenant("t")
+        await replicas[0].register(tenant, WORKFLOW)
+        await tickers[0].create_cron(
+            tenant_id=tenant,
+            workflow_name="ticked",
+            name="every-second",
+            expression="* * * * * *",
+            input={"n": 1},
+            metadata={"k": "v"},
+            priority=2,
+        )
+        for t in tickers:
+            t.start()
+        await asyncio.sleep(10.0)
+        for t in tickers:
+            await t.stop()
+    finally:
+        for r in replicas:
+            await r.close()
+    runs = await runs_of(pool, "ticked")
+    assert 9 <= len(runs) <= 11, len(runs)
+    per_second = Counter(r["created_at"].replace(microsecond=0) for r in runs)
+    assert max(per_second.values()) == 1, per_second
+    first = runs[0]
+    value = first["input"]
+    assert (json.loads(value) if isinstance(value, str) else value) == {"n": 1}
+    assert first["priority"] == 2
+
+
+async def test_code_crons_are_replaced_on_registration_and_api_crons_kept(
+    engine: Replica, tenant: str
+) -> None:
+    ticker = scheduling_of(engine)
+    await engine.register(tenant, {**WORKFLOW, "cron_triggers": ["0 * * * *", "@daily"]})
+    await ticker.create_cron(
+        tenant_id=tenant,
+        workflow_name="ticked",
+        name="mine",
+        expression="*/5 * * * *",
+        input={},
+        metadata={},
+        priority=None,
+    )
+    await engine.register(
+        tenant, {**WORKFLOW, "cron_triggers": ["@daily", "30 2 * * *"], "cron_input": '{"a": 1}'}
+    )
+    rows = await engine.repo.pool.fetch("SELECT expression, origin, input FROM crons")
+    assert sorted((r["expression"], r["origin"]) for r in rows) == [
+        ("*/5 * * * *", "api"),
+        ("30 2 * * *", "code"),
+        ("@daily", "code"),
+    ]
+    assert all(r["input"] == {"a": 1} for r in rows if r["origin"] == "code")
+
+
+async def test_bad_cron_input_is_refused_and_nothing_is_stored(
+    engine: Replica, tenant: str
+) -> None:
+    ticker = scheduling_of(engine)
+    await engine.register(tenant, WORKFLOW)
+    for expression in ("61 * * * *", "* * *", "@sometimes", ""):
+        with pytest.raises(SchedulingError):
+            await ticker.create_cron(
+                tenant_id=tenant,
+                workflow_name="ticked",
+                name="bad",
+                expression=expression,
+                input={},
+                metadata={},
+                priority=None,
+            )
+    with pytest.raises(SchedulingError):
+        await ticker.create_cron(
+            tenant_id=tenant,
+            workflow_name="ticked",
+            name="bad",
+            expression="* * * * *",
+            input={},
+            metadata={},
+            priority=7,
+        )
+    with pytest.raises(NotFoundError):
+        await ticker.create_cron(
+            tenant_id=tenant,
+            workflow_name="nope",
+            name="x",
+            expression="* * * * *",
+            input={},
+            metadata={},
+            priority=None,
+        )
+    assert await engine.repo.pool.fetchval("SELECT count(*) FROM crons") == 0
+
+
+async def test_a_schedule_fires_once_at_its_time(
+    dsn: str, engine: Replica, tenant: str, pool: asyncpg.Pool
+) -> None:
+    other = await Replica.start(dsn)
+    tickers = [scheduling_of(engine), scheduling_of(other)]
+    try:
+        await engine.register(tenant, WORKFLOW)
+        at = datetime.now(UTC) + timedelta(seconds=1.5)
+        created = await tickers[0].schedule(
+            tenant_id=tenant,
+            workflow_name="ticked",
+            trigger_at=[at],
+            input={"x": 1},
+            metadata={"m": "1"},
+            priority=None,
+        )
+        with pytest.raises(SchedulingError):  # in the past
+            await tickers[0].schedule(
+                tenant_id=tenant,
+                workflow_name="ticked",
+                trigger_at=[datetime.now(UTC) - timedelta(hours=1)],
+                input={},
+                metadata={},
+                priority=None,
+            )
+        for t in tickers:
+            t.start()
+        await asyncio.sleep(0.8)
+        assert await runs_of(pool, "ticked") == []
+        await asyncio.sleep(2.5)
+        for t in tickers:
+            await t.stop()
+    finally:
+        await other.close()
+    runs = await runs_of(pool, "ticked")
+    assert len(runs) == 1
+    assert runs[0]["created_at"] >= at
+    row = await pool.fetchrow(
+        "SELECT status, workflow_run_id FROM scheduled_runs WHERE id = $1", created.ids[0]
+    )
+    assert row["status"] == "QUEUED" and row["workflow_run_id"] == runs[0]["id"]
+
+
+async def test_paused_workflow_keeps_runs_queued_then_cancels_after_ttl(
+    engine: Replica, tenant: str, pool: asyncpg.Pool
+) -> None:
+    ticker = scheduling_of(engine)
+    await engine.register(tenant, WORKFLOW)
+    workflow_id = str(await pool.fetchval("SELECT id FROM workflows WHERE name = 'ticked'"))
+    session = await engine.connect_worker(tenant, ["ticked:run"])
+    engine.scheduler.start()
+    await ticker.pause(
+        tenant_id=tenant,
+        workflow_id=workflow_id,
+        queue_ttl_seconds=600,
+        cron_behavior="QUEUE",
+        scheduled_behavior="QUEUE",
+    )
+    kept = await engine.trigger(tenant, "ticked")
+    await asyncio.sleep(1.5)
+    assert (await engine.run_row(kept))["status"] == "QUEUED"
+    assert session is not None
+    await ticker.unpause(tenant_id=tenant, workflow_id=workflow_id)
+    for _ in range(50):
+        if (await engine.run_row(kept))["status"] == "RUNNING":
+            break
+        await asyncio.sleep(0.1)
+    assert (await engine.run_row(kept))["status"] == "RUNNING"
+
+    await ticker.pause(
+        tenant_id=tenant,
+        workflow_id=workflow_id,
+        queue_ttl_seconds=0.5,
+        cron_behavior="DROP",
+        scheduled_behavior="DROP",
+    )
+    dropped = await engine.trigger(tenant, "ticked")
+    ticker.start()
+    for _ in range(50):
+        if (await engine.run_row(dropped))["status"] == "CANCELLED":
+            break
+        await asyncio.sleep(0.1)
+    await ticker.stop()
+    assert (await engine.run_row(dropped))["status"] == "CANCELLED"
+
+
+async def test_retention_deletes_old_final_runs_and_events_only(
+    engine: Replica, tenant: str, pool: asyncpg.Pool
+) -> None:
+    await engine.register(tenant, WORKFLOW)
+    old = await engine.trigger(tenant, "ticked")
+    recent = await engine.trigger(tenant, "ticked")
+    running = await engine.trigger(tenant, "ticked")
+    await pool.execute(
+        "UPDATE workflow_runs SET status = 'COMPLETED', finished_at = now() - interval '800 hours'"
+        " WHERE id = $1",
+        old,
+    )
+    await pool.execute(
+        "UPDATE workflow_runs SET status = 'COMPLETED', finished_at = now() WHERE id = $1", recent
+    )
+    await pool.execute(
+        "INSERT INTO events (id, tenant_id, key, created_at) VALUES"
+        " (gen_random_uuid(), $1, 'old', now() - interval '800 hours'),"
+        " (gen_random_uuid(), $1, 'new', now())",
+        tenant,
+    )
+    deleted = await Retention(repo=engine.repo, default_hours=720, interval_seconds=3600).run_once()
+    assert deleted["runs"] == 1 and deleted["events"] == 1
+    left = {str(r["id"]) for r in await pool.fetch("SELECT id FROM workflow_runs")}
+    assert left == {recent, running}
+    assert [r["key"] for r in await pool.fetch("SELECT key FROM events")] == ["new"]
+
+
+async def test_metrics_parse_and_the_queue_gauge_follows_the_load(
+    engine: Replica, tenant: str
+) -> None:
+    await engine.register(tenant, WORKFLOW)
+
+    async def depth() -> float:
+        await refresh_gauges(engine.repo)
+        text = METRICS.render().decode()
+        found = 0.0
+        names = set()
+        for family in text_string_to_metric_families(text):
+            names.add(family.name)
+            for sample in family.samples:
+                if sample.name == "hewer_queue_depth" and sample.labels["tenant_id"] == tenant:
+                    found += sample.value
+        assert {"hatchet_created_tasks", "hatchet_queued_to_assigned_seconds"} <= names
+        return found
+
+    assert await depth() == 0
+    for _ in range(5):
+        await engine.trigger(tenant, "ticked")
+    assert await depth() == 5
+    session = await engine.connect_worker(tenant, ["ticked:run"])
+    assert session is not None
+    assert await engine.scheduler.run_round(tenant)
+    assert await depth() == 0
