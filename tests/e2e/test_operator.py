@@ -302,16 +302,15 @@ def operator(cluster: Cluster, engine: EngineProc) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def applied(cluster: Cluster, operator: Path) -> Cluster:
-    """``kubectl apply`` of the CRDs, then of the examples."""
-    for crd in CRDS:
-        cluster.kubectl("apply", "-f", str(crd))
+    """``kubectl apply -f crds/`` then ``kubectl apply -f manifests/examples/``, as a user would."""
+    cluster.kubectl("apply", "-f", str(CRDS[0].parent) + "/")
     cluster.kubectl(
         "wait",
         "--for=condition=established",
         "--timeout=20s",
         *[f"crd/{p}.hewer.dev" for p in ("workflows", "crontriggers", "ratelimits", "workerpools")],
     )
-    cluster.kubectl("apply", "-k", str(EXAMPLES))
+    cluster.kubectl("apply", "-f", str(EXAMPLES) + "/")
     return cluster
 
 
@@ -640,11 +639,13 @@ def test_deleting_the_resources_cleans_the_engine(applied: Cluster, engine: Engi
         ("workerpools", POOL),
         ("ratelimits", "during-outage"),
     ):
-        wait_for(lambda p=plural, n=name: not k.exists(p, n), what=f"{plural}/{name} gone")
+        wait_for(lambda p=plural, n=name: not k.exists(p, n), timeout=40,
+                 what=f"{plural}/{name} gone")
     assert engine.declared(WORKFLOW) is None and engine.workflow(WORKFLOW) is None
     assert engine.crons(workflow_id) == []
     assert engine.rate_limit(LIMIT) is None and engine.rate_limit("during-outage") is None
-    assert engine.owned() == []
+    leftovers = engine.owned()
+    assert leftovers == [], leftovers
     time.sleep(5.5)  # the engine caches token checks for 5 s
     r = engine.rest("GET", f"/api/v1/tenants/{engine.tenant}", token=token)
     assert r.status_code == 401

@@ -110,7 +110,7 @@ async def test_a_result_watcher_on_one_replica_hears_a_run_finish_on_another(
     worker = await first.connect_worker(tenant, ["solo:run"])
     run_id = await first.trigger(tenant, "solo")
     inbox: asyncio.Queue[RunResult] = asyncio.Queue()
-    await results.watch(run_id, inbox)
+    results.watch(run_id, inbox, tenant_id=tenant)
     live = events.watch(run_id)
     assert inbox.empty()
 
@@ -155,9 +155,14 @@ async def test_watching_a_finished_run_answers_at_once(
     await first.control.cancel(tenant_id=tenant, external_ids=[run_id])
     results = ResultWatchers(first.repo)
     inbox: asyncio.Queue[RunResult] = asyncio.Queue()
-    await results.watch(run_id, inbox)
-    result = inbox.get_nowait()
+    results.watch(run_id, inbox, tenant_id=tenant)
+    result = await asyncio.wait_for(inbox.get(), timeout=5)
     assert [t.status for t in result.tasks] == ["CANCELLED"]
+    # another tenant watching the same id is never answered
+    stranger: asyncio.Queue[RunResult] = asyncio.Queue()
+    results.watch(run_id, stranger, tenant_id=await first.repo.ensure_tenant("tenant-b"))
+    await asyncio.sleep(0.3)
+    assert stranger.empty()
 
 
 async def test_the_sweep_answers_when_the_signal_was_missed(
@@ -169,7 +174,7 @@ async def test_the_sweep_answers_when_the_signal_was_missed(
     run_id = await first.trigger(tenant, "solo")
     results = ResultWatchers(second.repo)  # not subscribed to the bus at all
     inbox: asyncio.Queue[RunResult] = asyncio.Queue()
-    await results.watch(run_id, inbox)
+    results.watch(run_id, inbox, tenant_id=tenant)
     results.start()
     try:
         await first.control.cancel(tenant_id=tenant, external_ids=[run_id])

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 else:
     Conn = asyncpg.Connection
 Record = asyncpg.Record
+# errors after which the whole transaction rolled back and may simply be run again
+RETRYABLE_ERRORS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -32,9 +34,18 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's default RESET ALL round trip.
+
+    No code sets session state (settings, LISTEN, prepared cursors) on pooled connections;
+    the one session advisory lock (retention) is released explicitly. The default reset
+    cost one extra round trip per checkout, several percent of engine time under load.
+    """
+
+
 async def create_pool(dsn: str, *, size: int) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
-        dsn, min_size=min(2, size), max_size=size, init=_init_connection
+        dsn, min_size=min(2, size), max_size=size, init=_init_connection, reset=_keep_session
     )
     assert pool is not None
     return pool

@@ -268,3 +268,48 @@ class RunQueries(RepositoryBase):
     async def set_worker_paused(self, *, tenant_id: str, worker_id: str, paused: bool) -> bool:
         row = await self.pool.fetchval(query("set_worker_paused"), worker_id, tenant_id, paused)
         return row is not None
+
+    # -- batched outcomes ---------------------------------------------------------------------
+
+    async def complete_tasks(
+        self,
+        conn: Conn,
+        *,
+        task_ids: Sequence[str],
+        retry_counts: Sequence[int],
+        outputs: Sequence[str],
+        tenant_ids: Sequence[str],
+        reporters: Sequence[str | None],
+    ) -> list[Record]:
+        return list(
+            await conn.fetch(
+                query("complete_tasks"),
+                list(task_ids),
+                list(retry_counts),
+                list(outputs),
+                list(tenant_ids),
+                list(reporters),
+            )
+        )
+
+    async def start_tasks(
+        self,
+        *,
+        task_ids: Sequence[str],
+        retry_counts: Sequence[int],
+        tenant_ids: Sequence[str],
+    ) -> list[Record]:
+        return list(
+            await self.pool.fetch(
+                query("start_tasks"), list(task_ids), list(retry_counts), list(tenant_ids)
+            )
+        )
+
+    async def existing_tasks(
+        self, *, task_ids: Sequence[str], tenant_ids: Sequence[str]
+    ) -> set[str]:
+        rows = await self.pool.fetch(query("existing_tasks"), list(task_ids), list(tenant_ids))
+        return {str(r["id"]) for r in rows}
+
+    async def finish_runs(self, conn: Conn, *, run_ids: Sequence[str], status: TaskStatus) -> None:
+        await conn.execute(query("finish_runs"), list(run_ids), status.value)

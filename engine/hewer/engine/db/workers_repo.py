@@ -45,6 +45,9 @@ class WorkerQueries(RepositoryBase):
     async def park_bus_payload(self, conn: Conn | None, body: str) -> int:
         return int(await (conn or self.pool).fetchval(query("park_bus_payload"), body))
 
+    async def prune_bus_payloads(self) -> None:
+        await self.pool.execute(query("prune_bus_payloads"))
+
     async def fetch_bus_payload(self, ref: int) -> str | None:
         body = await self.pool.fetchval(query("fetch_bus_payload"), ref)
         return None if body is None else str(body)

@@ -28,6 +28,8 @@ from hewer.engine.db.repository import Conn, Repository
 
 CHANNEL = "hewer_bus"
 _MAX_INLINE = 7000  # NOTIFY payloads must stay under 8000 bytes
+_IDEMPOTENT_KINDS = frozenset({"queue", "slots", "run"})
+_PRUNE_EVERY_TICKS = 60  # seconds between deletes of parked bodies
 
 Handler = Callable[[dict[str, Any]], Awaitable[None] | None]
 log = logging.getLogger(__name__)
@@ -64,6 +66,19 @@ class Bus:
         if self._listener is not None:
             await self._listener.close()
 
+    def echo_locally(self, message: dict[str, Any]) -> None:
+        """Hand this replica's own handlers the idempotent part of a committed message now.
+
+        The NOTIFY round trip through PostgreSQL costs a millisecond or more; wake-ups and
+        run-finished signals are safe to see twice, so the replica that made the change
+        acts on them at once and simply finds nothing left to do when the NOTIFY arrives.
+        Call it only after the transaction that published ``message`` committed.
+        """
+        items = message.get("m", []) if message.get("t") == "multi" else [message]
+        local = [m for m in items if m.get("t") in _IDEMPOTENT_KINDS]
+        if local:
+            self._inbox.put_nowait(json.dumps({"t": "multi", "m": local}))
+
     async def publish(self, conn: Conn | None, message: dict[str, Any]) -> None:
         """Send a message; inside a transaction it is delivered at commit."""
         body = json.dumps(message, separators=(",", ":"))
@@ -88,10 +103,14 @@ class Bus:
                 delay = 0.2
                 # a lost listener connection means missed signals: tell everyone to resync
                 await self._dispatch({"t": "resync"})
+                ticks = 0
                 while listener.is_open:
                     await asyncio.sleep(1.0)
+                    ticks += 1
                     with contextlib.suppress(Exception):
                         await listener.ping()
+                        if ticks % _PRUNE_EVERY_TICKS == 0:
+                            await self._repo.prune_bus_payloads()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -19,6 +19,7 @@ from hewer.engine.core.dag import NewTask, progress
 from hewer.engine.core.model import TaskStatus, WorkflowVersionDef
 from hewer.engine.core.retry import decide_retry
 from hewer.engine.db.repository import Conn, NewTaskRow, QueueEntry, Record, Repository, TaskEvent
+from hewer.engine.services.batching import Batcher
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.definitions import Definitions
 
@@ -34,6 +35,19 @@ class StaleAttempt(Exception):
     """A report for an attempt that is not running (finished, cancelled or retried)."""
 
 
+class NotHolder(Exception):
+    """A worker reported on an attempt that another worker holds."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Report:
+    tenant_id: str
+    task_id: str
+    retry_count: int
+    payload: str
+    reporter: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     run_finished: bool
@@ -45,38 +59,121 @@ class Lifecycle:
         self._repo = repo
         self._bus = bus
         self._defs = definitions
+        self._starts: Batcher[_Report, None] = Batcher(self._write_starts, name="starts")
+        self._completions: Batcher[_Report, None] = Batcher(
+            self._write_completions, name="completions"
+        )
 
     # -- reports from workers --------------------------------------------------------------
 
     async def started(self, *, tenant_id: str, task_id: str, retry_count: int) -> None:
-        task = await self._repo.get_task(task_id, tenant_id=tenant_id)
-        if task is None:
-            raise TaskNotFound(f"task {task_id} not found")
-        if await self._repo.mark_task_started(task_id=task_id, retry_count=retry_count):
-            await self._bus.publish(
-                None,
-                _run_event(task, "STARTED", retry_count=retry_count, payload=""),
-            )
+        """Record that the worker began the attempt (idempotent: the SDK reports it twice)."""
+        await self._starts.submit(_Report(tenant_id, task_id, retry_count, "", None))
 
     async def completed(
-        self, *, tenant_id: str, task_id: str, retry_count: int, output: str
+        self,
+        *,
+        tenant_id: str,
+        task_id: str,
+        retry_count: int,
+        output: str,
+        reporter: str | None = None,
     ) -> None:
+        """Complete the running attempt; ``reporter`` (a worker id) must be its holder.
+
+        Concurrent completions are written together (see :mod:`batching`).
+        """
+        await self._completions.submit(_Report(tenant_id, task_id, retry_count, output, reporter))
+
+    async def _write_starts(self, reports: list[_Report]) -> list[BaseException | None]:
+        rows = await self._repo.start_tasks(
+            task_ids=[r.task_id for r in reports],
+            retry_counts=[r.retry_count for r in reports],
+            tenant_ids=[r.tenant_id for r in reports],
+        )
+        started = {str(r["id"]) for r in rows}
+        unmatched = [r for r in reports if r.task_id not in started]
+        known = started | (
+            await self._repo.existing_tasks(
+                task_ids=[r.task_id for r in unmatched],
+                tenant_ids=[r.tenant_id for r in unmatched],
+            )
+            if unmatched
+            else set()
+        )
+        if rows:
+            events = [
+                _run_event(r, "STARTED", retry_count=r["retry_count"], payload="") for r in rows
+            ]
+            await self._bus.publish(None, {"t": "multi", "m": events})
+        return [
+            None if r.task_id in known else TaskNotFound(f"task {r.task_id} not found")
+            for r in reports
+        ]
+
+    async def _write_completions(self, reports: list[_Report]) -> list[BaseException | None]:
+        messages: list[dict[str, Any]] = []
         async with self._repo.transaction() as conn:
-            row = await self._finish_attempt(
+            rows = await self._repo.complete_tasks(
                 conn,
-                tenant_id=tenant_id,
-                task_id=task_id,
-                retry_count=retry_count,
-                status=TaskStatus.COMPLETED,
-                output=output,
-                error=None,
+                task_ids=[r.task_id for r in reports],
+                retry_counts=[r.retry_count for r in reports],
+                outputs=[r.payload for r in reports],
+                tenant_ids=[r.tenant_id for r in reports],
+                reporters=[r.reporter for r in reports],
             )
-            await self._repo.insert_task_events(
-                conn,
-                tenant_id=tenant_id,
-                events=[_event(row, "COMPLETED", output=output)],
+            done = {str(r["id"]) for r in rows}
+            outputs = {r.task_id: r.payload for r in reports}
+            outcomes: list[BaseException | None] = []
+            for report in reports:
+                if report.task_id in done:
+                    outcomes.append(None)
+                else:
+                    outcomes.append(await self._diagnose(conn, report))
+            single_step: list[str] = []
+            # runs in id order, so that two replicas lock them in the same order
+            for row in sorted(rows, key=lambda r: str(r["workflow_run_id"])):
+                version = await self._defs.version(str(row["workflow_version_id"]), conn=conn)
+                if len(version.steps) == 1:
+                    single_step.append(str(row["workflow_run_id"]))
+                    messages += _finished_task_messages(
+                        row, TaskStatus.COMPLETED, payload=outputs[str(row["id"])]
+                    )
+                    messages.append(
+                        {"t": "run", "run": str(row["workflow_run_id"]), "status": "COMPLETED"}
+                    )
+                else:
+                    messages += await self._advance(
+                        conn,
+                        row,
+                        status=TaskStatus.COMPLETED,
+                        payload=outputs[str(row["id"])],
+                        version=version,
+                    )
+            if single_step:
+                await self._repo.finish_runs(conn, run_ids=single_step, status=TaskStatus.COMPLETED)
+            if messages:
+                await self._bus.publish(conn, {"t": "multi", "m": messages})
+        if messages:
+            self._bus.echo_locally({"t": "multi", "m": messages})
+        return outcomes
+
+    async def _diagnose(self, conn: Conn, report: _Report) -> BaseException | None:
+        task = await self._repo.get_task(report.task_id, tenant_id=report.tenant_id, conn=conn)
+        if task is None:
+            return TaskNotFound(f"task {report.task_id} not found")
+        holder = _opt(task["worker_id"])
+        if (
+            report.reporter is not None
+            and holder is not None
+            and holder != report.reporter
+            and task["retry_count"] == report.retry_count
+            and task["status"] == TaskStatus.RUNNING.value
+        ):
+            return NotHolder(
+                f"task {report.task_id} attempt {report.retry_count} is held by another worker"
             )
-            await self._advance(conn, row, status=TaskStatus.COMPLETED, payload=output)
+        return StaleAttempt(_stale_message(task, report.retry_count))
 
     async def failed(
         self,
@@ -145,7 +242,9 @@ class Lifecycle:
             )
             if cancel_on_worker and row["worker_id"]:
                 await self._bus.publish(conn, _cancel_message(row))
-            await self._advance(conn, row, status=TaskStatus.FAILED, payload=error, version=version)
+            await self._advance_and_publish(
+                conn, row, status=TaskStatus.FAILED, payload=error, version=version
+            )
 
     async def requeue_lost(
         self, *, tenant_id: str, task_id: str, retry_count: int, reason: str
@@ -193,7 +292,7 @@ class Lifecycle:
                 )
                 if row["previous_status"] == TaskStatus.RUNNING.value and row["worker_id"]:
                     await self._bus.publish(conn, _cancel_message(row))
-                await self._advance(conn, row, status=TaskStatus.CANCELLED, payload="")
+                await self._advance_and_publish(conn, row, status=TaskStatus.CANCELLED, payload="")
         return cancelled
 
     # -- internals ---------------------------------------------------------------------------
@@ -264,16 +363,14 @@ class Lifecycle:
         status: TaskStatus,
         payload: str,
         version: WorkflowVersionDef | None = None,
-    ) -> None:
-        """After a task reached a final state: create what follows and maybe finish the run."""
+    ) -> list[dict[str, Any]]:
+        """After a task reached a final state: create what follows and maybe finish the run.
+
+        Returns the bus messages to publish when the transaction commits.
+        """
         tenant_id = str(row["tenant_id"])
         run_id = str(row["workflow_run_id"])
-        messages: list[dict[str, Any]] = []
-        if row["worker_id"]:
-            messages.append({"t": "slots", "worker": str(row["worker_id"])})
-        messages.append(
-            _run_event(row, status.value, retry_count=row["retry_count"], payload=payload)
-        )
+        messages = _finished_task_messages(row, status, payload=payload)
         run = await self._repo.lock_run(conn, run_id)
         assert run is not None
         if version is None:
@@ -289,6 +386,18 @@ class Lifecycle:
         )
         if step.finished:
             messages.append({"t": "run", "run": run_id, "status": step.run_status.value})
+        return messages
+
+    async def _advance_and_publish(
+        self,
+        conn: Conn,
+        row: Record,
+        *,
+        status: TaskStatus,
+        payload: str,
+        version: WorkflowVersionDef | None = None,
+    ) -> None:
+        messages = await self._advance(conn, row, status=status, payload=payload, version=version)
         await self._bus.publish(conn, {"t": "multi", "m": messages})
 
     async def _create_tasks(
@@ -362,6 +471,17 @@ def _event(
     )
 
 
+def _finished_task_messages(
+    row: Record, status: TaskStatus, *, payload: str
+) -> list[dict[str, Any]]:
+    """A finished attempt frees its worker's slot and is a run event for live subscribers."""
+    messages: list[dict[str, Any]] = []
+    if row["worker_id"]:
+        messages.append({"t": "slots", "worker": str(row["worker_id"])})
+    messages.append(_run_event(row, status.value, retry_count=row["retry_count"], payload=payload))
+    return messages
+
+
 def _run_event(row: Record, kind: str, *, retry_count: int, payload: str) -> dict[str, Any]:
     return {
         "t": "event",
@@ -386,6 +506,8 @@ def _cancel_message(row: Record, *, retry_count: int | None = None) -> dict[str,
         "action": row["action_id"],
         "readable": row["readable_id"],
         "retry": row["retry_count"] if retry_count is None else retry_count,
+        # the SDK keys a durable task's run by its invocation too; a cancel must match it
+        "inv": row["invocation_count"] if row["is_durable"] else None,
     }
 
 

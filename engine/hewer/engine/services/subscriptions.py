@@ -48,52 +48,58 @@ class RunEvent:
 class ResultWatchers:
     def __init__(self, repo: Repository) -> None:
         self._repo = repo
-        self._watchers: dict[str, set[asyncio.Queue[RunResult]]] = {}
+        # run -> {subscriber queue: the subscriber's tenant}
+        self._watchers: dict[str, dict[asyncio.Queue[RunResult], str]] = {}
         self._task: asyncio.Task[None] | None = None
-        # finished runs signalled since the last flush: answered together in one query
-        self._pending: set[str] = set()
+        # runs signalled finished, and runs newly watched that may be finished already:
+        # both are answered in batches (one query for many subscriptions)
+        self._finished: set[str] = set()
+        self._unchecked: set[str] = set()
         self._flush: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._sweep_forever(), name="result-sweeper")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._flush):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
-    async def watch(self, run_id: str, queue: asyncio.Queue[RunResult]) -> None:
-        self._watchers.setdefault(run_id, set()).add(queue)
-        finished = await self._repo.finished_runs([run_id])
-        if finished:
-            await self._deliver([run_id])
+    def watch(self, run_id: str, queue: asyncio.Queue[RunResult], *, tenant_id: str) -> None:
+        """Answer ``queue`` once when the run is over (at once if it is over already)."""
+        self._watchers.setdefault(run_id, {})[queue] = tenant_id
+        self._unchecked.add(run_id)
+        self._schedule_flush()
 
     def forget(self, queue: asyncio.Queue[RunResult]) -> None:
         for run_id in list(self._watchers):
             queues = self._watchers[run_id]
-            queues.discard(queue)
+            queues.pop(queue, None)
             if not queues:
                 del self._watchers[run_id]
 
     def on_bus(self, message: dict[str, Any]) -> None:
         run_id = str(message.get("run"))
-        if run_id not in self._watchers:
-            return
-        self._pending.add(run_id)
+        if run_id in self._watchers:
+            self._finished.add(run_id)
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if self._flush is None or self._flush.done():
             self._flush = asyncio.create_task(self._flush_pending())
 
     async def _flush_pending(self) -> None:
-        while self._pending:
-            batch = list(self._pending)
-            self._pending.clear()
+        while self._finished or self._unchecked:
+            finished, unchecked = self._finished, self._unchecked
+            self._finished, self._unchecked = set(), set()
             try:
-                await self._deliver(batch)
+                if unchecked - finished:
+                    finished |= set(await self._repo.finished_runs(list(unchecked - finished)))
+                await self._deliver(list(finished))
             except Exception:
                 log.exception("delivering run results failed; the sweep will retry")
-                for run_id in batch:
-                    self._pending.discard(run_id)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -117,13 +123,14 @@ class ResultWatchers:
             # popped only now, after the read: a failed read leaves the watchers for the
             # sweep, and a concurrent delivery finds nothing left to send twice
             queues = self._watchers.pop(run_id, None)
-            if not queues:
+            rows = results.get(run_id, [])
+            if not queues or not rows:
                 continue
-            result = RunResult(
-                run_id=run_id, tasks=tuple(_task_result(r) for r in results.get(run_id, []))
-            )
-            for queue in queues:
-                queue.put_nowait(result)
+            owner = str(rows[0]["tenant_id"])
+            result = RunResult(run_id=run_id, tasks=tuple(_task_result(r) for r in rows))
+            for queue, tenant_id in queues.items():
+                if tenant_id == owner:  # another tenant's run id is never answered
+                    queue.put_nowait(result)
 
 
 def _task_result(row: Record) -> TaskResult:

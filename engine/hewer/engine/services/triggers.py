@@ -171,6 +171,7 @@ class Triggers:
         filter_payloads: dict[str, dict[str, Any]] | None = None,
         conn: Conn | None = None,
     ) -> list[str]:
+        own_transaction = conn is None
         async with self._unit(conn) as conn:
             created = await self._repo.insert_runs(conn, tenant_id=tenant_id, runs=runs)
             ids = [r.id for r in runs]
@@ -232,6 +233,9 @@ class Triggers:
                     for t in tasks
                 ],
             )
+            wake = {"t": "queue", "tenant": tenant_id, "delay": 0}
             if tasks:
-                await self._bus.publish(conn, {"t": "queue", "tenant": tenant_id, "delay": 0})
+                await self._bus.publish(conn, wake)
+        if tasks and own_transaction:
+            self._bus.echo_locally(wake)  # committed: this replica's scheduler can start now
         return ids

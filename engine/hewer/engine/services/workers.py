@@ -104,6 +104,7 @@ class WorkerHub:
                 readable_id=str(message["readable"]),
                 action_id=str(message["action"]),
                 retry_count=int(message["retry"]),
+                invocation_count=None if message.get("inv") is None else int(message["inv"]),
             ),
         )
 

@@ -16,7 +16,7 @@ from hewer.engine.api.grpc.common import GrpcContextAuth, abort, require_uuid, t
 from hewer.engine.api.grpc.streams import RunStreams
 from hewer.engine.core.durations import InvalidDuration, parse_duration
 from hewer.engine.db.repository import Repository
-from hewer.engine.services.lifecycle import Lifecycle, StaleAttempt, TaskNotFound
+from hewer.engine.services.lifecycle import Lifecycle, NotHolder, StaleAttempt, TaskNotFound
 from hewer.engine.services.scheduler import Scheduler
 from hewer.engine.services.workers import ActionKind, ActionMessage, WorkerHub, WorkerSession
 
@@ -223,26 +223,16 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"invalid task_run_external_id {request.task_run_external_id!r}",
             )
-        task = await self._repo.get_task(task_id, tenant_id=tenant_id)
-        if task is None:
-            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"task {task_id} not found")
-        reporter = require_uuid(request.worker_id, what="worker_id")
-        retry_count = (
-            request.retry_count if request.HasField("retry_count") else task["retry_count"]
-        )
-        if (
-            reporter is not None
-            and task["worker_id"] is not None
-            and str(task["worker_id"]) != reporter
-            and retry_count == task["retry_count"]
-        ):
-            await abort(
-                context,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"task {task_id} attempt {retry_count} is not held by worker {reporter}",
-            )
+        reporter = require_uuid(request.worker_id, what="worker_id")  # TS sends the name
         kind = request.event_type
         try:
+            if request.HasField("retry_count"):
+                retry_count = request.retry_count
+            else:
+                task = await self._repo.get_task(task_id, tenant_id=tenant_id)
+                if task is None:
+                    raise TaskNotFound(f"task {task_id} not found")
+                retry_count = task["retry_count"]
             if kind == pb.STEP_EVENT_TYPE_STARTED:
                 await self._lifecycle.started(
                     tenant_id=tenant_id, task_id=task_id, retry_count=retry_count
@@ -253,25 +243,44 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
                     task_id=task_id,
                     retry_count=retry_count,
                     output=request.event_payload,
+                    reporter=reporter,
                 )
-            elif kind == pb.STEP_EVENT_TYPE_FAILED:
-                await self._lifecycle.failed(
-                    tenant_id=tenant_id,
-                    task_id=task_id,
-                    retry_count=retry_count,
-                    error=request.event_payload.replace("\x00", ""),
-                    non_retryable=request.should_not_retry,
+            elif kind in (pb.STEP_EVENT_TYPE_FAILED, pb.STEP_EVENT_TYPE_CANCELLED):
+                await self._check_holder(
+                    tenant_id=tenant_id, task_id=task_id, retry_count=retry_count, reporter=reporter
                 )
-            elif kind == pb.STEP_EVENT_TYPE_CANCELLED:
-                await self._lifecycle.cancel(
-                    tenant_id=tenant_id, task_ids=[task_id], reason="cancelled by the worker"
-                )
+                if kind == pb.STEP_EVENT_TYPE_FAILED:
+                    await self._lifecycle.failed(
+                        tenant_id=tenant_id,
+                        task_id=task_id,
+                        retry_count=retry_count,
+                        error=request.event_payload.replace("\x00", ""),
+                        non_retryable=request.should_not_retry,
+                    )
+                else:
+                    await self._lifecycle.cancel(
+                        tenant_id=tenant_id, task_ids=[task_id], reason="cancelled by the worker"
+                    )
         except StaleAttempt as exc:
             # late report of an attempt that timed out, was cancelled or retried: ignored
             log.info("ignored step event: %s", exc)
         except TaskNotFound as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except NotHolder as exc:
+            await abort(context, grpc.StatusCode.PERMISSION_DENIED, str(exc))
         return pb.ActionEventResponse(tenant_id=tenant_id, worker_id=request.worker_id)
+
+    async def _check_holder(
+        self, *, tenant_id: str, task_id: str, retry_count: int, reporter: str | None
+    ) -> None:
+        task = await self._repo.get_task(task_id, tenant_id=tenant_id)
+        if task is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        holder = task["worker_id"]
+        if reporter and holder and str(holder) != reporter and retry_count == task["retry_count"]:
+            raise NotHolder(
+                f"task {task_id} attempt {retry_count} is not held by worker {reporter}"
+            )
 
     async def SendBatchActionEvent(self, request: Any, context: Ctx) -> Any:
         await abort(context, grpc.StatusCode.UNIMPLEMENTED, "batched tasks are not supported yet")

@@ -74,10 +74,7 @@ class RunStreams:
                 if run_id is None:
                     log.info("ignored subscription to invalid run id %r", request.workflow_run_id)
                     continue
-                if await self._repo.get_run(tenant_id=tenant_id, run_id=run_id) is None:
-                    log.info("ignored subscription to unknown run %s", run_id)
-                    continue
-                await self._results.watch(run_id, queue)
+                self._results.watch(run_id, queue, tenant_id=tenant_id)
 
         reader = asyncio.create_task(read_requests())
         try:

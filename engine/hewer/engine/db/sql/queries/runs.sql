@@ -138,7 +138,8 @@ RETURNING task_id;
 -- name: get_task
 SELECT t.id, t.tenant_id, t.workflow_run_id, t.step_id, t.readable_id, t.action_id, t.status,
        t.retry_count, t.app_retry_count, t.worker_id, t.timeout_at, t.timeout_seconds,
-       r.workflow_version_id
+       r.workflow_version_id, t.invocation_count,
+       (SELECT is_durable FROM steps s WHERE s.id = t.step_id) AS is_durable
 FROM tasks t
 JOIN workflow_runs r ON r.id = t.workflow_run_id
 WHERE t.id = $1 AND t.tenant_id = $2;
@@ -149,7 +150,8 @@ UPDATE tasks
 SET status = $3, output = $4, error = $5, finished_at = now(), slot_held = false
 WHERE id = $1 AND retry_count = $2 AND status = 'RUNNING'
 RETURNING id, tenant_id, workflow_run_id, step_id, worker_id, retry_count, action_id,
-          readable_id;
+          readable_id, invocation_count,
+          (SELECT is_durable FROM steps s WHERE s.id = step_id) AS is_durable;
 
 -- name: requeue_task
 -- A failed attempt that will be retried: back to QUEUED under the next retry count.
@@ -176,7 +178,8 @@ SET status = 'CANCELLED', finished_at = now(), slot_held = false
 FROM target
 WHERE t.id = target.id
 RETURNING t.id, t.tenant_id, t.workflow_run_id, t.step_id, t.worker_id, t.retry_count,
-          t.action_id, t.readable_id, target.previous_status;
+          t.action_id, t.readable_id, target.previous_status, t.invocation_count,
+          (SELECT is_durable FROM steps s WHERE s.id = t.step_id) AS is_durable;
 
 -- name: lock_run
 SELECT id, tenant_id, workflow_version_id, status, desired_worker_id
@@ -212,7 +215,7 @@ WHERE id = ANY($1::uuid[]);
 SELECT id, status FROM workflow_runs WHERE id = ANY($1::uuid[]) AND finished_at IS NOT NULL;
 
 -- name: run_results
-SELECT workflow_run_id, id, readable_id, status, output, error, is_skipped
+SELECT workflow_run_id, tenant_id, id, readable_id, status, output, error, is_skipped
 FROM tasks
 WHERE workflow_run_id = ANY($1::uuid[]);
 
@@ -242,3 +245,54 @@ SELECT $1, t.id, coalesce($3, t.retry_count), $4, $5, $6, $7
 FROM tasks t
 WHERE t.id = $2 AND t.tenant_id = $1
 RETURNING id;
+
+-- name: complete_tasks
+-- Many completions at once. Only attempts that are running, in the reporter's tenant and (when
+-- the reporter names itself) held by that worker change; the caller diagnoses the rest.
+WITH reported AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::uuid[], $5::uuid[])
+        AS i(task_id, retry_count, output, tenant_id, reporter)
+), done AS (
+    UPDATE tasks t
+    SET status = 'COMPLETED', output = i.output, finished_at = now(), slot_held = false
+    FROM reported i
+    WHERE t.id = i.task_id AND t.retry_count = i.retry_count AND t.status = 'RUNNING'
+      AND t.tenant_id = i.tenant_id AND (i.reporter IS NULL OR t.worker_id = i.reporter)
+    RETURNING t.id, t.tenant_id, t.workflow_run_id, t.step_id, t.worker_id, t.retry_count,
+              t.action_id, t.readable_id
+), events AS (
+    INSERT INTO task_events
+        (tenant_id, task_id, workflow_run_id, retry_count, event_type, worker_id)
+    SELECT tenant_id, id, workflow_run_id, retry_count, 'COMPLETED', worker_id FROM done
+)
+SELECT d.*, r.workflow_version_id
+FROM done d
+JOIN workflow_runs r ON r.id = d.workflow_run_id;
+
+-- name: start_tasks
+-- Many STARTED reports at once; the SDK sends two per attempt, the second changes nothing.
+WITH reported AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[], $3::uuid[]) AS i(task_id, retry_count, tenant_id)
+), updated AS (
+    UPDATE tasks t SET started_at = now()
+    FROM reported i
+    WHERE t.id = i.task_id AND t.retry_count = i.retry_count AND t.tenant_id = i.tenant_id
+      AND t.status = 'RUNNING' AND t.started_at IS NULL
+    RETURNING t.id, t.tenant_id, t.workflow_run_id, t.retry_count, t.worker_id
+), events AS (
+    INSERT INTO task_events
+        (tenant_id, task_id, workflow_run_id, retry_count, event_type, worker_id)
+    SELECT tenant_id, id, workflow_run_id, retry_count, 'STARTED', worker_id FROM updated
+)
+SELECT id, tenant_id, workflow_run_id, retry_count FROM updated;
+
+-- name: existing_tasks
+SELECT t.id
+FROM tasks t
+JOIN unnest($1::uuid[], $2::uuid[]) AS i(task_id, tenant_id)
+  ON t.id = i.task_id AND t.tenant_id = i.tenant_id;
+
+-- name: finish_runs
+UPDATE workflow_runs
+SET status = $2, started_at = coalesce(started_at, now()), finished_at = now()
+WHERE id = ANY($1::uuid[]);
