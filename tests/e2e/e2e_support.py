@@ -213,11 +213,11 @@ def start_engine(extra_env: Mapping[str, str] | None = None) -> Iterator[Engine]
         if proc is not None:
             _stop_process(proc, grace=20.0)
         if proc is None or proc.returncode != 0:
-            _stop_embedded_postgres(data_dir / "pg")
+            stop_embedded_postgres(data_dir / "pg")
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _stop_embedded_postgres(pg_dir: Path) -> None:
+def stop_embedded_postgres(pg_dir: Path) -> None:
     """Stop a server the engine left running (it was killed, or failed to start).
 
     In a fresh interpreter: ``EmbeddedPostgres`` runs ``pg_ctl`` as another user, which

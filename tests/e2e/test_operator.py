@@ -10,7 +10,6 @@ refused, the engine goes away for a while, and finally everything is deleted.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import shutil
@@ -35,9 +34,8 @@ from e2e_support import (
     _stop_process,
     _tail,
     free_port,
+    stop_embedded_postgres,
 )
-
-from hewer.engine.db.embedded import EmbeddedPostgres
 
 _TESTS = Path(__file__).resolve().parent.parent
 if str(_TESTS) not in sys.path:
@@ -182,10 +180,8 @@ def engine() -> Iterator[EngineProc]:
         yield eng
     finally:
         eng.stop()
-        with contextlib.suppress(Exception):
-            pg = EmbeddedPostgres(data_dir=data_dir / "pg")
-            if pg.is_running():
-                pg.stop()
+        # in a fresh interpreter: forking this process (grpc and kopf threads) can crash
+        stop_embedded_postgres(data_dir / "pg")
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

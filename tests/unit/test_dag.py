@@ -114,7 +114,8 @@ def test_decode_output(stored: str | None, decoded: object) -> None:
         ([R], R),
         ([C, F], F),
         ([C, F, X], F),
-        ([F, R], F),
+        ([F, R], R),  # a sibling failed, but a branch still runs
+        ([F, Q], R),
         ([C, R], R),
         ([C, Q], R),
         ([X, Q], R),

@@ -55,16 +55,22 @@ def decode_output(output: str | None) -> Any:
 
 
 def aggregate_status(statuses: list[TaskStatus]) -> TaskStatus:
-    """Run status from its tasks: one shared status wins; else FAILED > active > CANCELLED."""
+    """A run's status from its tasks' statuses.
+
+    While any task is queued or running the run is QUEUED (nothing started yet) or RUNNING,
+    even if a sibling already failed: independent branches still run, and a client polling
+    for a final status must not stop early. Once every task is final: one shared status
+    wins, else FAILED over CANCELLED (a mix with COMPLETED).
+    """
     unique = set(statuses)
-    if not unique:
+    if not unique or unique == {TaskStatus.QUEUED}:
         return TaskStatus.QUEUED
+    if unique & {TaskStatus.QUEUED, TaskStatus.RUNNING}:
+        return TaskStatus.RUNNING
     if len(unique) == 1:
         return unique.pop()
     if TaskStatus.FAILED in unique:
         return TaskStatus.FAILED
-    if unique & {TaskStatus.RUNNING, TaskStatus.QUEUED}:
-        return TaskStatus.RUNNING
     return TaskStatus.CANCELLED
 
 
@@ -125,12 +131,8 @@ def progress(version: WorkflowVersionDef, tasks: list[TaskSnapshot]) -> Progress
     finished = all(state(s.readable_id) is not None for s in version.steps) and all(
         s.is_final for s in statuses
     )
-    if finished:
-        run_status = aggregate_status(statuses)
-    elif all(s is TaskStatus.QUEUED for s in statuses):
-        run_status = TaskStatus.QUEUED
-    else:
-        run_status = TaskStatus.RUNNING
+    # steps not created yet are pending work: until then the run is not over
+    run_status = aggregate_status(statuses if finished else [*statuses, TaskStatus.QUEUED])
     return Progress(new_tasks=tuple(created), run_status=run_status, finished=finished)
 
 

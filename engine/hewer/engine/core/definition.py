@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hewer.engine.core.durations import InvalidDuration, parse_duration_or
-from hewer.engine.core.model import StepKind
+from hewer.engine.core.model import StepKind, StepSpec
 
 DEFAULT_TIMEOUT_SECONDS = 60
 DEFAULT_SCHEDULE_TIMEOUT_SECONDS = 300
@@ -23,22 +23,6 @@ _ACTION = re.compile(r"^[^:\s]+:[^:\s]+$")
 
 class InvalidDefinition(ValueError):
     """A registration the engine refuses; the message names the offending field."""
-
-
-@dataclass(frozen=True, slots=True)
-class StepSpec:
-    readable_id: str
-    action_id: str
-    kind: StepKind
-    position: int
-    parents: tuple[str, ...]
-    timeout_seconds: int
-    schedule_timeout_seconds: int
-    retries: int
-    backoff_factor: float | None
-    backoff_max_seconds: int | None
-    is_durable: bool
-    slot_requests: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,11 +26,10 @@ class StepKind(StrEnum):
     ON_FAILURE = "on_failure"
 
 
-@dataclass(frozen=True, slots=True)
-class StepDef:
-    """One task of a workflow version, as the scheduler needs it."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepSpec:
+    """One task of a workflow as registered (validated, defaults applied)."""
 
-    id: str
     readable_id: str
     action_id: str
     kind: StepKind
@@ -43,6 +42,13 @@ class StepDef:
     backoff_max_seconds: int | None
     is_durable: bool
     slot_requests: dict[str, int] = field(default_factory=lambda: {"default": 1})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepDef(StepSpec):
+    """A stored step: its spec plus the id the engine gave it."""
+
+    id: str
 
 
 @dataclass(frozen=True, slots=True)
