@@ -382,6 +382,7 @@ def workflow_status() -> Schema:
     return status_schema(
         "What the operator registered.",
         {
+            "workflowName": string("Engine workflow name the resource registered."),
             "workflowId": string("Engine workflow id."),
             "versionId": string("Engine workflow version id last registered."),
             "drift": string(
@@ -439,6 +440,7 @@ def crontrigger_status() -> Schema:
             "nextScheduleTime": string("When the next run is due.", format="date-time"),
             "lastRunId": string("Id of the last run started."),
             "cronId": string("Engine cron id."),
+            "workflowId": string("Engine id of the workflow the cron triggers."),
         },
     )
 
@@ -463,6 +465,7 @@ def ratelimit_status() -> Schema:
     return status_schema(
         "The limit as registered with the engine.",
         {
+            "key": string("Key registered with the engine (to clean up after a key change)."),
             "registeredLimit": integer("Limit the engine has.", format="int32"),
             "registeredDuration": string("Duration the engine has."),
         },
@@ -559,6 +562,7 @@ def workerpool_status() -> Schema:
             "selector": string("Label selector of the pods (for the scale subresource)."),
             "deploymentName": string("The Deployment the operator manages."),
             "tokenSecretName": string("The Secret holding the workers' API token."),
+            "tokenId": string("Engine id of that token (revoked when the pool is deleted)."),
         },
     )
 

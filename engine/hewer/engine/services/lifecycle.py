@@ -8,7 +8,6 @@ siblings finishing at once never create a child twice.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Sequence
@@ -22,9 +21,17 @@ from hewer.engine.db.repository import Conn, NewTaskRow, QueueEntry, Record, Rep
 from hewer.engine.services.batching import Batcher
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.definitions import Definitions
+from hewer.engine.services.task_messages import (
+    cancel_message,
+    finished_task_messages,
+    opt,
+    run_event,
+    slot_requests,
+    stale_message,
+    task_event,
+)
 
 log = logging.getLogger(__name__)
-_INLINE_OUTPUT_LIMIT = 4000
 
 
 class TaskNotFound(LookupError):
@@ -46,12 +53,6 @@ class _Report:
     retry_count: int
     payload: str
     reporter: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    run_finished: bool
-    run_status: TaskStatus
 
 
 class Lifecycle:
@@ -103,7 +104,7 @@ class Lifecycle:
         )
         if rows:
             events = [
-                _run_event(r, "STARTED", retry_count=r["retry_count"], payload="") for r in rows
+                run_event(r, "STARTED", retry_count=r["retry_count"], payload="") for r in rows
             ]
             await self._bus.publish(None, {"t": "multi", "m": events})
         return [
@@ -136,7 +137,7 @@ class Lifecycle:
                 version = await self._defs.version(str(row["workflow_version_id"]), conn=conn)
                 if len(version.steps) == 1:
                     single_step.append(str(row["workflow_run_id"]))
-                    messages += _finished_task_messages(
+                    messages += finished_task_messages(
                         row, TaskStatus.COMPLETED, payload=outputs[str(row["id"])]
                     )
                     messages.append(
@@ -162,7 +163,7 @@ class Lifecycle:
         task = await self._repo.get_task(report.task_id, tenant_id=report.tenant_id, conn=conn)
         if task is None:
             return TaskNotFound(f"task {report.task_id} not found")
-        holder = _opt(task["worker_id"])
+        holder = opt(task["worker_id"])
         if (
             report.reporter is not None
             and holder is not None
@@ -173,7 +174,7 @@ class Lifecycle:
             return NotHolder(
                 f"task {report.task_id} attempt {report.retry_count} is held by another worker"
             )
-        return StaleAttempt(_stale_message(task, report.retry_count))
+        return StaleAttempt(stale_message(task, report.retry_count))
 
     async def failed(
         self,
@@ -209,22 +210,22 @@ class Lifecycle:
                     conn, task_id=task_id, retry_count=retry_count, app_failure=True, error=error
                 )
                 if row is None:
-                    raise StaleAttempt(_stale_message(task, retry_count))
+                    raise StaleAttempt(stale_message(task, retry_count))
                 await self._queue_retry(
                     conn,
                     row,
-                    previous_worker=_opt(task["worker_id"]),
+                    previous_worker=opt(task["worker_id"]),
                     step_timeout=step.schedule_timeout_seconds,
                     delay=decision.delay_seconds,
                 )
                 if cancel_on_worker and task["worker_id"]:
-                    await self._bus.publish(conn, _cancel_message(task, retry_count=retry_count))
+                    await self._bus.publish(conn, cancel_message(task, retry_count=retry_count))
                 await self._repo.insert_task_events(
                     conn,
                     tenant_id=tenant_id,
                     events=[
-                        _event(row, event_type, message=error, retry_count=retry_count),
-                        _event(row, "RETRYING", message=error),
+                        task_event(row, event_type, message=error, retry_count=retry_count),
+                        task_event(row, "RETRYING", message=error),
                     ],
                 )
                 return
@@ -238,10 +239,10 @@ class Lifecycle:
                 error=error,
             )
             await self._repo.insert_task_events(
-                conn, tenant_id=tenant_id, events=[_event(row, event_type, message=error)]
+                conn, tenant_id=tenant_id, events=[task_event(row, event_type, message=error)]
             )
             if cancel_on_worker and row["worker_id"]:
-                await self._bus.publish(conn, _cancel_message(row))
+                await self._bus.publish(conn, cancel_message(row))
             await self._advance_and_publish(
                 conn, row, status=TaskStatus.FAILED, payload=error, version=version
             )
@@ -264,14 +265,14 @@ class Lifecycle:
             await self._queue_retry(
                 conn,
                 row,
-                previous_worker=_opt(task["worker_id"]),
+                previous_worker=opt(task["worker_id"]),
                 step_timeout=step.schedule_timeout_seconds,
                 delay=0,
             )
             await self._repo.insert_task_events(
                 conn,
                 tenant_id=tenant_id,
-                events=[_event(row, "REASSIGNED", message=reason, retry_count=retry_count)],
+                events=[task_event(row, "REASSIGNED", message=reason, retry_count=retry_count)],
             )
             return True
 
@@ -288,10 +289,10 @@ class Lifecycle:
                 row = rows[0]
                 cancelled.append(str(row["id"]))
                 await self._repo.insert_task_events(
-                    conn, tenant_id=tenant_id, events=[_event(row, "CANCELLED", message=reason)]
+                    conn, tenant_id=tenant_id, events=[task_event(row, "CANCELLED", message=reason)]
                 )
                 if row["previous_status"] == TaskStatus.RUNNING.value and row["worker_id"]:
-                    await self._bus.publish(conn, _cancel_message(row))
+                    await self._bus.publish(conn, cancel_message(row))
                 await self._advance_and_publish(conn, row, status=TaskStatus.CANCELLED, payload="")
         return cancelled
 
@@ -320,7 +321,7 @@ class Lifecycle:
             task = await self._repo.get_task(task_id, tenant_id=tenant_id, conn=conn)
             if task is None:
                 raise TaskNotFound(f"task {task_id} not found")
-            raise StaleAttempt(_stale_message(task, retry_count))
+            raise StaleAttempt(stale_message(task, retry_count))
         return row
 
     async def _queue_retry(
@@ -342,8 +343,8 @@ class Lifecycle:
                     retry_count=row["retry_count"],
                     action_id=row["action_id"],
                     priority=row["priority"],
-                    slot_requests=_slot_requests(row["slot_requests"]),
-                    desired_worker_id=None if run is None else _opt(run["desired_worker_id"]),
+                    slot_requests=slot_requests(row["slot_requests"]),
+                    desired_worker_id=None if run is None else opt(run["desired_worker_id"]),
                     delay_seconds=delay,
                     schedule_timeout_seconds=step_timeout,
                 )
@@ -370,7 +371,7 @@ class Lifecycle:
         """
         tenant_id = str(row["tenant_id"])
         run_id = str(row["workflow_run_id"])
-        messages = _finished_task_messages(row, status, payload=payload)
+        messages = finished_task_messages(row, status, payload=payload)
         run = await self._repo.lock_run(conn, run_id)
         assert run is not None
         if version is None:
@@ -405,7 +406,7 @@ class Lifecycle:
     ) -> None:
         priority_row = await self._repo.run_priority(conn, str(run["id"]))
         priority = 1 if priority_row is None else int(priority_row["priority"])
-        desired = None if priority_row is None else _opt(priority_row["desired_worker_id"])
+        desired = None if priority_row is None else opt(priority_row["desired_worker_id"])
         rows = [
             NewTaskRow(id=str(uuid.uuid4()), run_id=str(run["id"]), task=n, priority=priority)
             for n in new
@@ -441,78 +442,3 @@ class Lifecycle:
             for r in rows
         ]
         await self._repo.insert_task_events(conn, tenant_id=tenant_id, events=events)
-
-
-def _opt(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _slot_requests(value: Any) -> dict[str, int]:
-    raw = json.loads(value) if isinstance(value, str) else value
-    return {str(k): int(v) for k, v in dict(raw).items()}
-
-
-def _event(
-    row: Record,
-    event_type: str,
-    *,
-    message: str = "",
-    output: str | None = None,
-    retry_count: int | None = None,
-) -> TaskEvent:
-    return TaskEvent(
-        task_id=str(row["id"]),
-        run_id=str(row["workflow_run_id"]),
-        retry_count=row["retry_count"] if retry_count is None else retry_count,
-        event_type=event_type,
-        message=message,
-        output=output,
-        worker_id=_opt(row["worker_id"]),
-    )
-
-
-def _finished_task_messages(
-    row: Record, status: TaskStatus, *, payload: str
-) -> list[dict[str, Any]]:
-    """A finished attempt frees its worker's slot and is a run event for live subscribers."""
-    messages: list[dict[str, Any]] = []
-    if row["worker_id"]:
-        messages.append({"t": "slots", "worker": str(row["worker_id"])})
-    messages.append(_run_event(row, status.value, retry_count=row["retry_count"], payload=payload))
-    return messages
-
-
-def _run_event(row: Record, kind: str, *, retry_count: int, payload: str) -> dict[str, Any]:
-    return {
-        "t": "event",
-        "run": str(row["workflow_run_id"]),
-        "task": str(row["id"]),
-        "kind": kind,
-        "retry": retry_count,
-        "payload": payload if len(payload) <= _INLINE_OUTPUT_LIMIT else "",
-    }
-
-
-def _cancel_message(row: Record, *, retry_count: int | None = None) -> dict[str, Any]:
-    """What the replica holding the worker's stream needs to build a CANCEL action."""
-    return {
-        "t": "worker",
-        "op": "cancel",
-        "tenant": str(row["tenant_id"]),
-        "worker": str(row["worker_id"]),
-        "task": str(row["id"]),
-        "run": str(row["workflow_run_id"]),
-        "step": str(row["step_id"]),
-        "action": row["action_id"],
-        "readable": row["readable_id"],
-        "retry": row["retry_count"] if retry_count is None else retry_count,
-        # the SDK keys a durable task's run by its invocation too; a cancel must match it
-        "inv": row["invocation_count"] if row["is_durable"] else None,
-    }
-
-
-def _stale_message(task: Record, retry_count: int) -> str:
-    return (
-        f"task {task['id']} attempt {retry_count} is not running "
-        f"(status {task['status']}, current attempt {task['retry_count']})"
-    )

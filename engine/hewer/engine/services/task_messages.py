@@ -1,0 +1,89 @@
+"""The messages and rows a task outcome produces: task events, bus messages, errors.
+
+Pure helpers shared by the lifecycle's outcome paths (single and batched).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hewer.engine.core.model import TaskStatus
+from hewer.engine.db.repository import Record, TaskEvent
+
+INLINE_OUTPUT_LIMIT = 4000  # bigger outputs are left out of live run events
+
+
+def opt(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def slot_requests(value: Any) -> dict[str, int]:
+    raw = json.loads(value) if isinstance(value, str) else value
+    return {str(k): int(v) for k, v in dict(raw).items()}
+
+
+def task_event(
+    row: Record,
+    event_type: str,
+    *,
+    message: str = "",
+    output: str | None = None,
+    retry_count: int | None = None,
+) -> TaskEvent:
+    return TaskEvent(
+        task_id=str(row["id"]),
+        run_id=str(row["workflow_run_id"]),
+        retry_count=row["retry_count"] if retry_count is None else retry_count,
+        event_type=event_type,
+        message=message,
+        output=output,
+        worker_id=opt(row["worker_id"]),
+    )
+
+
+def finished_task_messages(
+    row: Record, status: TaskStatus, *, payload: str
+) -> list[dict[str, Any]]:
+    """A finished attempt frees its worker's slot and is a run event for live subscribers."""
+    messages: list[dict[str, Any]] = []
+    if row["worker_id"]:
+        messages.append({"t": "slots", "worker": str(row["worker_id"])})
+    messages.append(run_event(row, status.value, retry_count=row["retry_count"], payload=payload))
+    return messages
+
+
+def run_event(row: Record, kind: str, *, retry_count: int, payload: str) -> dict[str, Any]:
+    return {
+        "t": "event",
+        "run": str(row["workflow_run_id"]),
+        "task": str(row["id"]),
+        "kind": kind,
+        "retry": retry_count,
+        "payload": payload if len(payload) <= INLINE_OUTPUT_LIMIT else "",
+    }
+
+
+def cancel_message(row: Record, *, retry_count: int | None = None) -> dict[str, Any]:
+    """What the replica holding the worker's stream needs to build a CANCEL action."""
+    return {
+        "t": "worker",
+        "op": "cancel",
+        "tenant": str(row["tenant_id"]),
+        "worker": str(row["worker_id"]),
+        "task": str(row["id"]),
+        "run": str(row["workflow_run_id"]),
+        "step": str(row["step_id"]),
+        "action": row["action_id"],
+        "readable": row["readable_id"],
+        "retry": row["retry_count"] if retry_count is None else retry_count,
+        # the SDK keys a durable task's run by its invocation too; a cancel must match it
+        "inv": row["invocation_count"] if row["is_durable"] else None,
+    }
+
+
+def stale_message(task: Record, retry_count: int) -> str:
+    return (
+        f"task {task['id']} attempt {retry_count} is not running "
+        f"(status {task['status']}, current attempt {task['retry_count']})"
+    )
