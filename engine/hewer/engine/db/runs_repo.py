@@ -313,3 +313,42 @@ class RunQueries(RepositoryBase):
 
     async def finish_runs(self, conn: Conn, *, run_ids: Sequence[str], status: TaskStatus) -> None:
         await conn.execute(query("finish_runs"), list(run_ids), status.value)
+
+    async def create_runs(
+        self,
+        *,
+        tenant_id: str,
+        runs: Sequence[NewRun],
+        tasks: Sequence[NewTaskRow],
+        notify_channel: str,
+        notify_payload: str,
+    ) -> None:
+        """Runs without dedupe keys and their queued first tasks, in one round trip."""
+        workflow_of_run = {r.id: r.workflow_id for r in runs}
+        await self.pool.execute(
+            query("create_runs"),
+            tenant_id,
+            [r.workflow_id for r in runs],
+            [r.id for r in runs],
+            [r.version_id for r in runs],
+            [r.input_json for r in runs],
+            [r.metadata_json for r in runs],
+            [r.priority for r in runs],
+            [r.desired_worker_id for r in runs],
+            [r.event_id for r in runs],
+            [r.event_key for r in runs],
+            [t.id for t in tasks],
+            [t.run_id for t in tasks],
+            [t.task.step.id for t in tasks],
+            [t.task.step.readable_id for t in tasks],
+            [t.task.step.action_id for t in tasks],
+            [t.priority for t in tasks],
+            [json.dumps(t.task.payload_extra) for t in tasks],
+            [json.dumps(t.task.step.slot_requests) for t in tasks],
+            [t.task.step.timeout_seconds for t in tasks],
+            [t.desired_worker_id for t in tasks],
+            [t.task.step.schedule_timeout_seconds for t in tasks],
+            [workflow_of_run[t.run_id] for t in tasks],
+            notify_channel,
+            notify_payload,
+        )

@@ -20,7 +20,7 @@ from hewer.engine.db.repository import (
     Repository,
     TaskEvent,
 )
-from hewer.engine.services.bus import Bus
+from hewer.engine.services.bus import CHANNEL, Bus
 from hewer.engine.services.definitions import Definitions
 
 MAX_BULK = 1000
@@ -171,6 +171,19 @@ class Triggers:
         filter_payloads: dict[str, dict[str, Any]] | None = None,
         conn: Conn | None = None,
     ) -> list[str]:
+        wake = {"t": "queue", "tenant": tenant_id, "delay": 0}
+        if conn is None and all(r.dedupe_key is None for r in runs):
+            # the common case (no child dedupe, no caller transaction): one statement
+            tasks = await self._first_tasks(runs, created=None, filter_payloads=filter_payloads)
+            await self._repo.create_runs(
+                tenant_id=tenant_id,
+                runs=runs,
+                tasks=tasks,
+                notify_channel=CHANNEL,
+                notify_payload=json.dumps(wake),
+            )
+            self._bus.echo_locally(wake)  # committed: this replica's scheduler can start now
+            return [r.id for r in runs]
         own_transaction = conn is None
         async with self._unit(conn) as conn:
             created = await self._repo.insert_runs(conn, tenant_id=tenant_id, runs=runs)
@@ -182,30 +195,9 @@ class Triggers:
                 )
                 by_id = {r.id: existing.get(str(r.dedupe_key), r.id) for r in skipped}
                 ids = [by_id.get(i, i) for i in ids]
-            tasks: list[NewTaskRow] = []
-            for run in runs:
-                if run.id not in created:
-                    continue
-                version = await self._defs.version(run.version_id, conn=conn)
-                for new in initial_tasks(version):
-                    filter_payload = (filter_payloads or {}).get(run.id)
-                    if filter_payload is not None:
-                        triggers = {**new.payload_extra.get("triggers", {})}
-                        triggers["filter_payload"] = filter_payload
-                        new = dataclasses.replace(
-                            new, payload_extra={**new.payload_extra, "triggers": triggers}
-                        )
-                    # a single-task run shares its id with its task, as Hatchet's does
-                    task_id = run.id if len(version.steps) == 1 else str(uuid.uuid4())
-                    tasks.append(
-                        NewTaskRow(
-                            id=task_id,
-                            run_id=run.id,
-                            task=new,
-                            priority=run.priority,
-                            desired_worker_id=run.desired_worker_id,
-                        )
-                    )
+            tasks = await self._first_tasks(
+                runs, created=created, filter_payloads=filter_payloads, conn=conn
+            )
             await self._repo.insert_tasks(conn, tenant_id=tenant_id, tasks=tasks)
             await self._repo.insert_queue_items(
                 conn,
@@ -233,9 +225,43 @@ class Triggers:
                     for t in tasks
                 ],
             )
-            wake = {"t": "queue", "tenant": tenant_id, "delay": 0}
             if tasks:
                 await self._bus.publish(conn, wake)
         if tasks and own_transaction:
             self._bus.echo_locally(wake)  # committed: this replica's scheduler can start now
         return ids
+
+    async def _first_tasks(
+        self,
+        runs: list[NewRun],
+        *,
+        created: set[str] | None,
+        filter_payloads: dict[str, dict[str, Any]] | None,
+        conn: Conn | None = None,
+    ) -> list[NewTaskRow]:
+        """The root tasks of the runs that were created (all of them when ``created`` is None)."""
+        tasks: list[NewTaskRow] = []
+        for run in runs:
+            if created is not None and run.id not in created:
+                continue
+            version = await self._defs.version(run.version_id, conn=conn)
+            for new in initial_tasks(version):
+                filter_payload = (filter_payloads or {}).get(run.id)
+                if filter_payload is not None:
+                    triggers = {**new.payload_extra.get("triggers", {})}
+                    triggers["filter_payload"] = filter_payload
+                    new = dataclasses.replace(
+                        new, payload_extra={**new.payload_extra, "triggers": triggers}
+                    )
+                # a single-task run shares its id with its task, as Hatchet's does
+                task_id = run.id if len(version.steps) == 1 else str(uuid.uuid4())
+                tasks.append(
+                    NewTaskRow(
+                        id=task_id,
+                        run_id=run.id,
+                        task=new,
+                        priority=run.priority,
+                        desired_worker_id=run.desired_worker_id,
+                    )
+                )
+        return tasks

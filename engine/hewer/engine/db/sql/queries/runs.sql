@@ -296,3 +296,64 @@ JOIN unnest($1::uuid[], $2::uuid[]) AS i(task_id, tenant_id)
 UPDATE workflow_runs
 SET status = $2, started_at = coalesce(started_at, now()), finished_at = now()
 WHERE id = ANY($1::uuid[]);
+
+-- name: create_runs
+-- New runs without dedupe keys in ONE statement (one round trip): the runs, their first
+-- tasks, queue items and QUEUED events, then the scheduler wake-up. Foreign keys are checked
+-- at the end of the statement, so children may reference rows inserted beside them. The
+-- workflow rows are locked FOR KEY SHARE first: a concurrent pause (FOR UPDATE) is waited
+-- for, and a locking read returns the row as that pause committed it, so the queue items
+-- carry the right paused flag.
+WITH wf AS (
+    SELECT id, is_paused, paused_queue_ttl_seconds
+    FROM workflows
+    WHERE id = ANY($2::uuid[])
+    FOR KEY SHARE
+), new_runs AS (
+    INSERT INTO workflow_runs
+        (id, tenant_id, workflow_id, workflow_version_id, status, input, additional_metadata,
+         priority, desired_worker_id, triggering_event_id, triggering_event_key)
+    SELECT r.id, $1, r.workflow_id, r.version_id, 'QUEUED', r.input::jsonb, r.metadata::jsonb,
+           r.priority, r.desired_worker_id, r.event_id, r.event_key
+    FROM unnest($3::uuid[], $2::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int[],
+                $8::uuid[], $9::uuid[], $10::text[])
+         AS r(id, workflow_id, version_id, input, metadata, priority, desired_worker_id,
+              event_id, event_key)
+    RETURNING id
+), new_tasks AS (
+    INSERT INTO tasks
+        (id, tenant_id, workflow_run_id, step_id, readable_id, action_id, status, priority,
+         payload_extra, slot_requests, timeout_seconds, queued_at)
+    SELECT t.id, $1, t.run_id, t.step_id, t.readable_id, t.action_id, 'QUEUED', t.priority,
+           t.payload_extra::jsonb, t.slot_requests::jsonb, t.timeout_seconds, now()
+    FROM unnest($11::uuid[], $12::uuid[], $13::uuid[], $14::text[], $15::text[], $16::int[],
+                $17::text[], $18::text[], $19::int[])
+         AS t(id, run_id, step_id, readable_id, action_id, priority, payload_extra,
+              slot_requests, timeout_seconds)
+    RETURNING id
+), new_items AS (
+    INSERT INTO queue_items
+        (tenant_id, task_id, retry_count, action_id, priority, slot_requests, desired_worker_id,
+         available_at, schedule_timeout_at, paused, pause_expires_at)
+    SELECT $1, q.task_id, 0, q.action_id, q.priority, q.slot_requests::jsonb,
+           q.desired_worker_id, now(), now() + make_interval(secs => q.schedule_timeout_seconds),
+           coalesce(wf.is_paused, false),
+           CASE WHEN wf.is_paused THEN now() + make_interval(secs => wf.paused_queue_ttl_seconds)
+           END
+    FROM unnest($11::uuid[], $15::text[], $16::int[], $18::text[], $20::uuid[], $21::int[],
+                $22::uuid[])
+         AS q(task_id, action_id, priority, slot_requests, desired_worker_id,
+              schedule_timeout_seconds, workflow_id)
+    LEFT JOIN wf ON wf.id = q.workflow_id
+    RETURNING id
+), new_events AS (
+    INSERT INTO task_events (tenant_id, task_id, workflow_run_id, retry_count, event_type)
+    SELECT $1, e.task_id, e.run_id, 0, 'QUEUED'
+    FROM unnest($11::uuid[], $12::uuid[]) AS e(task_id, run_id)
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM new_runs) AS runs,
+       (SELECT count(*) FROM new_items) AS items,
+       (SELECT count(*) FROM new_events) AS events,
+       (SELECT count(*) FROM new_tasks) AS tasks,
+       pg_notify($23, $24) AS notified;
