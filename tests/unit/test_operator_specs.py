@@ -13,9 +13,9 @@ from hatchet_sdk.contracts.v1.workflows_pb2 import CreateWorkflowVersionRequest
 
 from hewer.engine.core.definition import parse_workflow
 from hewer.engine.core.drift import definition_diff, summarize
-from hewer.operator import specs
+from hewer.operator import cron_specs, pool_specs, spec_common, workflow_specs
 from hewer.operator.config import ConfigError, OperatorConfig
-from hewer.operator.specs import InvalidSpec
+from hewer.operator.spec_common import InvalidSpec
 
 DEMO: dict[str, Any] = {
     "description": "demo",
@@ -37,7 +37,7 @@ def _proto_round_trip(definition: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_workflow_registration_matches_the_sdk_shape() -> None:
-    reg = specs.workflow_registration("Hewer-Demo", DEMO)
+    reg = workflow_specs.workflow_registration("Hewer-Demo", DEMO)
     assert reg["name"] == "Hewer-Demo"
     assert reg["event_triggers"] == ["demo:run"]
     assert reg["concurrency_arr"] == [
@@ -64,8 +64,8 @@ def test_registration_is_deterministic_with_conditions() -> None:
              "skipIf": [{"parent": "a", "expression": "output.skip"}]},
         ]
     }
-    first = specs.workflow_registration("w", spec)
-    assert first == specs.workflow_registration("w", spec)
+    first = workflow_specs.workflow_registration("w", spec)
+    assert first == workflow_specs.workflow_registration("w", spec)
     conditions = first["tasks"][1]["conditions"]
     sleep = conditions["sleep_conditions"][0]
     event = conditions["user_event_conditions"][0]
@@ -84,7 +84,7 @@ def test_on_success_and_on_failure() -> None:
         "onSuccess": {"task": "done"},
         "onFailure": {"task": "oops"},
     }
-    reg = specs.workflow_registration("w", spec)
+    reg = workflow_specs.workflow_registration("w", spec)
     by_name = {t["readable_id"]: t for t in reg["tasks"]}
     assert sorted(by_name["done"]["parents"]) == ["b", "c"]  # the leaves
     assert "oops" not in by_name and reg["on_failure_task"]["readable_id"] == "oops"
@@ -112,50 +112,50 @@ def test_invalid_workflows_are_refused_precisely(
     spec: dict[str, Any], reason: str, fragment: str
 ) -> None:
     with pytest.raises(InvalidSpec) as info:
-        specs.workflow_registration("w", spec)
+        workflow_specs.workflow_registration("w", spec)
     assert info.value.reason == reason
     assert fragment in info.value.message
 
 
 def test_engine_name_defaults_to_metadata_name() -> None:
-    assert specs.workflow_engine_name({}, "from-meta") == "from-meta"
-    assert specs.workflow_engine_name({"name": "explicit"}, "from-meta") == "explicit"
+    assert workflow_specs.workflow_engine_name({}, "from-meta") == "from-meta"
+    assert workflow_specs.workflow_engine_name({"name": "explicit"}, "from-meta") == "explicit"
 
 
 def test_cron_request_and_matching() -> None:
     spec = {"workflowRef": {"name": "wf"}, "schedule": "*/5 * * * *", "input": {"a": 1},
             "additionalMetadata": {"team": "x"}, "priority": 2}
-    body = specs.cron_request(spec, namespace="ns", name="every5")
+    body = cron_specs.cron_request(spec, namespace="ns", name="every5")
     assert body == {
         "cronName": "ns.every5",
         "cronExpression": "*/5 * * * *",
         "input": {"a": 1},
-        "additionalMetadata": {"team": "x", specs.CRON_METADATA_KEY: "ns.every5"},
+        "additionalMetadata": {"team": "x", cron_specs.CRON_METADATA_KEY: "ns.every5"},
         "priority": 2,
     }
     engine_row = {"name": "ns.every5", "cron": "*/5 * * * *", "input": {"a": 1},
                   "additionalMetadata": body["additionalMetadata"], "priority": 2,
                   "enabled": True}
-    assert specs.cron_matches(engine_row, body)
-    assert not specs.cron_matches({**engine_row, "cron": "* * * * *"}, body)
-    assert not specs.cron_matches({**engine_row, "priority": 1}, body)
-    assert not specs.cron_matches({**engine_row, "enabled": False}, body)
+    assert cron_specs.cron_matches(engine_row, body)
+    assert not cron_specs.cron_matches({**engine_row, "cron": "* * * * *"}, body)
+    assert not cron_specs.cron_matches({**engine_row, "priority": 1}, body)
+    assert not cron_specs.cron_matches({**engine_row, "enabled": False}, body)
     with pytest.raises(InvalidSpec, match=r"spec\.schedule"):
-        specs.cron_request({**spec, "schedule": "every day"}, namespace="ns", name="x")
+        cron_specs.cron_request({**spec, "schedule": "every day"}, namespace="ns", name="x")
     with pytest.raises(InvalidSpec, match="workflowRef"):
-        specs.cron_request({"schedule": "* * * * *"}, namespace="ns", name="x")
-    nxt = specs.next_schedule_time("0 * * * *", datetime(2025, 1, 1, 10, 30, tzinfo=UTC))
+        cron_specs.cron_request({"schedule": "* * * * *"}, namespace="ns", name="x")
+    nxt = cron_specs.next_schedule_time("0 * * * *", datetime(2025, 1, 1, 10, 30, tzinfo=UTC))
     assert nxt == "2025-01-01T11:00:00Z"
 
 
 def test_rate_limit_request() -> None:
-    assert specs.rate_limit_request({"key": "k", "limit": 5, "duration": "HOUR"}) == (
+    assert cron_specs.rate_limit_request({"key": "k", "limit": 5, "duration": "HOUR"}) == (
         "k", 5, "HOUR"
     )
     with pytest.raises(InvalidSpec, match="duration"):
-        specs.rate_limit_request({"key": "k", "limit": 5, "duration": "FORTNIGHT"})
+        cron_specs.rate_limit_request({"key": "k", "limit": 5, "duration": "FORTNIGHT"})
     with pytest.raises(InvalidSpec, match=r"spec\.limit"):
-        specs.rate_limit_request({"key": "k", "limit": -1})
+        cron_specs.rate_limit_request({"key": "k", "limit": -1})
 
 
 POOL_BODY: dict[str, Any] = {
@@ -175,17 +175,17 @@ POOL_BODY: dict[str, Any] = {
         },
     },
 }
-ENGINE = specs.EngineEndpoints(grpc_address="engine:7077", server_url="http://engine:8080")
+ENGINE = pool_specs.EngineEndpoints(grpc_address="engine:7077", server_url="http://engine:8080")
 
 
 def test_deployment_manifest() -> None:
-    dep = specs.deployment(POOL_BODY, engine=ENGINE, secret_name="pool-hewer-token")
+    dep = pool_specs.deployment(POOL_BODY, engine=ENGINE, secret_name="pool-hewer-token")
     assert dep["metadata"]["ownerReferences"] == [{
         "apiVersion": "hewer.dev/v1alpha1", "kind": "WorkerPool", "name": "pool", "uid": "u-1",
         "controller": True, "blockOwnerDeletion": True,
     }]
     assert dep["spec"]["replicas"] == 2
-    assert dep["spec"]["selector"] == {"matchLabels": {specs.POOL_LABEL: "pool"}}
+    assert dep["spec"]["selector"] == {"matchLabels": {pool_specs.POOL_LABEL: "pool"}}
     pod = dep["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"pool": "workers"}
     container = pod["containers"][0]
@@ -202,55 +202,57 @@ def test_deployment_manifest() -> None:
     assert env["HEWER_WORKER_SLOTS"]["value"] == "7"
     assert env["HEWER_WORKER_WORKFLOWS"]["value"] == "a,b"
     # stable hash; a spec change changes it
-    again = specs.deployment(POOL_BODY, engine=ENGINE, secret_name="pool-hewer-token")
-    assert not specs.deployment_needs_update(again, dep)
+    again = pool_specs.deployment(POOL_BODY, engine=ENGINE, secret_name="pool-hewer-token")
+    assert not pool_specs.deployment_needs_update(again, dep)
     scaled = {**POOL_BODY, "spec": {**POOL_BODY["spec"], "replicas": 3}}
-    assert specs.deployment_needs_update(
-        dep, specs.deployment(scaled, engine=ENGINE, secret_name="pool-hewer-token")
+    assert pool_specs.deployment_needs_update(
+        dep, pool_specs.deployment(scaled, engine=ENGINE, secret_name="pool-hewer-token")
     )
 
 
 def test_engine_ref_overrides_and_image_is_required() -> None:
     spec = {**POOL_BODY["spec"], "engineRef": {"grpcAddress": "other:1"}}
-    assert specs.endpoints(spec, ENGINE) == specs.EngineEndpoints("other:1", ENGINE.server_url)
+    assert pool_specs.endpoints(spec, ENGINE) == pool_specs.EngineEndpoints(
+        "other:1", ENGINE.server_url
+    )
     with pytest.raises(InvalidSpec, match=r"template\.image"):
-        specs.pool_spec({"template": {}})
+        pool_specs.pool_spec({"template": {}})
 
 
 def test_token_secret() -> None:
-    secret = specs.token_secret(POOL_BODY, token="ey.x.y", token_id="t-1")
+    secret = pool_specs.token_secret(POOL_BODY, token="ey.x.y", token_id="t-1")
     assert base64.b64decode(secret["data"]["token"]) == b"ey.x.y"
-    assert secret["metadata"]["annotations"][specs.TOKEN_ID_ANNOTATION] == "t-1"
+    assert secret["metadata"]["annotations"][pool_specs.TOKEN_ID_ANNOTATION] == "t-1"
     assert secret["metadata"]["ownerReferences"][0]["uid"] == "u-1"
 
 
 def test_pool_readiness() -> None:
-    assert specs.pool_readiness({"readyReplicas": 2}, 2) == (True, "Available",
+    assert pool_specs.pool_readiness({"readyReplicas": 2}, 2) == (True, "Available",
                                                               "2/2 workers ready")
-    assert specs.pool_readiness({"readyReplicas": 1}, 2)[:2] == (False, "Progressing")
-    assert specs.pool_readiness(None, 0)[0]
+    assert pool_specs.pool_readiness({"readyReplicas": 1}, 2)[:2] == (False, "Progressing")
+    assert pool_specs.pool_readiness(None, 0)[0]
 
 
 def test_conditions_keep_transition_time_while_status_holds() -> None:
     t1, t2 = datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC)
-    first = specs.set_condition(None, type_="Ready", status=False, reason="A", message="a",
+    first = spec_common.set_condition(None, type_="Ready", status=False, reason="A", message="a",
                                 generation=1, now=t1)
-    second = specs.set_condition(first, type_="Ready", status=False, reason="B", message="b",
+    second = spec_common.set_condition(first, type_="Ready", status=False, reason="B", message="b",
                                  generation=2, now=t2)
     assert second[0]["lastTransitionTime"] == "2025-01-01T00:00:00Z"
     assert second[0]["reason"] == "B" and second[0]["observedGeneration"] == 2
-    third = specs.set_condition(second, type_="Ready", status=True, reason="C", message="c",
+    third = spec_common.set_condition(second, type_="Ready", status=True, reason="C", message="c",
                                 generation=2, now=t2)
     assert third[0]["lastTransitionTime"] == "2025-01-02T00:00:00Z"
-    both = specs.set_condition(third, type_="DefinitionDrift", status=None, reason="D",
+    both = spec_common.set_condition(third, type_="DefinitionDrift", status=None, reason="D",
                                message="d", generation=2, now=t2)
     assert [c["type"] for c in both] == ["Ready", "DefinitionDrift"]
     assert both[1]["status"] == "Unknown"
 
 
 def test_drift_diff_ignores_transport_details_and_defaults() -> None:
-    declared = _proto_round_trip(specs.workflow_registration("wf", DEMO))
-    worker = _proto_round_trip(specs.workflow_registration("wf", DEMO))
+    declared = _proto_round_trip(workflow_specs.workflow_registration("wf", DEMO))
+    worker = _proto_round_trip(workflow_specs.workflow_registration("wf", DEMO))
     # what an SDK adds or randomizes
     worker["input_json_schema"] = "e30="
     for task in worker["tasks"]:
@@ -258,7 +260,7 @@ def test_drift_diff_ignores_transport_details_and_defaults() -> None:
     assert definition_diff(declared, worker) == []
     assert summarize([]) is None
 
-    changed = _proto_round_trip(specs.workflow_registration("wf", {
+    changed = _proto_round_trip(workflow_specs.workflow_registration("wf", {
         **DEMO,
         "taskDefaults": {"timeout": "1m", "retries": 1},
         "tasks": [*DEMO["tasks"][:2], {"name": "extra", "parents": ["fetch"]}],

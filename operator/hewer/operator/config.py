@@ -92,9 +92,8 @@ class OperatorConfig:
         tenant = env.get("HEWER_TENANT", "").strip() or str(claims.get("sub") or "")
         if not tenant:
             raise ConfigError("HEWER_TENANT is not set and the token has no 'sub' claim")
-        grpc_address = (
-            env.get("HEWER_ENGINE_GRPC_ADDRESS", "").strip()
-            or str(claims.get("grpc_broadcast_address") or "")
+        grpc_address = env.get("HEWER_ENGINE_GRPC_ADDRESS", "").strip() or str(
+            claims.get("grpc_broadcast_address") or ""
         )
         if not grpc_address:
             raise ConfigError(

@@ -167,8 +167,7 @@ class EngineClient:
         body = await self.request("GET", f"{self._tenant}/workflows/crons", params=params)
         rows = (body or {}).get("rows") or []
         return [
-            r for r in rows
-            if isinstance(r, dict) and r.get("workflowId") in (None, workflow_id)
+            r for r in rows if isinstance(r, dict) and r.get("workflowId") in (None, workflow_id)
         ]
 
     async def create_cron(self, workflow_name: str, request: dict[str, Any]) -> dict[str, Any]:

@@ -65,9 +65,7 @@ class Kube:
         self._apps = kubernetes.client.AppsV1Api(api)
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await asyncio.to_thread(
-            _call, self._core.read_namespaced_secret, name, namespace
-        )
+        return await asyncio.to_thread(_call, self._core.read_namespaced_secret, name, namespace)
 
     async def create_secret(self, body: dict[str, Any]) -> dict[str, Any] | None:
         return await asyncio.to_thread(

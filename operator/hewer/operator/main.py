@@ -11,8 +11,9 @@ import kopf
 
 from hewer.operator.config import OperatorConfig
 from hewer.operator.engine_client import EngineClient
-from hewer.operator.handlers import State, build_registry
+from hewer.operator.handler_common import State
 from hewer.operator.kube import Kube, load_config
+from hewer.operator.registry import build_registry
 
 __all__ = ["run"]
 
