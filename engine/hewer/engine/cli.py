@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from hewer.engine.config import ConfigError, Settings
 from hewer.engine.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from hewer.engine.errors import EngineStartError
 
 if TYPE_CHECKING:
     from hewer.engine.server import ReadyInfo
@@ -272,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
         _setup_logging(settings.log_level)
         code: int = args.func(args)
-    except (CliError, ConfigError, EmbeddedPostgresError) as exc:
+    except (CliError, ConfigError, EmbeddedPostgresError, EngineStartError) as exc:
         print(f"hewer: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

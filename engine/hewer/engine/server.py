@@ -25,6 +25,7 @@ from hewer.engine.api.grpc.streams import RunStreams
 from hewer.engine.api.rest.app import build_app
 from hewer.engine.config import Settings
 from hewer.engine.db.repository import Repository, create_pool
+from hewer.engine.errors import EngineStartError
 from hewer.engine.services.auth import Authenticator
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.control import RunControl
@@ -163,7 +164,14 @@ async def run_engine(
         ),
         durable=DurableService(auth=grpc_auth),
     )
-    grpc_server.add_insecure_port(f"{settings.bind_host}:{settings.grpc_port}")
+    grpc_address = f"{settings.bind_host}:{settings.grpc_port}"
+    try:
+        bound = grpc_server.add_insecure_port(grpc_address)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        await repo.close()
+        raise EngineStartError(f"cannot listen for gRPC on {grpc_address}: port in use?")
     secret_box = await SecretBox.create(repo=repo, configured_key=settings.encryption_key)
     app = build_app(
         repo=repo,
@@ -185,16 +193,26 @@ async def run_engine(
     retention.start()
     results.start()
     await grpc_server.start()
-    await site.start()
-    log.info(
-        "engine %s serving gRPC on %s:%s and REST on %s:%s",
-        engine_id,
-        settings.bind_host,
-        settings.grpc_port,
-        settings.bind_host,
-        settings.http_port,
-    )
     try:
+        await site.start()
+    except OSError as exc:
+        stop.set()
+        startup_error: EngineStartError | None = EngineStartError(
+            f"cannot listen for HTTP on {settings.bind_host}:{settings.http_port}: {exc.strerror}"
+        )
+    else:
+        startup_error = None
+    try:
+        if startup_error is not None:
+            raise startup_error
+        log.info(
+            "engine %s serving gRPC on %s:%s and REST on %s:%s",
+            engine_id,
+            settings.bind_host,
+            settings.grpc_port,
+            settings.bind_host,
+            settings.http_port,
+        )
         if on_ready is not None:
             token = await auth.issue(tenant_id=tenant_id, name="dev")
             on_ready(
