@@ -352,3 +352,40 @@ class RunQueries(RepositoryBase):
             notify_channel,
             notify_payload,
         )
+
+    async def lock_runs(self, conn: Conn, run_ids: Sequence[str]) -> dict[str, Record]:
+        rows = await conn.fetch(query("lock_runs"), sorted(set(run_ids)))
+        return {str(r["id"]): r for r in rows}
+
+    async def run_task_snapshots(
+        self, conn: Conn, run_ids: Sequence[str]
+    ) -> dict[str, list[TaskSnapshot]]:
+        snapshots: dict[str, list[TaskSnapshot]] = {rid: [] for rid in run_ids}
+        for r in await conn.fetch(query("run_task_snapshots"), list(run_ids)):
+            snapshots.setdefault(str(r["workflow_run_id"]), []).append(
+                TaskSnapshot(
+                    id=str(r["id"]),
+                    step_id=str(r["step_id"]),
+                    readable_id=r["readable_id"],
+                    status=TaskStatus(r["status"]),
+                    output=r["output"],
+                    error=r["error"],
+                    is_skipped=r["is_skipped"],
+                )
+            )
+        return snapshots
+
+    async def set_runs_status(
+        self,
+        conn: Conn,
+        *,
+        run_ids: Sequence[str],
+        statuses: Sequence[TaskStatus],
+        finished: Sequence[bool],
+    ) -> None:
+        await conn.execute(
+            query("set_runs_status"),
+            list(run_ids),
+            [s.value for s in statuses],
+            list(finished),
+        )

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hewer.engine.core.dag import NewTask, progress
-from hewer.engine.core.model import TaskStatus, WorkflowVersionDef
+from hewer.engine.core.dag import progress
+from hewer.engine.core.model import TaskStatus
 from hewer.engine.core.retry import decide_retry
 from hewer.engine.db.repository import Conn, NewTaskRow, QueueEntry, Record, Repository, TaskEvent
 from hewer.engine.services.batching import Batcher
@@ -44,6 +44,15 @@ class StaleAttempt(Exception):
 
 class NotHolder(Exception):
     """A worker reported on an attempt that another worker holds."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Finished:
+    """A task that just reached a final state, for DAG progression."""
+
+    row: Record
+    status: TaskStatus
+    payload: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +141,8 @@ class Lifecycle:
                 else:
                     outcomes.append(await self._diagnose(conn, report))
             single_step: list[str] = []
-            # runs in id order, so that two replicas lock them in the same order
-            for row in sorted(rows, key=lambda r: str(r["workflow_run_id"])):
+            in_dags: list[_Finished] = []
+            for row in rows:
                 version = await self._defs.version(str(row["workflow_version_id"]), conn=conn)
                 if len(version.steps) == 1:
                     single_step.append(str(row["workflow_run_id"]))
@@ -144,13 +153,9 @@ class Lifecycle:
                         {"t": "run", "run": str(row["workflow_run_id"]), "status": "COMPLETED"}
                     )
                 else:
-                    messages += await self._advance(
-                        conn,
-                        row,
-                        status=TaskStatus.COMPLETED,
-                        payload=outputs[str(row["id"])],
-                        version=version,
-                    )
+                    in_dags.append(_Finished(row, TaskStatus.COMPLETED, outputs[str(row["id"])]))
+            if in_dags:
+                messages += await self._advance_many(conn, in_dags)
             if single_step:
                 await self._repo.finish_runs(conn, run_ids=single_step, status=TaskStatus.COMPLETED)
             if messages:
@@ -243,9 +248,7 @@ class Lifecycle:
             )
             if cancel_on_worker and row["worker_id"]:
                 await self._bus.publish(conn, cancel_message(row))
-            await self._advance_and_publish(
-                conn, row, status=TaskStatus.FAILED, payload=error, version=version
-            )
+            await self._advance_and_publish(conn, row, status=TaskStatus.FAILED, payload=error)
 
     async def requeue_lost(
         self, *, tenant_id: str, task_id: str, retry_count: int, reason: str
@@ -363,30 +366,54 @@ class Lifecycle:
         *,
         status: TaskStatus,
         payload: str,
-        version: WorkflowVersionDef | None = None,
     ) -> list[dict[str, Any]]:
         """After a task reached a final state: create what follows and maybe finish the run.
 
         Returns the bus messages to publish when the transaction commits.
         """
-        tenant_id = str(row["tenant_id"])
-        run_id = str(row["workflow_run_id"])
-        messages = finished_task_messages(row, status, payload=payload)
-        run = await self._repo.lock_run(conn, run_id)
-        assert run is not None
-        if version is None:
+        return await self._advance_many(conn, [_Finished(row, status, payload)])
+
+    async def _advance_many(self, conn: Conn, finished: list[_Finished]) -> list[dict[str, Any]]:
+        """:meth:`_advance` for many finished tasks at once, in a fixed number of statements.
+
+        The runs are locked together (in id order) and read together; the DAG decisions are
+        pure (``core.dag.progress``); what they create is written with one statement per kind.
+        """
+        messages: list[dict[str, Any]] = []
+        for item in finished:
+            messages += finished_task_messages(item.row, item.status, payload=item.payload)
+        run_ids = sorted({str(item.row["workflow_run_id"]) for item in finished})
+        runs = await self._repo.lock_runs(conn, run_ids)
+        snapshots = await self._repo.run_task_snapshots(conn, run_ids)
+        new_rows: dict[str, list[NewTaskRow]] = {}
+        statuses: list[TaskStatus] = []
+        finished_flags: list[bool] = []
+        for run_id in run_ids:
+            run = runs[run_id]
             version = await self._defs.version(str(run["workflow_version_id"]), conn=conn)
-        snapshot = await self._repo.run_task_snapshot(conn, run_id)
-        step = progress(version, snapshot)
-        if step.new_tasks:
-            await self._create_tasks(conn, tenant_id=tenant_id, run=run, new=step.new_tasks)
-            if any(n.status is TaskStatus.QUEUED for n in step.new_tasks):
+            step = progress(version, snapshots[run_id])
+            tenant_id = str(run["tenant_id"])
+            for new in step.new_tasks:
+                new_rows.setdefault(tenant_id, []).append(
+                    NewTaskRow(
+                        id=str(uuid.uuid4()),
+                        run_id=run_id,
+                        task=new,
+                        priority=int(run["priority"]),
+                        desired_worker_id=opt(run["desired_worker_id"]),
+                    )
+                )
+            statuses.append(step.run_status)
+            finished_flags.append(step.finished)
+            if step.finished:
+                messages.append({"t": "run", "run": run_id, "status": step.run_status.value})
+        for tenant_id, rows in new_rows.items():
+            await self._create_tasks(conn, tenant_id=tenant_id, rows=rows)
+            if any(r.task.status is TaskStatus.QUEUED for r in rows):
                 messages.append({"t": "queue", "tenant": tenant_id, "delay": 0})
-        await self._repo.set_run_status(
-            conn, run_id=run_id, status=step.run_status, finished=step.finished
+        await self._repo.set_runs_status(
+            conn, run_ids=run_ids, statuses=statuses, finished=finished_flags
         )
-        if step.finished:
-            messages.append({"t": "run", "run": run_id, "status": step.run_status.value})
         return messages
 
     async def _advance_and_publish(
@@ -396,21 +423,13 @@ class Lifecycle:
         *,
         status: TaskStatus,
         payload: str,
-        version: WorkflowVersionDef | None = None,
     ) -> None:
-        messages = await self._advance(conn, row, status=status, payload=payload, version=version)
+        messages = await self._advance(conn, row, status=status, payload=payload)
         await self._bus.publish(conn, {"t": "multi", "m": messages})
 
     async def _create_tasks(
-        self, conn: Conn, *, tenant_id: str, run: Record, new: Sequence[NewTask]
+        self, conn: Conn, *, tenant_id: str, rows: Sequence[NewTaskRow]
     ) -> None:
-        priority_row = await self._repo.run_priority(conn, str(run["id"]))
-        priority = 1 if priority_row is None else int(priority_row["priority"])
-        desired = None if priority_row is None else opt(priority_row["desired_worker_id"])
-        rows = [
-            NewTaskRow(id=str(uuid.uuid4()), run_id=str(run["id"]), task=n, priority=priority)
-            for n in new
-        ]
         await self._repo.insert_tasks(conn, tenant_id=tenant_id, tasks=rows)
         await self._repo.insert_queue_items(
             conn,
@@ -420,9 +439,9 @@ class Lifecycle:
                     task_id=r.id,
                     retry_count=0,
                     action_id=r.task.step.action_id,
-                    priority=priority,
+                    priority=r.priority,
                     slot_requests=r.task.step.slot_requests,
-                    desired_worker_id=desired,
+                    desired_worker_id=r.desired_worker_id,
                     delay_seconds=0,
                     schedule_timeout_seconds=r.task.step.schedule_timeout_seconds,
                 )

@@ -357,3 +357,25 @@ SELECT (SELECT count(*) FROM new_runs) AS runs,
        (SELECT count(*) FROM new_events) AS events,
        (SELECT count(*) FROM new_tasks) AS tasks,
        pg_notify($23, $24) AS notified;
+
+-- name: lock_runs
+-- In id order, so that two transactions locking overlapping sets cannot deadlock.
+SELECT id, tenant_id, workflow_version_id, priority, desired_worker_id
+FROM workflow_runs
+WHERE id = ANY($1::uuid[])
+ORDER BY id
+FOR UPDATE;
+
+-- name: run_task_snapshots
+SELECT workflow_run_id, id, step_id, readable_id, status, output, error, is_skipped
+FROM tasks
+WHERE workflow_run_id = ANY($1::uuid[]);
+
+-- name: set_runs_status
+UPDATE workflow_runs r
+SET status = u.status,
+    started_at = CASE WHEN u.status <> 'QUEUED' THEN coalesce(r.started_at, now())
+                      ELSE r.started_at END,
+    finished_at = CASE WHEN u.finished THEN now() ELSE NULL END
+FROM unnest($1::uuid[], $2::text[], $3::bool[]) AS u(id, status, finished)
+WHERE r.id = u.id;
