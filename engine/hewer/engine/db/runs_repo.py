@@ -112,14 +112,6 @@ class RunQueries(RepositoryBase):
     async def notify(self, conn: Conn, *, channel: str, payload: str) -> None:
         await conn.execute(query("notify"), channel, payload)
 
-    async def worker_used_slots(
-        self, conn: Conn, worker_ids: Sequence[str]
-    ) -> dict[str, dict[str, int]]:
-        used: dict[str, dict[str, int]] = {}
-        for r in await conn.fetch(query("worker_used_slots"), list(worker_ids)):
-            used.setdefault(str(r["worker_id"]), {})[r["slot_type"]] = r["used"]
-        return used
-
     async def claim_queue_items(
         self, conn: Conn, *, tenant_id: str, limits: dict[str, int]
     ) -> list[Record]:
@@ -136,10 +128,6 @@ class RunQueries(RepositoryBase):
         self, conn: Conn, *, queue_ids: Sequence[int], worker_ids: Sequence[str]
     ) -> list[Record]:
         return list(await conn.fetch(query("assign_tasks"), list(queue_ids), list(worker_ids)))
-
-    async def mark_task_started(self, *, task_id: str, retry_count: int) -> bool:
-        row = await self.pool.fetchval(query("mark_task_started"), task_id, retry_count)
-        return row is not None
 
     async def get_task(
         self, task_id: str, *, tenant_id: str, conn: Conn | None = None
@@ -170,13 +158,6 @@ class RunQueries(RepositoryBase):
 
     async def parent_context(self, *, tenant_id: str, task_id: str) -> Record | None:
         return await self.pool.fetchrow(query("parent_context"), tenant_id, task_id)
-
-    async def local_workers_state(
-        self, conn: Conn, *, worker_ids: Sequence[str], heartbeat_timeout: float
-    ) -> list[Record]:
-        return list(
-            await conn.fetch(query("local_workers_state"), list(worker_ids), heartbeat_timeout)
-        )
 
     async def lock_run(self, conn: Conn, run_id: str) -> Record | None:
         return await conn.fetchrow(query("lock_run"), run_id)
@@ -305,12 +286,6 @@ class RunQueries(RepositoryBase):
             )
         )
 
-    async def existing_tasks(
-        self, *, task_ids: Sequence[str], tenant_ids: Sequence[str]
-    ) -> set[str]:
-        rows = await self.pool.fetch(query("existing_tasks"), list(task_ids), list(tenant_ids))
-        return {str(r["id"]) for r in rows}
-
     async def finish_runs(self, conn: Conn, *, run_ids: Sequence[str], status: TaskStatus) -> None:
         await conn.execute(query("finish_runs"), list(run_ids), status.value)
 
@@ -388,4 +363,13 @@ class RunQueries(RepositoryBase):
             list(run_ids),
             [s.value for s in statuses],
             list(finished),
+        )
+
+    async def local_worker_capacity(
+        self, *, worker_ids: Sequence[str], heartbeat_window: float
+    ) -> list[Record]:
+        return list(
+            await self.pool.fetch(
+                query("local_worker_capacity"), list(worker_ids), heartbeat_window
+            )
         )

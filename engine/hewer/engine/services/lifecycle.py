@@ -101,19 +101,11 @@ class Lifecycle:
             retry_counts=[r.retry_count for r in reports],
             tenant_ids=[r.tenant_id for r in reports],
         )
-        started = {str(r["id"]) for r in rows}
-        unmatched = [r for r in reports if r.task_id not in started]
-        known = started | (
-            await self._repo.existing_tasks(
-                task_ids=[r.task_id for r in unmatched],
-                tenant_ids=[r.tenant_id for r in unmatched],
-            )
-            if unmatched
-            else set()
-        )
-        if rows:
+        known = {str(r["id"]) for r in rows}
+        first = [r for r in rows if r["first"]]
+        if first:
             events = [
-                run_event(r, "STARTED", retry_count=r["retry_count"], payload="") for r in rows
+                run_event(r, "STARTED", retry_count=r["retry_count"], payload="") for r in first
             ]
             await self._bus.publish(None, {"t": "multi", "m": events})
         return [

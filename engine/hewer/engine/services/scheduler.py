@@ -85,37 +85,35 @@ class Scheduler:
         sessions = [s for s in self._hub.sessions() if s.tenant_id == tenant_id and not s.closed]
         if not sessions:
             return False
-        ids = [s.worker_id for s in sessions]
-        async with self._repo.transaction() as conn:
-            states = await self._repo.local_workers_state(
-                conn, worker_ids=ids, heartbeat_timeout=ASSIGN_HEARTBEAT_WINDOW
+        # read outside the claim transaction: only this replica assigns to these workers, and
+        # a slot freed meanwhile just waits for the next round
+        states = await self._repo.local_worker_capacity(
+            worker_ids=[s.worker_id for s in sessions], heartbeat_window=ASSIGN_HEARTBEAT_WINDOW
+        )
+        used = {
+            str(r["id"]): {str(k): int(v) for k, v in dict(r["used"]).items()}
+            for r in states
+            if not r["is_paused"] and r["alive"] and r["engine_id"] == self._engine_id
+        }
+        capacities = [
+            WorkerCapacity(
+                worker_id=s.worker_id,
+                actions=s.actions,
+                free=free_capacity(s.slot_config, used[s.worker_id]),
             )
-            usable = {
-                str(r["id"])
-                for r in states
-                if not r["is_paused"] and r["alive"] and r["engine_id"] == self._engine_id
-            }
-            sessions = [s for s in sessions if s.worker_id in usable]
-            if not sessions:
-                return False
-            used = await self._repo.worker_used_slots(conn, [s.worker_id for s in sessions])
-            capacities = [
-                WorkerCapacity(
-                    worker_id=s.worker_id,
-                    actions=s.actions,
-                    free=free_capacity(s.slot_config, used.get(s.worker_id, {})),
-                )
-                for s in sessions
-            ]
-            limits: dict[str, int] = {}
-            for cap in capacities:
-                units = sum(cap.free.values())
-                if units <= 0:
-                    continue
-                for action in cap.actions:
-                    limits[action] = min(MAX_PER_ACTION, limits.get(action, 0) + units)
-            if not limits:
-                return False
+            for s in sessions
+            if s.worker_id in used
+        ]
+        limits: dict[str, int] = {}
+        for cap in capacities:
+            units = sum(cap.free.values())
+            if units <= 0:
+                continue
+            for action in cap.actions:
+                limits[action] = min(MAX_PER_ACTION, limits.get(action, 0) + units)
+        if not limits:
+            return False
+        async with self._repo.transaction() as conn:
             METRICS.queue_round(tenant_id)
             claimed = await self._repo.claim_queue_items(conn, tenant_id=tenant_id, limits=limits)
             if not claimed:

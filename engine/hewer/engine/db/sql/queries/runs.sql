@@ -66,12 +66,6 @@ FROM unnest($2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], $7::text[
 -- name: notify
 SELECT pg_notify($1, $2);
 
--- name: worker_used_slots
-SELECT t.worker_id, r.key AS slot_type, sum(r.value::int)::int AS used
-FROM tasks t, jsonb_each_text(t.slot_requests) AS r
-WHERE t.worker_id = ANY($1::uuid[]) AND t.slot_held
-GROUP BY 1, 2;
-
 -- name: claim_queue_items
 -- Up to a.lim ready items per action, skipping rows another replica is claiming.
 SELECT q.id, q.task_id, q.action_id, q.priority, q.slot_requests::text AS slot_requests,
@@ -124,16 +118,6 @@ SELECT u.id, u.workflow_run_id, u.step_id, u.readable_id, u.action_id, u.retry_c
 FROM updated u
 JOIN workflow_runs r ON r.id = u.workflow_run_id
 JOIN steps s ON s.id = u.step_id;
-
--- name: mark_task_started
-WITH updated AS (
-    UPDATE tasks SET started_at = now()
-    WHERE id = $1 AND retry_count = $2 AND status = 'RUNNING' AND started_at IS NULL
-    RETURNING id, tenant_id, workflow_run_id, retry_count, worker_id
-)
-INSERT INTO task_events (tenant_id, task_id, workflow_run_id, retry_count, event_type, worker_id)
-SELECT tenant_id, id, workflow_run_id, retry_count, 'STARTED', worker_id FROM updated
-RETURNING task_id;
 
 -- name: get_task
 SELECT t.id, t.tenant_id, t.workflow_run_id, t.step_id, t.readable_id, t.action_id, t.status,
@@ -205,12 +189,6 @@ FROM tasks t
 JOIN workflow_runs r ON r.id = t.workflow_run_id
 WHERE t.id = $2 AND t.tenant_id = $1;
 
--- name: local_workers_state
--- Which of this replica's workers may take work now.
-SELECT id, is_paused, engine_id, last_heartbeat_at > now() - make_interval(secs => $2) AS alive
-FROM workers
-WHERE id = ANY($1::uuid[]);
-
 -- name: finished_runs
 SELECT id, status FROM workflow_runs WHERE id = ANY($1::uuid[]) AND finished_at IS NOT NULL;
 
@@ -271,26 +249,32 @@ JOIN workflow_runs r ON r.id = d.workflow_run_id;
 
 -- name: start_tasks
 -- Many STARTED reports at once; the SDK sends two per attempt, the second changes nothing.
+-- Returns every reported task of the reporter's tenant (unknown ids are absent), with
+-- `first` true where this call recorded the start.
 WITH reported AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::uuid[]) AS i(task_id, retry_count, tenant_id)
+), known AS (
+    SELECT DISTINCT ON (t.id) t.id, t.tenant_id, t.workflow_run_id, t.retry_count, t.worker_id,
+           (t.status = 'RUNNING' AND t.retry_count = i.retry_count AND t.started_at IS NULL)
+               AS startable
+    FROM tasks t
+    JOIN reported i ON t.id = i.task_id AND t.tenant_id = i.tenant_id
+    ORDER BY t.id
 ), updated AS (
     UPDATE tasks t SET started_at = now()
-    FROM reported i
-    WHERE t.id = i.task_id AND t.retry_count = i.retry_count AND t.tenant_id = i.tenant_id
-      AND t.status = 'RUNNING' AND t.started_at IS NULL
-    RETURNING t.id, t.tenant_id, t.workflow_run_id, t.retry_count, t.worker_id
+    FROM known k
+    WHERE t.id = k.id AND k.startable AND t.started_at IS NULL
+    RETURNING t.id
 ), events AS (
     INSERT INTO task_events
         (tenant_id, task_id, workflow_run_id, retry_count, event_type, worker_id)
-    SELECT tenant_id, id, workflow_run_id, retry_count, 'STARTED', worker_id FROM updated
+    SELECT k.tenant_id, k.id, k.workflow_run_id, k.retry_count, 'STARTED', k.worker_id
+    FROM known k
+    JOIN updated u ON u.id = k.id
 )
-SELECT id, tenant_id, workflow_run_id, retry_count FROM updated;
-
--- name: existing_tasks
-SELECT t.id
-FROM tasks t
-JOIN unnest($1::uuid[], $2::uuid[]) AS i(task_id, tenant_id)
-  ON t.id = i.task_id AND t.tenant_id = i.tenant_id;
+SELECT k.id, k.tenant_id, k.workflow_run_id, k.retry_count, u.id IS NOT NULL AS first
+FROM known k
+LEFT JOIN updated u ON u.id = k.id;
 
 -- name: finish_runs
 UPDATE workflow_runs
@@ -379,3 +363,20 @@ SET status = u.status,
     finished_at = CASE WHEN u.finished THEN now() ELSE NULL END
 FROM unnest($1::uuid[], $2::text[], $3::bool[]) AS u(id, status, finished)
 WHERE r.id = u.id;
+
+-- name: local_worker_capacity
+-- This replica's workers: whether they may take work, and the slot units their tasks hold.
+SELECT w.id, w.is_paused, w.engine_id,
+       w.last_heartbeat_at > now() - make_interval(secs => $2) AS alive,
+       coalesce(u.used, '{}'::jsonb) AS used
+FROM workers w
+LEFT JOIN LATERAL (
+    SELECT jsonb_object_agg(s.kind, s.units) AS used
+    FROM (
+        SELECT r.key AS kind, sum(r.value::int) AS units
+        FROM tasks t, jsonb_each_text(t.slot_requests) AS r
+        WHERE t.worker_id = w.id AND t.slot_held
+        GROUP BY r.key
+    ) s
+) u ON true
+WHERE w.id = ANY($1::uuid[]);
