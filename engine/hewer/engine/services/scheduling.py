@@ -137,7 +137,10 @@ class Scheduling:
         rows = await self._repo.get_crons(tenant_id, [cron_id])
         if not rows:
             raise NotFoundError(f"cron {cron_id} not found")
-        row = rows[0]
+        return await self._run_now(tenant_id=tenant_id, row=rows[0])
+
+    async def _run_now(self, *, tenant_id: str, row: Record) -> str:
+        """Trigger the workflow of a cron or scheduled-run row with the row's input."""
         try:
             ids = await self._triggers.trigger(
                 tenant_id=tenant_id,
@@ -235,22 +238,7 @@ class Scheduling:
         rows = await self._repo.get_scheduled(tenant_id, [scheduled_id])
         if not rows:
             raise NotFoundError(f"scheduled run {scheduled_id} not found")
-        row = rows[0]
-        try:
-            ids = await self._triggers.trigger(
-                tenant_id=tenant_id,
-                requests=[
-                    TriggerRequest(
-                        workflow_name=row["workflow_name"],
-                        input=dict(row["input"] or {}),
-                        additional_metadata=dict(row["additional_metadata"] or {}),
-                        priority=row["priority"],
-                    )
-                ],
-            )
-        except TriggerError as exc:
-            raise SchedulingError(str(exc)) from None
-        return ids[0]
+        return await self._run_now(tenant_id=tenant_id, row=rows[0])
 
     # -- workflow pause ---------------------------------------------------------------------
 
