@@ -11,8 +11,6 @@ replica are seen within that), and is woken at once by changes made on this repl
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import uuid
@@ -25,6 +23,7 @@ from hewer.engine.core.cron import InvalidCron, next_tick, normalize, should_fir
 from hewer.engine.db.repository import Conn, Record, Repository
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.lifecycle import Lifecycle
+from hewer.engine.services.loops import DeadlineLoop
 from hewer.engine.services.triggers import TriggerError, TriggerRequest, Triggers
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,7 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-class Scheduling:
+class Scheduling(DeadlineLoop):
     def __init__(
         self,
         *,
@@ -79,13 +78,12 @@ class Scheduling:
         lifecycle: Lifecycle,
         grace_seconds: float = MISSED_GRACE_SECONDS,
     ) -> None:
+        super().__init__(name="ticker", max_sleep=MAX_SLEEP)
         self._repo = repo
         self._bus = bus
         self._triggers = triggers
         self._lifecycle = lifecycle
         self._grace = grace_seconds
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
 
     # -- crons ------------------------------------------------------------------------------
 
@@ -278,35 +276,8 @@ class Scheduling:
 
     # -- the ticker -------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="ticker")
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                await self.run_once()
-                sleep = MAX_SLEEP
-                due = await self._repo.seconds_to_next_due()
-                if due is not None:
-                    sleep = max(0.0, min(MAX_SLEEP, due))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("ticker pass failed")
-                sleep = MAX_SLEEP
-            if sleep > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=sleep)
+    async def seconds_to_next(self) -> float | None:
+        return await self._repo.seconds_to_next_due()
 
     async def run_once(self) -> None:
         while await self._fire_crons() >= BATCH:

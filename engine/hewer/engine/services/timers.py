@@ -7,7 +7,6 @@ The loop sleeps until the nearest deadline (at most one second), not on a fixed 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
@@ -15,50 +14,23 @@ from datetime import UTC, datetime
 from hewer.engine.core.durations import format_duration
 from hewer.engine.db.repository import Repository
 from hewer.engine.services.lifecycle import Lifecycle, StaleAttempt, TaskNotFound
+from hewer.engine.services.loops import DeadlineLoop
 
 log = logging.getLogger(__name__)
 BATCH = 200
 MAX_SLEEP = 1.0
 
 
-class Timers:
+class Timers(DeadlineLoop):
     def __init__(self, *, repo: Repository, lifecycle: Lifecycle, heartbeat_timeout: float) -> None:
+        super().__init__(name="timers", max_sleep=MAX_SLEEP)
         self._repo = repo
         self._lifecycle = lifecycle
         self._heartbeat_timeout = heartbeat_timeout
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="timers")
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-                sleep = MAX_SLEEP
-                deadline = await self._repo.next_deadline()
-                if deadline is not None:
-                    sleep = max(
-                        0.01, min(MAX_SLEEP, (deadline - datetime.now(UTC)).total_seconds())
-                    )
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("timers pass failed")
-                sleep = MAX_SLEEP
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=sleep)
+    async def seconds_to_next(self) -> float | None:
+        deadline = await self._repo.next_deadline()
+        return None if deadline is None else (deadline - datetime.now(UTC)).total_seconds()
 
     async def run_once(self) -> None:
         for row in await self._repo.expired_tasks(limit=BATCH):
