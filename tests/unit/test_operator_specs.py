@@ -293,3 +293,15 @@ def test_operator_config_from_env(tmp_path: Any) -> None:
         OperatorConfig.from_env({"HEWER_ENGINE_TOKEN": token})
     with pytest.raises(ConfigError, match="HEWER_ENGINE_TOKEN"):
         OperatorConfig.from_env({"HEWER_ENGINE_URL": "http://e"})
+
+
+def test_a_deletion_does_not_wait_a_minute_for_a_running_resync_timer() -> None:
+    import kopf
+
+    from hewer.operator.registry import FINALIZER, configure_settings
+
+    settings = kopf.OperatorSettings()
+    configure_settings(settings)
+    assert settings.persistence.finalizer == FINALIZER
+    assert settings.background.cancellation_polling <= 1.0
+    assert settings.background.instant_exit_timeout is not None

@@ -20,11 +20,14 @@ from hewer.operator.ratelimit_handlers import delete_rate_limit, reconcile_rate_
 from hewer.operator.spec_common import GROUP, VERSION
 from hewer.operator.workflow_handlers import delete_workflow, reconcile_workflow
 
-__all__ = ["build_registry"]
+__all__ = ["build_registry", "configure_settings"]
 
 FINALIZER = "hewer.dev/finalizer"
 # a pool's readiness comes from its Deployment: look at it at least this often
 POOL_STATUS_SECONDS = 10.0
+# how long a deletion waits at once for a running resync pass, then how often it looks again
+TIMER_EXIT_WAIT_SECONDS = 0.5
+TIMER_EXIT_POLL_SECONDS = 1.0
 
 _KINDS: dict[str, tuple[Reconciler, Any]] = {
     "workflows": (reconcile_workflow, delete_workflow),
@@ -49,11 +52,7 @@ def build_registry(config: OperatorConfig) -> Any:
 
     @kopf.on.startup(registry=registry)
     def configure(settings: Any, **_: Any) -> None:
-        settings.peering.standalone = True
-        settings.persistence.finalizer = FINALIZER
-        settings.posting.level = logging.WARNING
-        settings.watching.server_timeout = 60
-        settings.watching.client_timeout = 90
+        configure_settings(settings)
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: Any, **_: Any) -> None:
@@ -66,6 +65,20 @@ def build_registry(config: OperatorConfig) -> Any:
             interval = min(interval, POOL_STATUS_SECONDS)
         _register_kind(registry, plural, reconcile, cleanup, interval)
     return registry
+
+
+def configure_settings(settings: Any) -> None:
+    """The kopf settings the operator runs with (a ``kopf.OperatorSettings``)."""
+    settings.peering.standalone = True
+    settings.persistence.finalizer = FINALIZER
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 60
+    settings.watching.client_timeout = 90
+    # A resource's deletion waits for its resync timer to finish the pass it is in. kopf
+    # re-checks an exiting timer only every 60 s by default, which held a WorkerPool's
+    # finalizer for a minute whenever the delete landed mid-pass: look every second.
+    settings.background.instant_exit_timeout = TIMER_EXIT_WAIT_SECONDS
+    settings.background.cancellation_polling = TIMER_EXIT_POLL_SECONDS
 
 
 def _register_kind(
