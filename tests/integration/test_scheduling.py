@@ -305,3 +305,39 @@ async def test_metrics_parse_and_the_queue_gauge_follows_the_load(
     assert session is not None
     assert await engine.scheduler.run_round(tenant)
     assert await depth() == 0
+
+
+def _duration_samples(tenant: str, workflow: str) -> dict[str, float]:
+    """``status -> observation count`` of the workflow-duration histogram."""
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(METRICS.render().decode()):
+        for sample in family.samples:
+            if (
+                sample.name == "hatchet_tenant_workflow_duration_milliseconds_count"
+                and sample.labels["tenant_id"] == tenant
+                and sample.labels["workflow_name"] == workflow
+            ):
+                counts[sample.labels["status"]] = sample.value
+    return counts
+
+
+async def test_finished_runs_feed_the_workflow_duration_histogram(
+    engine: Replica, tenant: str
+) -> None:
+    await engine.register(tenant, WORKFLOW)
+    before = _duration_samples(tenant, "ticked")
+    runs = [await engine.trigger(tenant, "ticked") for _ in range(3)]
+    session = await engine.connect_worker(tenant, ["ticked:run"])
+    assert session is not None
+    assert await engine.scheduler.run_round(tenant)
+    # two complete through the single-task fast path, one fails for good through the DAG path
+    for run_id in runs[:2]:
+        await engine.lifecycle.completed(
+            tenant_id=tenant, task_id=run_id, retry_count=0, output="{}"
+        )
+    await engine.lifecycle.failed(
+        tenant_id=tenant, task_id=runs[2], retry_count=0, error="boom", non_retryable=True
+    )
+    after = _duration_samples(tenant, "ticked")
+    assert after.get("COMPLETED", 0) - before.get("COMPLETED", 0) == 2
+    assert after.get("FAILED", 0) - before.get("FAILED", 0) == 1

@@ -287,7 +287,7 @@ class RunQueries(RepositoryBase):
         )
 
     async def finish_runs(self, conn: Conn, *, run_ids: Sequence[str], status: TaskStatus) -> None:
-        await conn.execute(query("finish_runs"), list(run_ids), status.value)
+        _observe_durations(await conn.fetch(query("finish_runs"), list(run_ids), status.value))
 
     async def create_runs(
         self,
@@ -358,12 +358,13 @@ class RunQueries(RepositoryBase):
         statuses: Sequence[TaskStatus],
         finished: Sequence[bool],
     ) -> None:
-        await conn.execute(
+        finished_rows = await conn.fetch(
             query("set_runs_status"),
             list(run_ids),
             [s.value for s in statuses],
             list(finished),
         )
+        _observe_durations(finished_rows)
 
     async def local_worker_capacity(
         self, *, worker_ids: Sequence[str], heartbeat_window: float
@@ -372,4 +373,12 @@ class RunQueries(RepositoryBase):
             await self.pool.fetch(
                 query("local_worker_capacity"), list(worker_ids), heartbeat_window
             )
+        )
+
+
+def _observe_durations(rows: Sequence[Record]) -> None:
+    """Feed finished runs to the workflow-duration histogram (DAGs and single tasks alike)."""
+    for row in rows:
+        METRICS.run_finished(
+            str(row["tenant_id"]), row["workflow_name"], row["status"], row["duration_ms"]
         )

@@ -277,9 +277,17 @@ FROM known k
 LEFT JOIN updated u ON u.id = k.id;
 
 -- name: finish_runs
-UPDATE workflow_runs
-SET status = $2, started_at = coalesce(started_at, now()), finished_at = now()
-WHERE id = ANY($1::uuid[]);
+-- Also returns what the workflow-duration histogram observes for each run.
+WITH done AS (
+    UPDATE workflow_runs
+    SET status = $2, started_at = coalesce(started_at, now()), finished_at = now()
+    WHERE id = ANY($1::uuid[])
+    RETURNING tenant_id, workflow_id, status, started_at, finished_at
+)
+SELECT d.tenant_id, w.name AS workflow_name, d.status,
+       extract(epoch FROM d.finished_at - d.started_at)::float8 * 1000 AS duration_ms
+FROM done d
+JOIN workflows w ON w.id = d.workflow_id;
 
 -- name: create_runs
 -- New runs without dedupe keys in ONE statement (one round trip): the runs, their first
@@ -356,13 +364,23 @@ FROM tasks
 WHERE workflow_run_id = ANY($1::uuid[]);
 
 -- name: set_runs_status
-UPDATE workflow_runs r
-SET status = u.status,
-    started_at = CASE WHEN u.status <> 'QUEUED' THEN coalesce(r.started_at, now())
-                      ELSE r.started_at END,
-    finished_at = CASE WHEN u.finished THEN now() ELSE NULL END
-FROM unnest($1::uuid[], $2::text[], $3::bool[]) AS u(id, status, finished)
-WHERE r.id = u.id;
+-- Returns the runs that finished, with what the workflow-duration histogram observes (a run
+-- that ends before it started, e.g. cancelled while queued, counts with a zero duration).
+WITH changed AS (
+    UPDATE workflow_runs r
+    SET status = u.status,
+        started_at = CASE WHEN u.status <> 'QUEUED' THEN coalesce(r.started_at, now())
+                          ELSE r.started_at END,
+        finished_at = CASE WHEN u.finished THEN now() ELSE NULL END
+    FROM unnest($1::uuid[], $2::text[], $3::bool[]) AS u(id, status, finished)
+    WHERE r.id = u.id
+    RETURNING r.tenant_id, r.workflow_id, r.status, r.started_at, r.finished_at
+)
+SELECT c.tenant_id, w.name AS workflow_name, c.status,
+       extract(epoch FROM c.finished_at - c.started_at)::float8 * 1000 AS duration_ms
+FROM changed c
+JOIN workflows w ON w.id = c.workflow_id
+WHERE c.finished_at IS NOT NULL;
 
 -- name: local_worker_capacity
 -- This replica's workers: whether they may take work, and the slot units their tasks hold.
