@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.integration.harness import Replica
 
 from hewer.engine.api.rest.observability import refresh_gauges
+from hewer.engine.db.base import QueueEntry
 from hewer.engine.services.metrics import METRICS
 from hewer.engine.services.retention import Retention
 from hewer.engine.services.scheduling import (
@@ -341,3 +342,39 @@ async def test_finished_runs_feed_the_workflow_duration_histogram(
     after = _duration_samples(tenant, "ticked")
     assert after.get("COMPLETED", 0) - before.get("COMPLETED", 0) == 2
     assert after.get("FAILED", 0) - before.get("FAILED", 0) == 1
+
+
+async def test_a_retry_queued_while_a_pause_commits_is_set_aside(
+    engine: Replica, tenant: str, pool: asyncpg.Pool
+) -> None:
+    ticker = scheduling_of(engine)
+    await engine.register(tenant, WORKFLOW)
+    workflow_id = str(await pool.fetchval("SELECT id FROM workflows WHERE name = 'ticked'"))
+    run_id = await engine.trigger(tenant, "ticked")
+    await pool.execute("DELETE FROM queue_items WHERE task_id = $1", run_id)
+    retry = QueueEntry(
+        task_id=run_id,
+        retry_count=1,
+        action_id="ticked:run",
+        priority=1,
+        slot_requests={"default": 1},
+        desired_worker_id=None,
+        delay_seconds=0.0,
+        schedule_timeout_seconds=300,
+    )
+    # the retry's transaction is open (not committed) when the pause runs
+    async with engine.repo.transaction() as conn:
+        await engine.repo.insert_queue_items(conn, tenant_id=tenant, entries=[retry])
+        pausing = asyncio.create_task(
+            ticker.pause(
+                tenant_id=tenant,
+                workflow_id=workflow_id,
+                queue_ttl_seconds=600,
+                cron_behavior="QUEUE",
+                scheduled_behavior="QUEUE",
+            )
+        )
+        await asyncio.sleep(0.3)
+    await pausing
+    paused = await pool.fetchval("SELECT paused FROM queue_items WHERE task_id = $1", run_id)
+    assert paused is True

@@ -35,6 +35,9 @@ FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text
 
 -- name: insert_queue_items
 -- Items of a paused workflow are set aside (paused) until it is unpaused or their TTL ends.
+-- The workflow row is read FOR KEY SHARE, as in create_runs: a retry or a DAG child queued
+-- while a pause commits either waits for the pause and sees it, or makes the pause wait and
+-- is then set aside by it; without the lock it could slip past both.
 INSERT INTO queue_items
     (tenant_id, task_id, retry_count, action_id, priority, slot_requests, desired_worker_id,
      available_at, schedule_timeout_at, paused, pause_expires_at)
@@ -54,6 +57,7 @@ LEFT JOIN LATERAL (
     JOIN workflow_runs r ON r.id = t.workflow_run_id
     JOIN workflows wf ON wf.id = r.workflow_id
     WHERE t.id = q.task_id
+    FOR KEY SHARE OF wf
 ) w ON true;
 
 -- name: insert_task_events
