@@ -855,7 +855,7 @@ async def run_bench(args: argparse.Namespace, h: Harness) -> int:
         print_header()
         await load.warmup(NOOP_WORKFLOW, lean)
         await load.warmup(DAG_WORKFLOW, lean)
-        await phase("lean_seq", load.sequential(NOOP_WORKFLOW, args.low_rate), lean)
+        await phase("lean_seq", load.sequential(NOOP_WORKFLOW, args.low_rate), lean, "lean-seq")
         await bulk(NOOP_WORKFLOW, min(500, args.tasks), args.chunk, args.window, 60)  # warm-up
         await phase(
             "lean_bulk",
@@ -999,7 +999,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile",
         metavar="DIR",
         default=None,
-        help="py-spy the engine during the lean bulk phase, write DIR/*.txt",
+        help="py-spy the engine during the lean phases and the SDK bulk phase, write DIR/*.txt",
     )
     p.add_argument(
         "--profile-native",

@@ -182,3 +182,49 @@ async def test_the_sweep_answers_when_the_signal_was_missed(
         assert result.run_id == run_id
     finally:
         await results.stop()
+
+
+class _NoResultReads:
+    """A repository whose run results must not be read (everything else passes through)."""
+
+    def __init__(self, repo: Any) -> None:
+        self._repo = repo
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._repo, name)
+
+    async def run_results(self, run_ids: list[str]) -> Any:
+        raise AssertionError(f"run results read for {run_ids}")
+
+
+async def test_the_replica_that_finishes_a_single_task_run_answers_from_the_echo(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    first, _ = replicas
+    tenant = await first.repo.ensure_tenant("tenant-a")
+    await first.register(tenant, SOLO)
+    results = ResultWatchers(_NoResultReads(first.repo))  # type: ignore[arg-type]
+    first.bus.subscribe("run", results.on_bus)
+    worker = await first.connect_worker(tenant, ["solo:run"])
+    run_id = await first.trigger(tenant, "solo")
+    inbox: asyncio.Queue[RunResult] = asyncio.Queue()
+    results.watch(run_id, inbox, tenant_id=tenant)
+    stranger: asyncio.Queue[RunResult] = asyncio.Queue()
+    results.watch(run_id, stranger, tenant_id=await first.repo.ensure_tenant("tenant-b"))
+    await first.scheduler.run_round(tenant)
+    drain(worker)
+    await first.lifecycle.completed(
+        tenant_id=tenant, task_id=run_id, retry_count=0, output='{"answer": 42}'
+    )
+    result = await asyncio.wait_for(inbox.get(), timeout=5)
+    ((task),) = result.tasks
+    assert (task.task_id, task.readable_id, task.status, task.output, task.error) == (
+        run_id,
+        "run",
+        "COMPLETED",
+        '{"answer": 42}',
+        None,
+    )
+    assert (await first.run_row(run_id))["status"] == "COMPLETED"
+    await asyncio.sleep(0.3)  # the NOTIFY arrives too: nothing is sent twice, or to B
+    assert inbox.empty() and stranger.empty()

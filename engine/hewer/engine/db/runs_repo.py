@@ -262,16 +262,18 @@ class RunQueries(RepositoryBase):
         tenant_ids: Sequence[str],
         reporters: Sequence[str | None],
     ) -> list[Record]:
-        return list(
-            await conn.fetch(
-                query("complete_tasks"),
-                list(task_ids),
-                list(retry_counts),
-                list(outputs),
-                list(tenant_ids),
-                list(reporters),
-            )
+        """The attempts that completed; a single-task run finishes with its task here
+        (``run_finished`` true), a DAG's run is left to the caller."""
+        rows = await conn.fetch(
+            query("complete_tasks"),
+            list(task_ids),
+            list(retry_counts),
+            list(outputs),
+            list(tenant_ids),
+            list(reporters),
         )
+        _observe_durations([r for r in rows if r["run_finished"]])
+        return list(rows)
 
     async def start_tasks(
         self,
@@ -285,9 +287,6 @@ class RunQueries(RepositoryBase):
                 query("start_tasks"), list(task_ids), list(retry_counts), list(tenant_ids)
             )
         )
-
-    async def finish_runs(self, conn: Conn, *, run_ids: Sequence[str], status: TaskStatus) -> None:
-        _observe_durations(await conn.fetch(query("finish_runs"), list(run_ids), status.value))
 
     async def create_runs(
         self,

@@ -24,6 +24,7 @@ from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.task_messages import (
     cancel_message,
     finished_task_messages,
+    inline_run_result,
     opt,
     run_event,
     slot_requests,
@@ -132,28 +133,31 @@ class Lifecycle:
                     outcomes.append(None)
                 else:
                     outcomes.append(await self._diagnose(conn, report))
-            single_step: list[str] = []
+            # single-task runs finished in the same statement; their results are known here,
+            # so this replica's result subscribers are answered without reading them back
+            local_results: dict[str, dict[str, Any]] = {}
             in_dags: list[_Finished] = []
             for row in rows:
-                version = await self._defs.version(str(row["workflow_version_id"]), conn=conn)
-                if len(version.steps) == 1:
-                    single_step.append(str(row["workflow_run_id"]))
-                    messages += finished_task_messages(
-                        row, TaskStatus.COMPLETED, payload=outputs[str(row["id"])]
-                    )
-                    messages.append(
-                        {"t": "run", "run": str(row["workflow_run_id"]), "status": "COMPLETED"}
-                    )
+                output = outputs[str(row["id"])]
+                if row["run_finished"]:
+                    run_id = str(row["workflow_run_id"])
+                    messages += finished_task_messages(row, TaskStatus.COMPLETED, payload=output)
+                    messages.append({"t": "run", "run": run_id, "status": "COMPLETED"})
+                    local_results[run_id] = inline_run_result(row, output=output)
                 else:
-                    in_dags.append(_Finished(row, TaskStatus.COMPLETED, outputs[str(row["id"])]))
+                    in_dags.append(_Finished(row, TaskStatus.COMPLETED, output))
             if in_dags:
                 messages += await self._advance_many(conn, in_dags)
-            if single_step:
-                await self._repo.finish_runs(conn, run_ids=single_step, status=TaskStatus.COMPLETED)
             if messages:
                 await self._bus.publish(conn, {"t": "multi", "m": messages})
         if messages:
-            self._bus.echo_locally({"t": "multi", "m": messages})
+            echo = [
+                {**m, **local_results[m["run"]]}
+                if m["t"] == "run" and m["run"] in local_results
+                else m
+                for m in messages
+            ]
+            self._bus.echo_locally({"t": "multi", "m": echo})
         return outcomes
 
     async def _diagnose(self, conn: Conn, report: _Report) -> BaseException | None:

@@ -82,9 +82,16 @@ class ResultWatchers:
 
     def on_bus(self, message: dict[str, Any]) -> None:
         run_id = str(message.get("run"))
-        if run_id in self._watchers:
-            self._finished.add(run_id)
-            self._schedule_flush()
+        if run_id not in self._watchers:
+            return
+        inline = message.get("result")
+        if inline is not None and message.get("tenant"):
+            # the local echo of a single-task run carries its result: no read needed
+            tasks = tuple(TaskResult(**task) for task in inline)
+            self._answer(run_id, owner=str(message["tenant"]), tasks=tasks)
+            return
+        self._finished.add(run_id)
+        self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         if self._flush is None or self._flush.done():
@@ -120,17 +127,21 @@ class ResultWatchers:
             return
         results = await self._repo.run_results(wanted)
         for run_id in wanted:
-            # popped only now, after the read: a failed read leaves the watchers for the
-            # sweep, and a concurrent delivery finds nothing left to send twice
-            queues = self._watchers.pop(run_id, None)
             rows = results.get(run_id, [])
-            if not queues or not rows:
-                continue
-            owner = str(rows[0]["tenant_id"])
-            result = RunResult(run_id=run_id, tasks=tuple(_task_result(r) for r in rows))
-            for queue, tenant_id in queues.items():
-                if tenant_id == owner:  # another tenant's run id is never answered
-                    queue.put_nowait(result)
+            if rows:
+                tasks = tuple(_task_result(r) for r in rows)
+                self._answer(run_id, owner=str(rows[0]["tenant_id"]), tasks=tasks)
+
+    def _answer(self, run_id: str, *, owner: str, tasks: tuple[TaskResult, ...]) -> None:
+        # popped only now, after any read: a failed read leaves the watchers for the sweep,
+        # and a concurrent delivery finds nothing left to send twice
+        queues = self._watchers.pop(run_id, None)
+        if not queues:
+            return
+        result = RunResult(run_id=run_id, tasks=tasks)
+        for queue, tenant_id in queues.items():
+            if tenant_id == owner:  # another tenant's run id is never answered
+                queue.put_nowait(result)
 
 
 def _task_result(row: Record) -> TaskResult:

@@ -87,3 +87,20 @@ def stale_message(task: Record, retry_count: int) -> str:
         f"task {task['id']} attempt {retry_count} is not running "
         f"(status {task['status']}, current attempt {task['retry_count']})"
     )
+
+
+def inline_run_result(row: Record, *, output: str) -> dict[str, Any]:
+    """A single-task run's result, to add to its local run-finished echo (never to a NOTIFY:
+    outputs may be megabytes). ``ResultWatchers`` answers from it without a read."""
+    return {
+        "tenant": str(row["tenant_id"]),
+        "result": [
+            {
+                "task_id": str(row["id"]),
+                "readable_id": row["readable_id"],
+                "status": TaskStatus.COMPLETED.value,
+                "output": output,
+                "error": None,
+            }
+        ],
+    }

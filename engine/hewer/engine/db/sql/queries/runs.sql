@@ -246,10 +246,24 @@ WITH reported AS (
     INSERT INTO task_events
         (tenant_id, task_id, workflow_run_id, retry_count, event_type, worker_id)
     SELECT tenant_id, id, workflow_run_id, retry_count, 'COMPLETED', worker_id FROM done
+), single_runs AS (
+    -- a single-task run shares its id with its task and finishes with it, in this statement
+    -- (a DAG's run status is decided by the caller from all of its tasks)
+    UPDATE workflow_runs r
+    SET status = 'COMPLETED', started_at = coalesce(r.started_at, now()), finished_at = now()
+    FROM done d
+    WHERE r.id = d.id AND d.workflow_run_id = d.id
+    RETURNING r.id, r.workflow_id, r.started_at, r.finished_at
 )
-SELECT d.*, r.workflow_version_id
+-- run_finished: the single-task run finished here; workflow_name and duration_ms feed the
+-- workflow-duration histogram
+SELECT d.*, r.workflow_version_id, s.id IS NOT NULL AS run_finished,
+       w.name AS workflow_name, 'COMPLETED' AS status,
+       extract(epoch FROM s.finished_at - s.started_at)::float8 * 1000 AS duration_ms
 FROM done d
-JOIN workflow_runs r ON r.id = d.workflow_run_id;
+JOIN workflow_runs r ON r.id = d.workflow_run_id
+LEFT JOIN single_runs s ON s.id = d.id
+LEFT JOIN workflows w ON w.id = s.workflow_id;
 
 -- name: start_tasks
 -- Many STARTED reports at once; the SDK sends two per attempt, the second changes nothing.
@@ -279,19 +293,6 @@ WITH reported AS (
 SELECT k.id, k.tenant_id, k.workflow_run_id, k.retry_count, u.id IS NOT NULL AS first
 FROM known k
 LEFT JOIN updated u ON u.id = k.id;
-
--- name: finish_runs
--- Also returns what the workflow-duration histogram observes for each run.
-WITH done AS (
-    UPDATE workflow_runs
-    SET status = $2, started_at = coalesce(started_at, now()), finished_at = now()
-    WHERE id = ANY($1::uuid[])
-    RETURNING tenant_id, workflow_id, status, started_at, finished_at
-)
-SELECT d.tenant_id, w.name AS workflow_name, d.status,
-       extract(epoch FROM d.finished_at - d.started_at)::float8 * 1000 AS duration_ms
-FROM done d
-JOIN workflows w ON w.id = d.workflow_id;
 
 -- name: create_runs
 -- New runs without dedupe keys in ONE statement (one round trip): the runs, their first
