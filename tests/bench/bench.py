@@ -868,6 +868,7 @@ async def run_bench(args: argparse.Namespace, h: Harness) -> int:
             "dag_bulk",
             bulk(DAG_WORKFLOW, args.dag_runs, args.chunk, args.window, args.timeout),
             lean,
+            "dag-bulk",
         )
         h.stop(lean)
         if lean.popen.stdout is not None:

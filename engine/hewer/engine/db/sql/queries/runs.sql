@@ -379,6 +379,9 @@ WITH changed AS (
         finished_at = CASE WHEN u.finished THEN now() ELSE NULL END
     FROM unnest($1::uuid[], $2::text[], $3::bool[]) AS u(id, status, finished)
     WHERE r.id = u.id
+      -- a DAG's run is "progressed" after every task; most of those change nothing, and
+      -- skipping them saves a row version per task
+      AND (r.status <> u.status OR u.finished OR r.finished_at IS NOT NULL)
     RETURNING r.tenant_id, r.workflow_id, r.status, r.started_at, r.finished_at
 )
 SELECT c.tenant_id, w.name AS workflow_name, c.status,
