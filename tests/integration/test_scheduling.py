@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
 import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from tests.integration.harness import Replica
 
+from hewer.engine.api.rest.app import build_app
 from hewer.engine.api.rest.observability import refresh_gauges
 from hewer.engine.db.base import QueueEntry
+from hewer.engine.services.auth import Authenticator
 from hewer.engine.services.metrics import METRICS
 from hewer.engine.services.retention import Retention
 from hewer.engine.services.scheduling import (
@@ -378,3 +383,62 @@ async def test_a_retry_queued_while_a_pause_commits_is_set_aside(
     await pausing
     paused = await pool.fetchval("SELECT paused FROM queue_items WHERE task_id = $1", run_id)
     assert paused is True
+
+
+async def test_scheduling_rest_refusals_are_4xx_and_store_nothing(
+    engine: Replica, tenant: str, pool: asyncpg.Pool
+) -> None:
+    await engine.register(tenant, WORKFLOW)
+    auth = await Authenticator.create(
+        repo=engine.repo, configured_secret=None, server_url="http://x", grpc_address="x:1"
+    )
+    headers = {"Authorization": f"Bearer {await auth.issue(tenant_id=tenant)}"}
+    app = build_app(
+        repo=engine.repo,
+        control=engine.control,
+        auth=auth,
+        scheduling_service=scheduling_of(engine),
+    )
+    base = f"/api/v1/tenants/{tenant}/workflows"
+    past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    workflow_id = str(await pool.fetchval("SELECT id FROM workflows WHERE name = 'ticked'"))
+    async with TestClient(TestServer(app)) as client:
+
+        async def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+            resp = await client.request(method, path, json=body, headers=headers)
+            return resp.status, await resp.json() if resp.status != 204 else None
+
+        cron = {
+            "cronName": "c",
+            "cronExpression": "61 * * * *",
+            "input": {},
+            "additionalMetadata": {},
+        }
+        status, body = await call("POST", f"{base}/ticked/crons", cron)
+        assert status == 400 and "61" in body["errors"][0]["description"], body
+        status, _ = await call(
+            "POST", f"{base}/missing/crons", {**cron, "cronExpression": "* * * * *"}
+        )
+        assert status == 404
+        status, body = await call(
+            "POST",
+            f"{base}/ticked/scheduled",
+            {"triggerAt": past, "input": {}, "additionalMetadata": {}},
+        )
+        assert status == 400 and "in the past" in body["errors"][0]["description"], body
+        unknown = str(uuid.uuid4())
+        assert (await call("DELETE", f"{base}/crons/{unknown}"))[0] == 404
+        assert (await call("POST", f"{base}/crons/{unknown}"))[0] == 404
+        assert (await call("PATCH", f"{base}/scheduled/{unknown}", {"triggerAt": future}))[0] == 404
+        pause = {"pause": {"action": "pause", "pausedWorkflowCronRunQueueBehavior": "MAYBE"}}
+        assert (await call("PATCH", f"/api/v1/workflows/{workflow_id}", pause))[0] == 400
+        # and what is valid is stored
+        scheduled = {"triggerAt": future, "input": {}, "additionalMetadata": {}}
+        status, body = await call("POST", f"{base}/ticked/scheduled", scheduled)
+        assert status == 200, body
+    assert await pool.fetchval("SELECT count(*) FROM crons") == 0
+    assert await pool.fetchval("SELECT count(*) FROM scheduled_runs") == 1
+    assert (
+        await pool.fetchval("SELECT is_paused FROM workflows WHERE id = $1", workflow_id) is False
+    )

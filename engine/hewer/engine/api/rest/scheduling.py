@@ -9,6 +9,8 @@ before the ``{workflow}`` ones so that a workflow named ``crons`` cannot shadow 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -55,6 +57,7 @@ from hewer.engine.services.scheduling import Scheduling, SchedulingError
 
 routes = web.RouteTableDef()
 SCHEDULING = web.AppKey("scheduling", Scheduling)
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -69,6 +72,19 @@ def scheduling(request: web.Request) -> Scheduling:
 def to_api_error(exc: SchedulingError) -> ApiError:
     status = {"not_found": 404, "conflict": 400}.get(exc.kind, 400)
     return ApiError(status, str(exc))
+
+
+def scheduling_errors(handler: Handler) -> Handler:
+    """A handler whose SchedulingError becomes the matching 4xx."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except SchedulingError as exc:
+            raise to_api_error(exc) from None
+
+    return wrapped
 
 
 def _opt_priority(value: Any) -> int | None:
@@ -179,38 +195,32 @@ async def get_cron(request: web.Request) -> web.Response:
 
 
 @routes.delete(_BASE + "/crons/{cron}")
+@scheduling_errors
 async def delete_cron(request: web.Request) -> web.Response:
-    try:
-        await scheduling(request).delete_cron(
-            tenant_id=tenant_id(request), cron_id=path_uuid(request, "cron")
-        )
-    except SchedulingError as exc:
-        raise to_api_error(exc) from None
+    await scheduling(request).delete_cron(
+        tenant_id=tenant_id(request), cron_id=path_uuid(request, "cron")
+    )
     return web.Response(status=204)
 
 
 @routes.patch(_BASE + "/crons/{cron}")
+@scheduling_errors
 async def update_cron(request: web.Request) -> web.Response:
     cron_id = path_uuid(request, "cron")
     body = validate_body(UpdateCronWorkflowTriggerRequest, await read_json(request))
     if body.enabled is not None:
-        try:
-            await scheduling(request).set_cron_enabled(
-                tenant_id=tenant_id(request), cron_id=cron_id, enabled=body.enabled
-            )
-        except SchedulingError as exc:
-            raise to_api_error(exc) from None
+        await scheduling(request).set_cron_enabled(
+            tenant_id=tenant_id(request), cron_id=cron_id, enabled=body.enabled
+        )
     return respond(await _cron(request, cron_id))
 
 
 @routes.post(_BASE + "/crons/{cron}")
+@scheduling_errors
 async def trigger_cron(request: web.Request) -> web.Response:
-    try:
-        run_id = await scheduling(request).trigger_cron(
-            tenant_id=tenant_id(request), cron_id=path_uuid(request, "cron")
-        )
-    except SchedulingError as exc:
-        raise to_api_error(exc) from None
+    run_id = await scheduling(request).trigger_cron(
+        tenant_id=tenant_id(request), cron_id=path_uuid(request, "cron")
+    )
     # TriggerRunResult; built by hand: its field must be a 36-character id
     return respond({"externalId": run_id})
 
@@ -333,26 +343,22 @@ async def delete_scheduled(request: web.Request) -> web.Response:
 
 
 @routes.patch(_BASE + "/scheduled/{scheduled}")
+@scheduling_errors
 async def reschedule(request: web.Request) -> web.Response:
     scheduled_id = path_uuid(request, "scheduled")
     body = validate_body(UpdateScheduledWorkflowRunRequest, await read_json(request))
-    try:
-        await scheduling(request).reschedule(
-            tenant_id=tenant_id(request), scheduled_id=scheduled_id, trigger_at=body.trigger_at
-        )
-    except SchedulingError as exc:
-        raise to_api_error(exc) from None
+    await scheduling(request).reschedule(
+        tenant_id=tenant_id(request), scheduled_id=scheduled_id, trigger_at=body.trigger_at
+    )
     return respond(await _scheduled(request, scheduled_id))
 
 
 @routes.post(_BASE + "/scheduled/{scheduled}")
+@scheduling_errors
 async def trigger_scheduled(request: web.Request) -> web.Response:
-    try:
-        run_id = await scheduling(request).trigger_scheduled(
-            tenant_id=tenant_id(request), scheduled_id=path_uuid(request, "scheduled")
-        )
-    except SchedulingError as exc:
-        raise to_api_error(exc) from None
+    run_id = await scheduling(request).trigger_scheduled(
+        tenant_id=tenant_id(request), scheduled_id=path_uuid(request, "scheduled")
+    )
     return respond({"externalId": run_id})
 
 
@@ -360,36 +366,32 @@ async def trigger_scheduled(request: web.Request) -> web.Response:
 
 
 @routes.post(_BASE + "/{workflow}/crons")
+@scheduling_errors
 async def create_cron(request: web.Request) -> web.Response:
     body = validate_body(CreateCronWorkflowTriggerRequest, await read_json(request))
     tenant = tenant_id(request)
-    try:
-        cron_id = await scheduling(request).create_cron(
-            tenant_id=tenant,
-            workflow_name=request.match_info["workflow"],
-            name=body.cron_name,
-            expression=body.cron_expression,
-            input=body.input,
-            metadata=body.additional_metadata,
-            priority=body.priority,
-        )
-    except SchedulingError as exc:
-        raise to_api_error(exc) from None
+    cron_id = await scheduling(request).create_cron(
+        tenant_id=tenant,
+        workflow_name=request.match_info["workflow"],
+        name=body.cron_name,
+        expression=body.cron_expression,
+        input=body.input,
+        metadata=body.additional_metadata,
+        priority=body.priority,
+    )
     return respond(await _cron(request, cron_id))
 
 
 @routes.post(_BASE + "/{workflow}/scheduled")
+@scheduling_errors
 async def create_scheduled(request: web.Request) -> web.Response:
     body = validate_body(ScheduleWorkflowRunRequest, await read_json(request))
-    try:
-        created = await scheduling(request).schedule(
-            tenant_id=tenant_id(request),
-            workflow_name=request.match_info["workflow"],
-            trigger_at=[body.trigger_at],
-            input=body.input,
-            metadata=body.additional_metadata,
-            priority=body.priority,
-        )
-    except SchedulingError as exc:
-        raise to_api_error(exc) from None
+    created = await scheduling(request).schedule(
+        tenant_id=tenant_id(request),
+        workflow_name=request.match_info["workflow"],
+        trigger_at=[body.trigger_at],
+        input=body.input,
+        metadata=body.additional_metadata,
+        priority=body.priority,
+    )
     return respond(await _scheduled(request, created.ids[0]))

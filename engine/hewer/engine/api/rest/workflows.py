@@ -27,9 +27,8 @@ from hewer.engine.api.rest.context import path_uuid, repo, respond, tenant_id
 from hewer.engine.api.rest.convert import Row, as_object, meta, pagination
 from hewer.engine.api.rest.errors import BadRequest, NotFound
 from hewer.engine.api.rest.params import Query, read_json
-from hewer.engine.api.rest.scheduling import SCHEDULING, to_api_error
+from hewer.engine.api.rest.scheduling import SCHEDULING, scheduling_errors
 from hewer.engine.core.durations import InvalidDuration, parse_duration
-from hewer.engine.services.scheduling import SchedulingError
 
 routes = web.RouteTableDef()
 
@@ -216,6 +215,7 @@ def _pause_settings(body: Any) -> tuple[str, float, str, str]:
 
 
 @routes.patch("/api/v1/workflows/{workflow}")
+@scheduling_errors
 async def update_workflow(request: web.Request) -> web.Response:
     """Pause or unpause. While paused, new and queued runs stay QUEUED (cancelled once
     ``pausedWorkflowQueueTTL`` passes); cron and scheduled runs are queued or dropped per
@@ -223,19 +223,16 @@ async def update_workflow(request: web.Request) -> web.Response:
     workflow = await _workflow(request)
     action, ttl, cron, scheduled = _pause_settings(await read_json(request))
     service = request.app[SCHEDULING]
-    try:
-        if action == "pause":
-            await service.pause(
-                tenant_id=tenant_id(request),
-                workflow_id=str(workflow["id"]),
-                queue_ttl_seconds=ttl,
-                cron_behavior=cron,
-                scheduled_behavior=scheduled,
-            )
-        else:
-            await service.unpause(tenant_id=tenant_id(request), workflow_id=str(workflow["id"]))
-    except SchedulingError as exc:
-        raise to_api_error(exc) from None
+    if action == "pause":
+        await service.pause(
+            tenant_id=tenant_id(request),
+            workflow_id=str(workflow["id"]),
+            queue_ttl_seconds=ttl,
+            cron_behavior=cron,
+            scheduled_behavior=scheduled,
+        )
+    else:
+        await service.unpause(tenant_id=tenant_id(request), workflow_id=str(workflow["id"]))
     return respond(workflow_model(await _workflow(request)))
 
 
