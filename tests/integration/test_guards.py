@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from tests.integration.harness import Replica, drain
 
 from hewer.engine.services.lifecycle import StaleAttempt, TaskNotFound
@@ -17,20 +15,6 @@ SOLO: dict[str, Any] = {
     "tasks": [{"readable_id": "run", "action": "solo:run", "retries": 1}],
 }
 UNKNOWN_TASK = "00000000-0000-0000-0000-000000000001"
-
-
-@pytest_asyncio.fixture
-async def engine(dsn: str) -> AsyncIterator[Replica]:
-    replica = await Replica.start(dsn)
-    try:
-        yield replica
-    finally:
-        await replica.close()
-
-
-@pytest_asyncio.fixture
-async def tenant(engine: Replica) -> str:
-    return await engine.repo.ensure_tenant("tenant-a")
 
 
 # -- stale attempts ------------------------------------------------------------------------------

@@ -7,30 +7,14 @@ database holds.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from tests.integration.harness import Replica, drain, next_message, payload
 
 from hewer.engine.services.lifecycle import StaleAttempt
 from hewer.engine.services.triggers import TriggerError, TriggerRequest
 from hewer.engine.services.workers import ActionKind
-
-
-@pytest_asyncio.fixture
-async def engine(dsn: str) -> AsyncIterator[Replica]:
-    replica = await Replica.start(dsn)
-    try:
-        yield replica
-    finally:
-        await replica.close()
-
-
-@pytest_asyncio.fixture
-async def tenant(engine: Replica) -> str:
-    return await engine.repo.ensure_tenant("tenant-a")
 
 
 def single(name: str = "solo", **task: Any) -> dict[str, Any]:

@@ -10,13 +10,11 @@ import asyncio
 import json
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
-import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from tests.integration.harness import Replica
@@ -43,20 +41,6 @@ def scheduling_of(replica: Replica) -> Scheduling:
         triggers=replica.triggers,
         lifecycle=replica.lifecycle,
     )
-
-
-@pytest_asyncio.fixture
-async def engine(dsn: str) -> AsyncIterator[Replica]:
-    replica = await Replica.start(dsn)
-    try:
-        yield replica
-    finally:
-        await replica.close()
-
-
-@pytest_asyncio.fixture
-async def tenant(engine: Replica) -> str:
-    return await engine.repo.ensure_tenant("t")
 
 
 async def runs_of(pool: asyncpg.Pool, workflow: str) -> list[asyncpg.Record]:

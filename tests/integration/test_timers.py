@@ -24,11 +24,6 @@ async def engine(dsn: str) -> AsyncIterator[Replica]:
         await replica.close()
 
 
-@pytest_asyncio.fixture
-async def tenant(engine: Replica) -> str:
-    return await engine.repo.ensure_tenant("tenant-a")
-
-
 def single(**task: Any) -> dict[str, Any]:
     return {"name": "solo", "tasks": [{"readable_id": "run", "action": "solo:run", **task}]}
 
