@@ -7,9 +7,11 @@ second must create one run per second, never two for one tick.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +25,7 @@ from hewer.engine.api.rest.app import build_app
 from hewer.engine.api.rest.observability import refresh_gauges
 from hewer.engine.db.base import QueueEntry
 from hewer.engine.services.auth import Authenticator
+from hewer.engine.services.events import Events, NewEvent
 from hewer.engine.services.metrics import METRICS
 from hewer.engine.services.retention import Retention
 from hewer.engine.services.scheduling import (
@@ -30,6 +33,7 @@ from hewer.engine.services.scheduling import (
     Scheduling,
     SchedulingError,
 )
+from hewer.engine.services.triggers import TriggerError
 
 WORKFLOW = {"name": "ticked", "tasks": [{"readable_id": "run", "action": "ticked:run"}]}
 
@@ -369,10 +373,13 @@ async def test_a_retry_queued_while_a_pause_commits_is_set_aside(
     assert paused is True
 
 
-async def test_scheduling_rest_refusals_are_4xx_and_store_nothing(
-    engine: Replica, tenant: str, pool: asyncpg.Pool
-) -> None:
-    await engine.register(tenant, WORKFLOW)
+Call = Callable[..., Awaitable[tuple[int, Any]]]
+
+
+@contextlib.asynccontextmanager
+async def rest_client(engine: Replica, tenant: str) -> AsyncIterator[Call]:
+    """``call(method, path, body=None) -> (status, JSON body)`` against the engine's REST app
+    with a token of ``tenant``."""
     auth = await Authenticator.create(
         repo=engine.repo, configured_secret=None, server_url="http://x", grpc_address="x:1"
     )
@@ -383,16 +390,24 @@ async def test_scheduling_rest_refusals_are_4xx_and_store_nothing(
         auth=auth,
         scheduling_service=scheduling_of(engine),
     )
-    base = f"/api/v1/tenants/{tenant}/workflows"
-    past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
-    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    workflow_id = str(await pool.fetchval("SELECT id FROM workflows WHERE name = 'ticked'"))
     async with TestClient(TestServer(app)) as client:
 
         async def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
             resp = await client.request(method, path, json=body, headers=headers)
             return resp.status, await resp.json() if resp.status != 204 else None
 
+        yield call
+
+
+async def test_scheduling_rest_refusals_are_4xx_and_store_nothing(
+    engine: Replica, tenant: str, pool: asyncpg.Pool
+) -> None:
+    await engine.register(tenant, WORKFLOW)
+    base = f"/api/v1/tenants/{tenant}/workflows"
+    past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    workflow_id = str(await pool.fetchval("SELECT id FROM workflows WHERE name = 'ticked'"))
+    async with rest_client(engine, tenant) as call:
         cron = {
             "cronName": "c",
             "cronExpression": "61 * * * *",
@@ -426,3 +441,65 @@ async def test_scheduling_rest_refusals_are_4xx_and_store_nothing(
     assert (
         await pool.fetchval("SELECT is_paused FROM workflows WHERE id = $1", workflow_id) is False
     )
+
+
+async def test_deleting_a_workflow_keeps_its_runs_and_frees_its_name(
+    engine: Replica, tenant: str, pool: asyncpg.Pool
+) -> None:
+    await engine.register(tenant, {**WORKFLOW, "event_triggers": ["ticked:go"]})
+    workflow_id = str(await pool.fetchval("SELECT id FROM workflows WHERE name = 'ticked'"))
+    kept = await engine.trigger(tenant, "ticked")
+    ticker = scheduling_of(engine)
+    await ticker.create_cron(
+        tenant_id=tenant,
+        workflow_name="ticked",
+        name="c",
+        expression="* * * * *",
+        input={},
+        metadata={},
+        priority=None,
+    )
+    await ticker.schedule(
+        tenant_id=tenant,
+        workflow_name="ticked",
+        trigger_at=[datetime.now(UTC) + timedelta(hours=1)],
+        input={},
+        metadata={},
+        priority=None,
+    )
+    async with rest_client(engine, tenant) as call:
+        assert (await call("DELETE", f"/api/v1/workflows/{workflow_id}"))[0] == 204
+        assert (await call("DELETE", f"/api/v1/workflows/{workflow_id}"))[0] == 404
+        assert (await call("GET", f"/api/v1/workflows/{workflow_id}"))[0] == 404
+        status, listing = await call("GET", f"/api/v1/tenants/{tenant}/workflows")
+        assert status == 200 and listing["rows"] == []
+        # the run is still there, readable
+        status, details = await call("GET", f"/api/v1/stable/workflow-runs/{kept}")
+        assert status == 200, details
+    assert await pool.fetchval("SELECT count(*) FROM crons") == 0
+    assert await pool.fetchval("SELECT count(*) FROM scheduled_runs") == 0
+    with pytest.raises(TriggerError, match="not found"):
+        await engine.trigger(tenant, "ticked")
+    events = Events(repo=engine.repo, triggers=engine.triggers)
+    (pushed,) = await events.push(
+        tenant_id=tenant,
+        events=[NewEvent(key="ticked:go", payload={}, additional_metadata={}, scope=None)],
+    )
+    assert list(pushed.run_ids) == []
+    # the name is free again: a new workflow
+    await engine.register(tenant, WORKFLOW)
+    again = str(await pool.fetchval("SELECT id FROM workflows WHERE name = 'ticked'"))
+    assert again != workflow_id
+    await engine.trigger(tenant, "ticked")
+    # retention removes the deleted workflow once its last run has expired
+    await pool.execute(
+        "UPDATE workflow_runs SET status = 'CANCELLED', finished_at = now() - interval '800 hours'"
+        " WHERE id = $1",
+        kept,
+    )
+    await pool.execute(
+        "UPDATE workflows SET deleted_at = now() - interval '800 hours' WHERE id = $1", workflow_id
+    )
+    deleted = await Retention(repo=engine.repo, default_hours=720, interval_seconds=3600).run_once()
+    assert deleted["runs"] == 1 and deleted["workflows"] == 1
+    assert await pool.fetchval("SELECT count(*) FROM workflows WHERE id = $1", workflow_id) == 0

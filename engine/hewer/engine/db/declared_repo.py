@@ -53,8 +53,8 @@ class DeclaredQueries(RepositoryBase):
         )
 
     async def delete_workflow_by_name(self, tenant_id: str, name: str) -> str | None:
-        """Delete a workflow with its versions, runs and crons; its id, or None if absent."""
-        value = await self.pool.fetchval(query("delete_workflow_by_name"), tenant_id, name)
+        """Soft-delete a workflow (runs kept, see ``delete_workflow``); its id, or None."""
+        value = await self.pool.fetchval(query("delete_workflow"), None, tenant_id, name)
         return None if value is None else str(value)
 
     async def record_owned_object(

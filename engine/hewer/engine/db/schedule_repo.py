@@ -245,7 +245,7 @@ class ScheduleQueries(RepositoryBase):
         return len(await conn.fetch(query("restore_workflow_items"), workflow_id))
 
     async def delete_workflow(self, *, tenant_id: str, workflow_id: str) -> bool:
-        value = await self.pool.fetchval(query("delete_workflow"), workflow_id, tenant_id)
+        value = await self.pool.fetchval(query("delete_workflow"), workflow_id, tenant_id, None)
         return value is not None
 
     # -- rate limits ----------------------------------------------------------------------
@@ -280,9 +280,12 @@ class ScheduleQueries(RepositoryBase):
         return list(await self.pool.fetch(query("tenant_retention"), default_hours))
 
     async def delete_old(self, what: str, *, tenant_id: str, cutoff: datetime, limit: int) -> int:
-        name = {"runs": "delete_old_runs", "events": "delete_old_events"}.get(
-            what, "delete_old_scheduled"
-        )
+        name = {
+            "runs": "delete_old_runs",
+            "events": "delete_old_events",
+            "scheduled": "delete_old_scheduled",
+            "workflows": "purge_deleted_workflows",
+        }[what]
         return len(await self.pool.fetch(query(name), tenant_id, cutoff, limit))
 
     async def try_advisory_lock(self, conn: Conn, key: int) -> bool:

@@ -28,10 +28,6 @@ SET worker_definition = $3,
     updated_at = now()
 WHERE tenant_id = $1 AND name = $2;
 
--- name: delete_workflow_by_name
--- The workflow and everything hanging off it (versions, runs, crons, ...) by cascade.
-DELETE FROM workflows WHERE tenant_id = $1 AND name = $2 RETURNING id;
-
 -- name: record_owned_object
 INSERT INTO owned_objects (tenant_id, kind, object_id, resource)
 VALUES ($1, $2, $3, $4)

@@ -10,7 +10,7 @@ ORDER BY created_at, id;
 INSERT INTO event_filters (id, tenant_id, workflow_id, scope, expression, payload, is_declarative)
 SELECT $2, $1, w.id, $4, $5, $6, $7
 FROM workflows w
-WHERE w.tenant_id = $1 AND w.id = $3
+WHERE w.tenant_id = $1 AND w.id = $3 AND w.deleted_at IS NULL
 RETURNING *;
 
 -- name: get_filter

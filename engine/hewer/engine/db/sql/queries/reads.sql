@@ -127,7 +127,7 @@ LIMIT $9;
 WITH matched AS (
     SELECT id, name, created_at
     FROM workflows
-    WHERE tenant_id = $1
+    WHERE tenant_id = $1 AND deleted_at IS NULL
       AND ($2::text IS NULL OR strpos(lower(name), lower($2::text)) > 0)
 )
 SELECT (SELECT count(*) FROM matched) AS total,
@@ -138,7 +138,7 @@ SELECT (SELECT count(*) FROM matched) AS total,
 -- name: rest_workflows_full
 SELECT id, tenant_id, name, description, is_paused, created_at, updated_at
 FROM workflows
-WHERE tenant_id = $1 AND id = ANY($2::uuid[]);
+WHERE tenant_id = $1 AND id = ANY($2::uuid[]) AND deleted_at IS NULL;
 
 -- name: rest_workflow_versions
 -- Newest first; $3 picks one version by id.

@@ -175,7 +175,7 @@ RETURNING id;
 -- name: lock_workflow_for_pause
 -- FOR UPDATE conflicts with the key-share lock that inserting a run takes on its workflow,
 -- so a trigger in flight finishes first and a later one sees the new pause state.
-SELECT id FROM workflows WHERE id = $1 AND tenant_id = $2 FOR UPDATE;
+SELECT id FROM workflows WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL FOR UPDATE;
 
 -- name: set_aside_workflow_items
 UPDATE queue_items q
@@ -193,7 +193,37 @@ WHERE q.task_id = t.id AND r.workflow_id = $1 AND q.paused
 RETURNING q.id;
 
 -- name: delete_workflow
-DELETE FROM workflows WHERE id = $1 AND tenant_id = $2 RETURNING id;
+-- A soft delete (see migration 0005): the runs stay readable under the renamed workflow;
+-- crons, schedules not yet fired, filters and a declaration go. $1 = id, or NULL to pick the
+-- workflow by its name $3.
+WITH gone AS (
+    UPDATE workflows
+    SET name = name || '-' || gen_random_uuid(), deleted_at = now(), updated_at = now()
+    WHERE tenant_id = $2 AND deleted_at IS NULL
+      AND CASE WHEN $1::uuid IS NULL THEN name = $3::text ELSE id = $1::uuid END
+    RETURNING id
+), crons AS (
+    DELETE FROM crons c USING gone WHERE c.workflow_id = gone.id
+), pending AS (
+    DELETE FROM scheduled_runs s USING gone
+    WHERE s.workflow_id = gone.id AND s.status = 'SCHEDULED'
+), filters AS (
+    DELETE FROM event_filters f USING gone WHERE f.workflow_id = gone.id
+), declared AS (
+    DELETE FROM declared_workflows d USING gone WHERE d.workflow_id = gone.id
+)
+SELECT id FROM gone;
+
+-- name: purge_deleted_workflows
+-- Deleted workflows whose last run is gone (versions and the rest cascade).
+DELETE FROM workflows w
+WHERE w.id IN (
+    SELECT id FROM workflows
+    WHERE tenant_id = $1 AND deleted_at IS NOT NULL AND deleted_at < $2
+      AND NOT EXISTS (SELECT 1 FROM workflow_runs r WHERE r.workflow_id = workflows.id)
+    LIMIT $3
+)
+RETURNING id;
 
 -- name: upsert_rate_limit
 INSERT INTO rate_limits (tenant_id, key, limit_value, duration)

@@ -54,7 +54,7 @@ FROM workflows w
 JOIN LATERAL (
     SELECT id FROM workflow_versions WHERE workflow_id = w.id ORDER BY ordinal DESC LIMIT 1
 ) v ON true
-WHERE w.tenant_id = $1 AND w.name = $2;
+WHERE w.tenant_id = $1 AND w.name = $2 AND w.deleted_at IS NULL;
 
 -- name: load_version
 SELECT v.id, v.workflow_id, w.name AS workflow_name, v.default_priority, v.sticky, v.tenant_id
@@ -78,7 +78,7 @@ JOIN LATERAL (
     SELECT id FROM workflow_versions WHERE workflow_id = w.id ORDER BY ordinal DESC LIMIT 1
 ) v ON true
 JOIN workflow_event_triggers t ON t.workflow_version_id = v.id
-WHERE w.tenant_id = $1
+WHERE w.tenant_id = $1 AND w.deleted_at IS NULL
   AND $2 LIKE replace(replace(replace(t.event_key, '%', '\%'), '_', '\_'), '*', '%');
 
 -- name: workflow_names
