@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = ["client_env", "main"]
 
 log = logging.getLogger("hewer")
+# how long the demo worker gets to shut down on SIGTERM before it is killed
+DEMO_STOP_SECONDS = 10.0
 
 
 class CliError(Exception):
@@ -93,7 +95,9 @@ async def _run_engine(*, settings: Settings, dsn: str, demo: bool) -> None:
         log.info("applied migration %s", name)
 
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop = asyncio.Event()  # a signal arrived
+    # the engine stops once the demo worker, its client, has shut down against a live engine
+    engine_stop = asyncio.Event()
 
     def on_signal(signum: int) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
@@ -107,13 +111,36 @@ async def _run_engine(*, settings: Settings, dsn: str, demo: bool) -> None:
 
     async def start_demo(env: dict[str, str]) -> None:
         log.info("starting the demo worker: %s -m hewer.engine.demo", sys.executable)
+        # its own session: a Ctrl-C or a group-wide SIGTERM reaches only this process, which
+        # then stops the worker with exactly one SIGTERM (a second one makes the SDK abort)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hewer.engine.demo", env={**os.environ, **env}
+            sys.executable,
+            "-m",
+            "hewer.engine.demo",
+            env={**os.environ, **env},
+            start_new_session=True,
         )
         demo_process.append(proc)
         code = await proc.wait()
         if not stop.is_set():
             log.warning("the demo worker exited with status %s", code)
+
+    async def stop_demo() -> None:
+        for proc in demo_process:
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), timeout=DEMO_STOP_SECONDS)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+
+    async def stop_engine_after_demo() -> None:
+        await stop.wait()
+        try:
+            await stop_demo()
+        finally:
+            engine_stop.set()
 
     def on_ready(info: ReadyInfo) -> None:
         env = client_env(info)
@@ -126,17 +153,12 @@ async def _run_engine(*, settings: Settings, dsn: str, demo: bool) -> None:
             background.add(task)
             task.add_done_callback(background.discard)
 
+    stopper = loop.create_task(stop_engine_after_demo())
     try:
-        await run_engine(settings=settings, dsn=dsn, stop=stop, on_ready=on_ready)
+        await run_engine(settings=settings, dsn=dsn, stop=engine_stop, on_ready=on_ready)
     finally:
-        for proc in demo_process:
-            if proc.returncode is None:
-                proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), timeout=10)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+        stopper.cancel()
+        await stop_demo()  # the engine failed or stopped on its own: do not leave the worker
         for task in list(background):
             task.cancel()
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -1,0 +1,88 @@
+"""The README's main command, ``hewer dev --demo``: the demo DAG's result is printed, and a
+signal to the whole process group (Ctrl-C in a terminal; SIGTERM from ``timeout``, systemd or
+a container runtime) stops the worker and then the engine cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from tests.e2e.e2e_support import (
+    _clean_environ,
+    _hewer_command,
+    free_port,
+    stop_embedded_postgres,
+)
+
+RESULT_WITHIN_SECONDS = 90.0
+STOP_WITHIN_SECONDS = 40.0
+
+
+def _demo_processes() -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True)
+    return [line for line in out.stdout.splitlines() if "hewer.engine.demo" in line]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_the_demo_prints_its_result_and_a_group_signal_stops_everything(signum: int) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="hewer-e2e-demo-"))
+    data_dir.chmod(0o755)  # the embedded server runs as `nobody` when we are root
+    before = _demo_processes()
+    proc = subprocess.Popen(
+        [
+            *_hewer_command(),
+            "dev",
+            "--demo",
+            *("--data-dir", str(data_dir)),
+            *("--grpc-port", str(free_port())),
+            *("--http-port", str(free_port())),
+        ],
+        env=_clean_environ(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own group, which the test signals like a terminal
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        result = None
+        deadline = time.monotonic() + RESULT_WITHIN_SECONDS
+        buffer = b""
+        while result is None and time.monotonic() < deadline and proc.poll() is None:
+            chunk = proc.stdout.read() or b""
+            buffer += chunk
+            *complete, buffer = buffer.split(b"\n")
+            lines += [c.decode(errors="replace") for c in complete]
+            result = next((json.loads(x) for x in lines if x.startswith('{"result"')), None)
+            if not chunk:
+                time.sleep(0.1)
+        assert result is not None, "\n".join(lines[-40:])
+        assert set(result["result"]) == {"fetch", "transform", "summarize"}
+
+        os.killpg(proc.pid, signum)
+        os.set_blocking(proc.stdout.fileno(), True)
+        rest, _ = proc.communicate(timeout=STOP_WITHIN_SECONDS)
+        lines += rest.decode(errors="replace").splitlines()
+        output = "\n".join(lines)
+        assert proc.returncode == 0, output[-4000:]
+        assert "Traceback" not in output, output[-4000:]
+        # the worker got one signal (a second one makes the SDK abort) and shut down while
+        # the engine was still up to hear it
+        assert output.count("received signal") == 1, output[-4000:]
+        assert "failed to send heartbeat" not in output, output[-4000:]
+        assert "stopping embedded PostgreSQL" in output
+        assert _demo_processes() == before
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            stop_embedded_postgres(data_dir / "pg")
+        shutil.rmtree(data_dir, ignore_errors=True)
