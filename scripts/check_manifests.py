@@ -175,8 +175,10 @@ def semantic_errors(schema: Obj, value: Any, path: list[Any]) -> Iterator[str]:
     if value is None:
         return
     list_type = schema.get("x-kubernetes-list-type")
-    if isinstance(value, list) and list_type == "set" and len(value) != len(
-        {yaml.safe_dump(v) for v in value}
+    if (
+        isinstance(value, list)
+        and list_type == "set"
+        and len(value) != len({yaml.safe_dump(v) for v in value})
     ):
         yield f"{_path(path)}: duplicate entries in a set"
     if isinstance(value, list) and list_type == "map":
@@ -336,8 +338,9 @@ def schema_problems(schema: Obj) -> list[str]:
             if prop not in (node.get("properties") or {}):
                 problems.append(f"{here}: required {prop!r} is not a property")
         if "default" in node:
-            errors = list(jsonschema.Draft7Validator(to_json_schema(node)).iter_errors(
-                node["default"]))
+            errors = list(
+                jsonschema.Draft7Validator(to_json_schema(node)).iter_errors(node["default"])
+            )
             if errors:
                 problems.append(f"{here}: default {node['default']!r}: {errors[0].message}")
         if "pattern" in node:
@@ -363,11 +366,14 @@ def schema_problems(schema: Obj) -> list[str]:
                     continue
                 if sub.get("type") == "array" and "maxItems" not in sub:
                     problems.append(f"{sub_path}: array under a CEL rule needs maxItems")
-                if sub.get("type") == "string" and "maxLength" not in sub and "enum" not in sub \
-                        and "format" not in sub:
+                if (
+                    sub.get("type") == "string"
+                    and "maxLength" not in sub
+                    and "enum" not in sub
+                    and "format" not in sub
+                ):
                     problems.append(f"{sub_path}: string under a CEL rule needs maxLength")
-                if isinstance(sub.get("additionalProperties"), dict) and \
-                        "maxProperties" not in sub:
+                if isinstance(sub.get("additionalProperties"), dict) and "maxProperties" not in sub:
                     problems.append(f"{sub_path}: map under a CEL rule needs maxProperties")
     return sorted(set(problems))
 
@@ -399,18 +405,21 @@ def _pod_specs(obj: Obj) -> Iterator[Obj]:
         yield obj["spec"]
 
 
-def reference_problems(objs: list[Obj], *, external_secrets: set[str], namespace: str | None
-                       ) -> list[str]:
+def reference_problems(
+    objs: list[Obj], *, external_secrets: set[str], namespace: str | None
+) -> list[str]:
     """Dangling references and missing hardening in one render."""
     problems: list[str] = []
     have = {(o.get("kind"), (o.get("metadata") or {}).get("name")) for o in objs}
-    cluster_scoped = {"Namespace", "CustomResourceDefinition", "ClusterRole",
-                      "ClusterRoleBinding"}
+    cluster_scoped = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
     for obj in objs:
         where = ident(obj)
         meta = obj.get("metadata") or {}
-        if namespace and obj.get("kind") not in cluster_scoped and meta.get("namespace") != \
-                namespace:
+        if (
+            namespace
+            and obj.get("kind") not in cluster_scoped
+            and meta.get("namespace") != namespace
+        ):
             problems.append(f"{where}: not in namespace {namespace}")
         for pod in _pod_specs(obj):
             sa = pod.get("serviceAccountName")
@@ -431,7 +440,8 @@ def reference_problems(objs: list[Obj], *, external_secrets: set[str], namespace
                 if not (container.get("resources") or {}).get("requests"):
                     problems.append(f"{cwhere}: no resource requests")
                 refs = [
-                    (e["valueFrom"]["secretKeyRef"]) for e in container.get("env") or []
+                    (e["valueFrom"]["secretKeyRef"])
+                    for e in container.get("env") or []
                     if "secretKeyRef" in (e.get("valueFrom") or {})
                 ] + [e["secretRef"] for e in container.get("envFrom") or [] if "secretRef" in e]
                 for ref in refs:
@@ -443,14 +453,18 @@ def reference_problems(objs: list[Obj], *, external_secrets: set[str], namespace
         if obj.get("kind") == "Service" and obj["spec"].get("selector"):
             selector = obj["spec"]["selector"]
             pods = [
-                (o, p) for o in objs for p in _pod_specs(o)
-                if selector.items() <= (o["spec"]["template"]["metadata"].get("labels") or {})
-                .items()
+                (o, p)
+                for o in objs
+                for p in _pod_specs(o)
+                if selector.items()
+                <= (o["spec"]["template"]["metadata"].get("labels") or {}).items()
             ]
             if not pods:
                 problems.append(f"{where}: selector {selector} matches no pod template")
             ports = {
-                port.get("name") for _o, p in pods for c in p["containers"]
+                port.get("name")
+                for _o, p in pods
+                for c in p["containers"]
                 for port in c.get("ports") or []
             }
             for port in obj["spec"].get("ports") or []:
@@ -459,8 +473,11 @@ def reference_problems(objs: list[Obj], *, external_secrets: set[str], namespace
                     problems.append(f"{where}: targetPort {target} is no container port")
         if obj.get("kind") == "ClusterRoleBinding":
             for subject in obj.get("subjects") or []:
-                if subject.get("kind") == "ServiceAccount" and namespace and \
-                        subject.get("namespace") != namespace:
+                if (
+                    subject.get("kind") == "ServiceAccount"
+                    and namespace
+                    and subject.get("namespace") != namespace
+                ):
                     problems.append(f"{where}: subject {subject['name']} not in {namespace}")
     return problems
 
@@ -469,8 +486,7 @@ def reference_problems(objs: list[Obj], *, external_secrets: set[str], namespace
 # main
 
 
-def check_render(name: str, objs: list[Obj], crds: dict[tuple[str, str], CrdSchema]
-                 ) -> list[str]:
+def check_render(name: str, objs: list[Obj], crds: dict[tuple[str, str], CrdSchema]) -> list[str]:
     options = RENDERS.get(name, {})
     problems: list[str] = []
     if not objs:

@@ -172,8 +172,7 @@ def retry_fields(what: str) -> Schema:
 
 
 EXACTLY_ONE_CONDITION = (
-    "(has(self.sleepFor) ? 1 : 0) + (has(self.eventKey) ? 1 : 0) + (has(self.parent) ? 1 : 0)"
-    " == 1"
+    "(has(self.sleepFor) ? 1 : 0) + (has(self.eventKey) ? 1 : 0) + (has(self.parent) ? 1 : 0) == 1"
 )
 
 
@@ -530,12 +529,12 @@ def workerpool_spec() -> Schema:
                 "Concurrent task slots per worker.", minimum=1, default=100, format="int32"
             ),
             "durableSlots": integer(
-                "Concurrent durable-task slots per worker.", minimum=0, default=1000,
+                "Concurrent durable-task slots per worker.",
+                minimum=0,
+                default=1000,
                 format="int32",
             ),
-            "replicas": integer(
-                "Number of worker pods.", minimum=0, default=1, format="int32"
-            ),
+            "replicas": integer("Number of worker pods.", minimum=0, default=1, format="int32"),
             "engineRef": obj(
                 "Where the workers reach the engine; defaults from the operator's settings.",
                 {

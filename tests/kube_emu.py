@@ -381,10 +381,12 @@ class KubeEmulator(kmock.KubernetesEmulator):
         for key, obj in list(self._iter_live()):
             refs = obj.get("metadata", {}).get("ownerReferences") or []
             orphan = refs and not any(ref.get("uid") in live_uids for ref in refs)
-            if orphan and self._live(key) is not None and not obj["metadata"].get(
-                "deletionTimestamp"
+            if (
+                orphan
+                and self._live(key) is not None
+                and not obj["metadata"].get("deletionTimestamp")
             ):
-                    await self._store_delete(key)
+                await self._store_delete(key)
 
     async def _after_change(self, key: Key, old: dict | None, new: dict | None) -> None:
         res = key[0]
@@ -458,15 +460,17 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if errors:
             kind = self.resources[res].kind if res in self.resources else res.plural
             name = obj.get("metadata", {}).get("name", "")
-            causes = [
-                ".".join(str(p) for p in e.absolute_path) + f": {e.message}" for e in errors
-            ]
+            causes = [".".join(str(p) for p in e.absolute_path) + f": {e.message}" for e in errors]
             raise ApiError(
                 422,
                 "Invalid",
                 f'{kind}.{res.group} "{name}" is invalid: ' + "; ".join(causes[:5]),
-                {"name": name, "group": res.group, "kind": kind,
-                 "causes": [{"reason": "FieldValueInvalid", "message": c} for c in causes]},
+                {
+                    "name": name,
+                    "group": res.group,
+                    "kind": kind,
+                    "causes": [{"reason": "FieldValueInvalid", "message": c} for c in causes],
+                },
             )
 
     def _crd_resources(self, crd: dict) -> list[kmock.resource]:
@@ -718,6 +722,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         new["apiVersion"], new["kind"] = old.get("apiVersion"), old.get("kind")
         if new == old:
             return  # no-op: no new resourceVersion, no watch event (as the real apiserver)
+
         def strip(o: dict) -> dict:
             return {k: v for k, v in o.items() if k not in ("metadata", "status")}
 

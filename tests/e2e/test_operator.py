@@ -635,8 +635,9 @@ def test_deleting_the_resources_cleans_the_engine(applied: Cluster, engine: Engi
         ("workerpools", POOL),
         ("ratelimits", "during-outage"),
     ):
-        wait_for(lambda p=plural, n=name: not k.exists(p, n), timeout=40,
-                 what=f"{plural}/{name} gone")
+        wait_for(
+            lambda p=plural, n=name: not k.exists(p, n), timeout=40, what=f"{plural}/{name} gone"
+        )
     assert engine.declared(WORKFLOW) is None and engine.workflow(WORKFLOW) is None
     assert engine.crons(workflow_id) == []
     assert engine.rate_limit(LIMIT) is None and engine.rate_limit("during-outage") is None

@@ -75,7 +75,10 @@ def _hewer(*args: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEWER_")}
     return subprocess.Popen(
         [sys.executable, "-c", FAKE_SERVER, *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -134,8 +137,13 @@ async def test_migrate_database_url(empty_database: Callable[[], Awaitable[str]]
 
     async def migrate() -> str:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hewer.engine", "migrate", env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "hewer.engine",
+            "migrate",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await proc.communicate()
         assert proc.returncode == 0, err.decode()

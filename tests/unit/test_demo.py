@@ -31,9 +31,7 @@ def demo(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 def test_demo_dag(demo: ModuleType) -> None:
     inp = demo.DemoInput()
     fetched = demo.fetch.mock_run(input=inp)
-    transformed = demo.transform.mock_run(
-        input=inp, parent_outputs={"fetch": fetched.model_dump()}
-    )
+    transformed = demo.transform.mock_run(input=inp, parent_outputs={"fetch": fetched.model_dump()})
     summary = demo.summarize.mock_run(
         input=inp,
         parent_outputs={"fetch": fetched.model_dump(), "transform": transformed.model_dump()},

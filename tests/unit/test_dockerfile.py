@@ -37,8 +37,12 @@ def hadolint() -> str | None:
 def test_hadolint() -> None:
     exe = hadolint()
     assert exe
-    proc = subprocess.run([exe, "--failure-threshold", "info", str(DOCKERFILE)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [exe, "--failure-threshold", "info", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -47,16 +47,24 @@ def errors(obj: dict[str, Any]) -> list[str]:
 
 
 def workflow(tasks: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": API, "kind": "Workflow", "metadata": {"name": "w"},
-            "spec": {"tasks": tasks, **spec}}
+    return {
+        "apiVersion": API,
+        "kind": "Workflow",
+        "metadata": {"name": "w"},
+        "spec": {"tasks": tasks, **spec},
+    }
 
 
 # --- the CRDs themselves --------------------------------------------------------------------
 
 
 def test_crd_files_are_generated() -> None:
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "gen_crds.py"), "--check"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gen_crds.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -70,25 +78,41 @@ def test_crds_are_sound() -> None:
 
 def test_crd_contract() -> None:
     short = {k: s.crd["spec"]["names"]["shortNames"] for (_a, k), s in CRDS.items()}
-    assert short == {"Workflow": ["hwf"], "CronTrigger": ["hcron"], "RateLimit": ["hrl"],
-                     "WorkerPool": ["hwp"]}
+    assert short == {
+        "Workflow": ["hwf"],
+        "CronTrigger": ["hcron"],
+        "RateLimit": ["hrl"],
+        "WorkerPool": ["hwp"],
+    }
     pool = CRDS[(API, "WorkerPool")].version["subresources"]
-    assert pool["scale"] == {"specReplicasPath": ".spec.replicas",
-                             "statusReplicasPath": ".status.replicas",
-                             "labelSelectorPath": ".status.selector"}
+    assert pool["scale"] == {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
     for schema in CRDS.values():
         status = schema.schema["properties"]["status"]["properties"]
         assert {"observedGeneration", "conditions"} <= status.keys()
 
 
 def test_schema_checker_finds_problems() -> None:
-    bad = {"type": "object", "properties": {
-        "a": {"description": "no type"},
-        "n": {"type": "integer", "minimum": 1, "default": 0},
-        "l": {"type": "array", "items": {"type": "object", "properties": {
-            "k": {"type": "string", "maxLength": 3}}},
-              "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["k"]},
-    }, "x-kubernetes-validations": [{"rule": "self.l.all(x, x.k != '')"}]}
+    bad = {
+        "type": "object",
+        "properties": {
+            "a": {"description": "no type"},
+            "n": {"type": "integer", "minimum": 1, "default": 0},
+            "l": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"k": {"type": "string", "maxLength": 3}},
+                },
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["k"],
+            },
+        },
+        "x-kubernetes-validations": [{"rule": "self.l.all(x, x.k != '')"}],
+    }
     found = "\n".join(cm.schema_problems(bad))
     assert ".a: no type" in found
     assert ".n: default 0" in found
@@ -105,37 +129,51 @@ def test_examples_are_valid(kind: str) -> None:
 
 
 def test_defaults_are_applied() -> None:
-    pool = CRDS[(API, "WorkerPool")].defaulted(
-        {"spec": {"template": {"image": "worker:1"}}})["spec"]
+    pool = CRDS[(API, "WorkerPool")].defaulted({"spec": {"template": {"image": "worker:1"}}})[
+        "spec"
+    ]
     assert (pool["slots"], pool["durableSlots"], pool["replicas"]) == (100, 1000, 1)
     cron = CRDS[(API, "CronTrigger")].defaulted(
-        {"spec": {"workflowRef": {"name": "w"}, "schedule": "@daily"}})["spec"]
+        {"spec": {"workflowRef": {"name": "w"}, "schedule": "@daily"}}
+    )["spec"]
     assert (cron["priority"], cron["suspend"]) == (1, False)
     limit = CRDS[(API, "RateLimit")].defaulted({"spec": {"key": "k", "limit": 1}})["spec"]
     assert limit["duration"] == "SECOND"
     wf = CRDS[(API, "Workflow")].defaulted(
-        workflow([{"name": "a", "rateLimits": [{"key": "k"}],
-                   "concurrency": [{"expression": "input.x"}]}]))["spec"]
+        workflow(
+            [
+                {
+                    "name": "a",
+                    "rateLimits": [{"key": "k"}],
+                    "concurrency": [{"expression": "input.x"}],
+                }
+            ]
+        )
+    )["spec"]
     assert wf["defaultPriority"] == 1
     assert wf["tasks"][0]["slots"] == 1
     assert wf["tasks"][0]["rateLimits"] == [{"key": "k", "units": 1}]
     assert wf["tasks"][0]["concurrency"] == [
-        {"expression": "input.x", "maxRuns": 1, "limitStrategy": "GROUP_ROUND_ROBIN"}]
+        {"expression": "input.x", "maxRuns": 1, "limitStrategy": "GROUP_ROUND_ROBIN"}
+    ]
 
 
 # --- bad input is rejected at apply time ----------------------------------------------------
 
 
-@pytest.mark.parametrize("schedule", ["every day", "", "* * * *", "@sometimes", "* * * * * * *",
-                                      "* * * * *; rm -rf /"])
+@pytest.mark.parametrize(
+    "schedule", ["every day", "", "* * * *", "@sometimes", "* * * * * * *", "* * * * *; rm -rf /"]
+)
 def test_cron_trigger_with_invalid_schedule(schedule: str) -> None:
     bad = example("CronTrigger")
     bad["spec"]["schedule"] = schedule
     assert any("schedule" in e for e in errors(bad)), schedule
 
 
-@pytest.mark.parametrize("schedule", ["*/15 * * * *", "0 0 * * MON-FRI", "0 */5 * * * *",
-                                      "@hourly", "@yearly", "0 12 1,15 * ?"])
+@pytest.mark.parametrize(
+    "schedule",
+    ["*/15 * * * *", "0 0 * * MON-FRI", "0 */5 * * * *", "@hourly", "@yearly", "0 12 1,15 * ?"],
+)
 def test_cron_trigger_with_valid_schedule(schedule: str) -> None:
     good = example("CronTrigger")
     good["spec"]["schedule"] = schedule
@@ -187,39 +225,56 @@ def test_workflow_with_missing_parent() -> None:
 
 def test_workflow_self_parent_and_duplicates() -> None:
     assert ".spec.tasks[0]: a task cannot be its own parent" in errors(
-        workflow([{"name": "a", "parents": ["a"]}]))
+        workflow([{"name": "a", "parents": ["a"]}])
+    )
     assert any("duplicate entry" in e for e in errors(workflow([{"name": "a"}, {"name": "a"}])))
-    assert any("duplicate entries" in e for e in errors(
-        workflow([{"name": "a"}, {"name": "b", "parents": ["a", "a"]}])))
+    assert any(
+        "duplicate entries" in e
+        for e in errors(workflow([{"name": "a"}, {"name": "b", "parents": ["a", "a"]}]))
+    )
 
 
 def test_workflow_two_task_cycle_passes_the_schema() -> None:
     # CEL cannot follow paths: longer cycles are the operator's (Ready=False, InvalidSpec).
-    assert errors(workflow([{"name": "a", "parents": ["b"]}, {"name": "b", "parents": ["a"]}])) \
-        == []
+    assert (
+        errors(workflow([{"name": "a", "parents": ["b"]}, {"name": "b", "parents": ["a"]}])) == []
+    )
 
 
 def test_workflow_hooks_and_conditions() -> None:
-    assert any("onFailure.name" in e for e in errors(
-        workflow([{"name": "a"}], onFailure={"name": "a"})))
-    assert any("onFailure.parents" in e or "'parents' was unexpected" in e for e in errors(
-        workflow([{"name": "a"}], onFailure={"name": "f", "parents": ["a"]})))
-    assert errors(workflow([{"name": "a"}], onFailure={"name": "f"}, onSuccess={"name": "s"})) \
-        == []
-    for cond, ok in (({"sleepFor": "10s"}, True), ({"eventKey": "k", "expression": "true"}, True),
-                     ({"parent": "a", "expression": "output.x > 1"}, True),
-                     ({}, False), ({"sleepFor": "1s", "eventKey": "k"}, False),
-                     ({"sleepFor": "soon"}, False)):
+    assert any(
+        "onFailure.name" in e for e in errors(workflow([{"name": "a"}], onFailure={"name": "a"}))
+    )
+    assert any(
+        "onFailure.parents" in e or "'parents' was unexpected" in e
+        for e in errors(workflow([{"name": "a"}], onFailure={"name": "f", "parents": ["a"]}))
+    )
+    assert errors(workflow([{"name": "a"}], onFailure={"name": "f"}, onSuccess={"name": "s"})) == []
+    for cond, ok in (
+        ({"sleepFor": "10s"}, True),
+        ({"eventKey": "k", "expression": "true"}, True),
+        ({"parent": "a", "expression": "output.x > 1"}, True),
+        ({}, False),
+        ({"sleepFor": "1s", "eventKey": "k"}, False),
+        ({"sleepFor": "soon"}, False),
+    ):
         wf = workflow([{"name": "a"}, {"name": "b", "parents": ["a"], "waitFor": [cond]}])
         assert (errors(wf) == []) is ok, cond
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("defaultPriority", 0), ("defaultPriority", 4), ("sticky", "MAYBE"), ("name", "-bad"),
-    ("tasks", []), ("concurrency", [{"maxRuns": 1}]),
-    ("concurrency", [{"expression": "x", "limitStrategy": "DROP"}]),
-    ("taskDefaults", {"timeout": "30 seconds"}),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("defaultPriority", 0),
+        ("defaultPriority", 4),
+        ("sticky", "MAYBE"),
+        ("name", "-bad"),
+        ("tasks", []),
+        ("concurrency", [{"maxRuns": 1}]),
+        ("concurrency", [{"expression": "x", "limitStrategy": "DROP"}]),
+        ("taskDefaults", {"timeout": "30 seconds"}),
+    ],
+)
 def test_workflow_field_rules(field: str, value: Any) -> None:
     bad = example("Workflow")
     bad["spec"][field] = copy.deepcopy(value)
@@ -230,9 +285,25 @@ def test_task_name_and_durations() -> None:
     assert errors(workflow([{"name": "has space"}]))
     assert errors(workflow([{"name": "a", "timeout": "5"}]))
     assert errors(workflow([{"name": "a", "retries": -1}]))
-    assert errors(workflow([{"name": "Fetch_1", "timeout": "1h30m", "scheduleTimeout": "500ms",
-                             "retries": 3, "backoffFactor": 2.0, "backoffMaxSeconds": 60,
-                             "durable": True, "slots": 2}])) == []
+    assert (
+        errors(
+            workflow(
+                [
+                    {
+                        "name": "Fetch_1",
+                        "timeout": "1h30m",
+                        "scheduleTimeout": "500ms",
+                        "retries": 3,
+                        "backoffFactor": 2.0,
+                        "backoffMaxSeconds": 60,
+                        "durable": True,
+                        "slots": 2,
+                    }
+                ]
+            )
+        )
+        == []
+    )
 
 
 def test_rate_limit_rules() -> None:
@@ -256,8 +327,7 @@ def test_render_is_valid(name: str) -> None:
 @needs_kubectl
 def test_overlays() -> None:
     def find(objs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any] | None:
-        return next((o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name),
-                    None)
+        return next((o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name), None)
 
     base = cm.render("manifests/base")
     dev = cm.render("manifests/overlays/dev")
@@ -276,12 +346,12 @@ def test_overlays() -> None:
     assert find(prod, "PodDisruptionBudget", "hewer-engine")
     service = find(base, "Service", "hewer-engine")
     assert service
-    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"grpc": 7077,
-                                                                        "http": 8080}
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"grpc": 7077, "http": 8080}
 
 
 def test_reference_checker_finds_problems() -> None:
-    objs = list(yaml.safe_load_all("""
+    objs = list(
+        yaml.safe_load_all("""
 kind: Deployment
 apiVersion: apps/v1
 metadata: {name: d, namespace: elsewhere}
@@ -304,10 +374,17 @@ metadata: {name: s, namespace: hewer-system}
 spec:
   selector: {app: other}
   ports: [{port: 80, targetPort: http}]
-"""))
-    found = "\n".join(cm.reference_problems(objs, external_secrets=set(),
-                                            namespace="hewer-system"))
-    for text in ("not in namespace hewer-system", "ServiceAccount ghost",
-                 "runAsNonRoot is not set", "drop ALL", "no pinned tag", "Secret missing",
-                 "matches no pod template", "no resource requests"):
+""")
+    )
+    found = "\n".join(cm.reference_problems(objs, external_secrets=set(), namespace="hewer-system"))
+    for text in (
+        "not in namespace hewer-system",
+        "ServiceAccount ghost",
+        "runAsNonRoot is not set",
+        "drop ALL",
+        "no pinned tag",
+        "Secret missing",
+        "matches no pod template",
+        "no resource requests",
+    ):
         assert text in found, text

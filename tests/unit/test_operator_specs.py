@@ -21,8 +21,9 @@ DEMO: dict[str, Any] = {
     "description": "demo",
     "onEvents": ["demo:run"],
     "taskDefaults": {"timeout": "30s", "retries": 1},
-    "concurrency": [{"expression": "input.source", "maxRuns": 2,
-                     "limitStrategy": "GROUP_ROUND_ROBIN"}],
+    "concurrency": [
+        {"expression": "input.source", "maxRuns": 2, "limitStrategy": "GROUP_ROUND_ROBIN"}
+    ],
     "tasks": [
         {"name": "fetch", "rateLimits": [{"key": "demo-fetch", "units": 1}]},
         {"name": "transform", "parents": ["fetch"], "retries": 3},
@@ -59,9 +60,15 @@ def test_registration_is_deterministic_with_conditions() -> None:
     spec = {
         "tasks": [
             {"name": "a"},
-            {"name": "b", "parents": ["a"],
-             "waitFor": [{"sleepFor": "10s", "orGroup": "g"}, {"eventKey": "go", "orGroup": "g"}],
-             "skipIf": [{"parent": "a", "expression": "output.skip"}]},
+            {
+                "name": "b",
+                "parents": ["a"],
+                "waitFor": [
+                    {"sleepFor": "10s", "orGroup": "g"},
+                    {"eventKey": "go", "orGroup": "g"},
+                ],
+                "skipIf": [{"parent": "a", "expression": "output.skip"}],
+            },
         ]
     }
     first = workflow_specs.workflow_registration("w", spec)
@@ -79,8 +86,13 @@ def test_registration_is_deterministic_with_conditions() -> None:
 
 def test_on_success_and_on_failure() -> None:
     spec = {
-        "tasks": [{"name": "a"}, {"name": "b", "parents": ["a"]}, {"name": "c"},
-                  {"name": "done"}, {"name": "oops"}],
+        "tasks": [
+            {"name": "a"},
+            {"name": "b", "parents": ["a"]},
+            {"name": "c"},
+            {"name": "done"},
+            {"name": "oops"},
+        ],
         "onSuccess": {"task": "done"},
         "onFailure": {"task": "oops"},
     }
@@ -94,11 +106,22 @@ def test_on_success_and_on_failure() -> None:
 @pytest.mark.parametrize(
     ("spec", "reason", "fragment"),
     [
-        ({"tasks": [{"name": "a", "parents": ["c"]}, {"name": "b", "parents": ["a"]},
-                    {"name": "c", "parents": ["b"]}]},
-         "DependencyCycle", "a -> c -> b -> a"),
-        ({"tasks": [{"name": "a"}, {"name": "b", "parents": ["nope"]}]},
-         "MissingParent", "task 'b' names parent 'nope'"),
+        (
+            {
+                "tasks": [
+                    {"name": "a", "parents": ["c"]},
+                    {"name": "b", "parents": ["a"]},
+                    {"name": "c", "parents": ["b"]},
+                ]
+            },
+            "DependencyCycle",
+            "a -> c -> b -> a",
+        ),
+        (
+            {"tasks": [{"name": "a"}, {"name": "b", "parents": ["nope"]}]},
+            "MissingParent",
+            "task 'b' names parent 'nope'",
+        ),
         ({"tasks": [{"name": "a"}, {"name": "a"}]}, "DuplicateTask", "duplicate task name 'a'"),
         ({"tasks": []}, "InvalidSpec", "at least one task"),
         ({"tasks": [{"name": "a", "timeout": "soon"}]}, "InvalidDuration", "tasks[0].timeout"),
@@ -123,8 +146,13 @@ def test_engine_name_defaults_to_metadata_name() -> None:
 
 
 def test_cron_request_and_matching() -> None:
-    spec = {"workflowRef": {"name": "wf"}, "schedule": "*/5 * * * *", "input": {"a": 1},
-            "additionalMetadata": {"team": "x"}, "priority": 2}
+    spec = {
+        "workflowRef": {"name": "wf"},
+        "schedule": "*/5 * * * *",
+        "input": {"a": 1},
+        "additionalMetadata": {"team": "x"},
+        "priority": 2,
+    }
     body = cron_specs.cron_request(spec, namespace="ns", name="every5")
     assert body == {
         "cronName": "ns.every5",
@@ -133,9 +161,14 @@ def test_cron_request_and_matching() -> None:
         "additionalMetadata": {"team": "x", cron_specs.CRON_METADATA_KEY: "ns.every5"},
         "priority": 2,
     }
-    engine_row = {"name": "ns.every5", "cron": "*/5 * * * *", "input": {"a": 1},
-                  "additionalMetadata": body["additionalMetadata"], "priority": 2,
-                  "enabled": True}
+    engine_row = {
+        "name": "ns.every5",
+        "cron": "*/5 * * * *",
+        "input": {"a": 1},
+        "additionalMetadata": body["additionalMetadata"],
+        "priority": 2,
+        "enabled": True,
+    }
     assert cron_specs.cron_matches(engine_row, body)
     assert not cron_specs.cron_matches({**engine_row, "cron": "* * * * *"}, body)
     assert not cron_specs.cron_matches({**engine_row, "priority": 1}, body)
@@ -150,7 +183,9 @@ def test_cron_request_and_matching() -> None:
 
 def test_rate_limit_request() -> None:
     assert cron_specs.rate_limit_request({"key": "k", "limit": 5, "duration": "HOUR"}) == (
-        "k", 5, "HOUR"
+        "k",
+        5,
+        "HOUR",
     )
     with pytest.raises(InvalidSpec, match="duration"):
         cron_specs.rate_limit_request({"key": "k", "limit": 5, "duration": "FORTNIGHT"})
@@ -180,10 +215,16 @@ ENGINE = pool_specs.EngineEndpoints(grpc_address="engine:7077", server_url="http
 
 def test_deployment_manifest() -> None:
     dep = pool_specs.deployment(POOL_BODY, engine=ENGINE, secret_name="pool-hewer-token")
-    assert dep["metadata"]["ownerReferences"] == [{
-        "apiVersion": "hewer.dev/v1alpha1", "kind": "WorkerPool", "name": "pool", "uid": "u-1",
-        "controller": True, "blockOwnerDeletion": True,
-    }]
+    assert dep["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "hewer.dev/v1alpha1",
+            "kind": "WorkerPool",
+            "name": "pool",
+            "uid": "u-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
     assert dep["spec"]["replicas"] == 2
     assert dep["spec"]["selector"] == {"matchLabels": {pool_specs.POOL_LABEL: "pool"}}
     pod = dep["spec"]["template"]["spec"]
@@ -227,25 +268,32 @@ def test_token_secret() -> None:
 
 
 def test_pool_readiness() -> None:
-    assert pool_specs.pool_readiness({"readyReplicas": 2}, 2) == (True, "Available",
-                                                              "2/2 workers ready")
+    assert pool_specs.pool_readiness({"readyReplicas": 2}, 2) == (
+        True,
+        "Available",
+        "2/2 workers ready",
+    )
     assert pool_specs.pool_readiness({"readyReplicas": 1}, 2)[:2] == (False, "Progressing")
     assert pool_specs.pool_readiness(None, 0)[0]
 
 
 def test_conditions_keep_transition_time_while_status_holds() -> None:
     t1, t2 = datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC)
-    first = spec_common.set_condition(None, type_="Ready", status=False, reason="A", message="a",
-                                generation=1, now=t1)
-    second = spec_common.set_condition(first, type_="Ready", status=False, reason="B", message="b",
-                                 generation=2, now=t2)
+    first = spec_common.set_condition(
+        None, type_="Ready", status=False, reason="A", message="a", generation=1, now=t1
+    )
+    second = spec_common.set_condition(
+        first, type_="Ready", status=False, reason="B", message="b", generation=2, now=t2
+    )
     assert second[0]["lastTransitionTime"] == "2025-01-01T00:00:00Z"
     assert second[0]["reason"] == "B" and second[0]["observedGeneration"] == 2
-    third = spec_common.set_condition(second, type_="Ready", status=True, reason="C", message="c",
-                                generation=2, now=t2)
+    third = spec_common.set_condition(
+        second, type_="Ready", status=True, reason="C", message="c", generation=2, now=t2
+    )
     assert third[0]["lastTransitionTime"] == "2025-01-02T00:00:00Z"
-    both = spec_common.set_condition(third, type_="DefinitionDrift", status=None, reason="D",
-                               message="d", generation=2, now=t2)
+    both = spec_common.set_condition(
+        third, type_="DefinitionDrift", status=None, reason="D", message="d", generation=2, now=t2
+    )
     assert [c["type"] for c in both] == ["Ready", "DefinitionDrift"]
     assert both[1]["status"] == "Unknown"
 
@@ -260,13 +308,18 @@ def test_drift_diff_ignores_transport_details_and_defaults() -> None:
     assert definition_diff(declared, worker) == []
     assert summarize([]) is None
 
-    changed = _proto_round_trip(workflow_specs.workflow_registration("wf", {
-        **DEMO,
-        "taskDefaults": {"timeout": "1m", "retries": 1},
-        "tasks": [*DEMO["tasks"][:2], {"name": "extra", "parents": ["fetch"]}],
-    }))
+    changed = _proto_round_trip(
+        workflow_specs.workflow_registration(
+            "wf",
+            {
+                **DEMO,
+                "taskDefaults": {"timeout": "1m", "retries": 1},
+                "tasks": [*DEMO["tasks"][:2], {"name": "extra", "parents": ["fetch"]}],
+            },
+        )
+    )
     lines = definition_diff(declared, changed)
-    assert "task 'fetch' timeout: \"30s\" -> \"1m\"" in lines
+    assert 'task \'fetch\' timeout: "30s" -> "1m"' in lines
     assert "task 'summarize': missing in the worker's definition" in lines
     assert "task 'extra': not declared" in lines
     text = summarize([f"line {i}" for i in range(12)])
@@ -274,17 +327,23 @@ def test_drift_diff_ignores_transport_details_and_defaults() -> None:
 
 
 def test_operator_config_from_env(tmp_path: Any) -> None:
-    claims = base64.urlsafe_b64encode(
-        b'{"sub":"tenant-1","grpc_broadcast_address":"e:7077","server_url":"http://e:8080"}'
-    ).decode().rstrip("=")
+    claims = (
+        base64.urlsafe_b64encode(
+            b'{"sub":"tenant-1","grpc_broadcast_address":"e:7077","server_url":"http://e:8080"}'
+        )
+        .decode()
+        .rstrip("=")
+    )
     token = f"eyJhbGciOiJIUzI1NiJ9.{claims}.sig"
     path = tmp_path / "token"
     path.write_text(token + "\n")
-    config = OperatorConfig.from_env({
-        "HEWER_ENGINE_URL": "http://engine:8080/",
-        "HEWER_ENGINE_TOKEN_FILE": str(path),
-        "HEWER_OPERATOR_RESYNC_SECONDS": "5",
-    })
+    config = OperatorConfig.from_env(
+        {
+            "HEWER_ENGINE_URL": "http://engine:8080/",
+            "HEWER_ENGINE_TOKEN_FILE": str(path),
+            "HEWER_OPERATOR_RESYNC_SECONDS": "5",
+        }
+    )
     assert config.engine_url == "http://engine:8080"
     assert config.tenant_id == "tenant-1" and config.grpc_address == "e:7077"
     assert config.public_url == "http://e:8080" and config.resync_seconds == 5

@@ -76,8 +76,11 @@ def _database(settings: Settings) -> Iterator[str]:
         return
     pg = EmbeddedPostgres(data_dir=settings.data_dir / "pg")
     started_here = not pg.is_running()
-    log.info("embedded PostgreSQL in %s (%s)", pg.data_dir,
-             "starting" if started_here else "already running")
+    log.info(
+        "embedded PostgreSQL in %s (%s)",
+        pg.data_dir,
+        "starting" if started_here else "already running",
+    )
     dsn = pg.start()
     try:
         yield dsn
@@ -237,21 +240,34 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def data_dir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", type=Path, default=None,
-                       help="where the embedded PostgreSQL lives (<dir>/pg); "
-                            "default HEWER_DATA_DIR or the user data dir")
+        p.add_argument(
+            "--data-dir",
+            type=Path,
+            default=None,
+            help="where the embedded PostgreSQL lives (<dir>/pg); "
+            "default HEWER_DATA_DIR or the user data dir",
+        )
 
     def ports(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--grpc-port", type=int, default=None,
-                       help="gRPC port (default HEWER_GRPC_PORT or 7077)")
-        p.add_argument("--http-port", type=int, default=None,
-                       help="REST port (default HEWER_HTTP_PORT or 8080)")
+        p.add_argument(
+            "--grpc-port",
+            type=int,
+            default=None,
+            help="gRPC port (default HEWER_GRPC_PORT or 7077)",
+        )
+        p.add_argument(
+            "--http-port",
+            type=int,
+            default=None,
+            help="REST port (default HEWER_HTTP_PORT or 8080)",
+        )
 
     dev = sub.add_parser("dev", help="run the engine on an embedded PostgreSQL")
     data_dir(dev)
     ports(dev)
-    dev.add_argument("--demo", action="store_true",
-                     help="also run a demo worker and one demo workflow run")
+    dev.add_argument(
+        "--demo", action="store_true", help="also run a demo worker and one demo workflow run"
+    )
     dev.set_defaults(func=_cmd_dev)
 
     serve = sub.add_parser("serve", help="run the engine on HEWER_DATABASE_URL")
@@ -267,12 +283,14 @@ def _parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="manage API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
     create = token_sub.add_parser("create", help="create an API token and print it")
-    create.add_argument("--tenant", default=None,
-                        help="tenant name (default HEWER_DEFAULT_TENANT or 'default')")
+    create.add_argument(
+        "--tenant", default=None, help="tenant name (default HEWER_DEFAULT_TENANT or 'default')"
+    )
     data_dir(create)
     create.add_argument("--name", default="cli", help="a label for the token (default 'cli')")
-    create.add_argument("--expires-in-days", type=int, default=90,
-                        help="validity in days (default 90)")
+    create.add_argument(
+        "--expires-in-days", type=int, default=90, help="validity in days (default 90)"
+    )
     create.set_defaults(func=_cmd_token_create)
 
     operator = sub.add_parser(
@@ -280,10 +298,14 @@ def _parser() -> argparse.ArgumentParser:
         help="run the Kubernetes operator (HEWER_ENGINE_URL, HEWER_ENGINE_TOKEN[_FILE])",
     )
     scope = operator.add_mutually_exclusive_group()
-    scope.add_argument("--namespace", "-n", action="append", default=None,
-                       help="watch this namespace (repeatable; default 'default')")
-    scope.add_argument("--all-namespaces", "-A", action="store_true",
-                       help="watch every namespace")
+    scope.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=None,
+        help="watch this namespace (repeatable; default 'default')",
+    )
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
     operator.add_argument("--verbose", action="store_true", help="kopf's debug logging")
     operator.set_defaults(func=_cmd_operator)
     return parser

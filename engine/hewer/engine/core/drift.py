@@ -61,9 +61,7 @@ def _task(raw: Mapping[str, Any]) -> dict[str, Any]:
         "action": raw.get("action", ""),
         "parents": sorted(str(p) for p in raw.get("parents") or []),
         "timeout": _seconds(raw.get("timeout"), DEFAULT_TIMEOUT_SECONDS),
-        "schedule_timeout": _seconds(
-            raw.get("schedule_timeout"), DEFAULT_SCHEDULE_TIMEOUT_SECONDS
-        ),
+        "schedule_timeout": _seconds(raw.get("schedule_timeout"), DEFAULT_SCHEDULE_TIMEOUT_SECONDS),
         "retries": int(raw.get("retries") or 0),
         "backoff_factor": raw.get("backoff_factor"),
         "backoff_max_seconds": raw.get("backoff_max_seconds"),

@@ -16,9 +16,7 @@ class DeclaredQueries(RepositoryBase):
     async def get_declared_workflow(
         self, tenant_id: str, name: str, *, conn: Conn | None = None
     ) -> Record | None:
-        return await (conn or self.pool).fetchrow(
-            query("get_declared_workflow"), tenant_id, name
-        )
+        return await (conn or self.pool).fetchrow(query("get_declared_workflow"), tenant_id, name)
 
     async def upsert_declared_workflow(
         self,
@@ -60,9 +58,7 @@ class DeclaredQueries(RepositoryBase):
     async def record_owned_object(
         self, *, tenant_id: str, kind: str, object_id: str, resource: str
     ) -> None:
-        await self.pool.execute(
-            query("record_owned_object"), tenant_id, kind, object_id, resource
-        )
+        await self.pool.execute(query("record_owned_object"), tenant_id, kind, object_id, resource)
 
     async def forget_owned_object(self, *, tenant_id: str, kind: str, object_id: str) -> bool:
         value = await self.pool.fetchval(query("forget_owned_object"), tenant_id, kind, object_id)
