@@ -159,28 +159,6 @@ class RunQueries(RepositoryBase):
     async def parent_context(self, *, tenant_id: str, task_id: str) -> Record | None:
         return await self.pool.fetchrow(query("parent_context"), tenant_id, task_id)
 
-    async def lock_run(self, conn: Conn, run_id: str) -> Record | None:
-        return await conn.fetchrow(query("lock_run"), run_id)
-
-    async def run_task_snapshot(self, conn: Conn, run_id: str) -> list[TaskSnapshot]:
-        return [
-            TaskSnapshot(
-                id=str(r["id"]),
-                step_id=str(r["step_id"]),
-                readable_id=r["readable_id"],
-                status=TaskStatus(r["status"]),
-                output=r["output"],
-                error=r["error"],
-                is_skipped=r["is_skipped"],
-            )
-            for r in await conn.fetch(query("run_task_snapshot"), run_id)
-        ]
-
-    async def set_run_status(
-        self, conn: Conn, *, run_id: str, status: TaskStatus, finished: bool
-    ) -> None:
-        await conn.execute(query("set_run_status"), run_id, status.value, finished)
-
     async def run_priority(self, conn: Conn, run_id: str) -> Record | None:
         return await conn.fetchrow(query("run_priority"), run_id)
 

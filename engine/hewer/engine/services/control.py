@@ -5,7 +5,6 @@ This is the mutation surface the REST API (and later the operator) calls.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +13,7 @@ from hewer.engine.db.repository import QueueEntry, Repository, TaskEvent
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.lifecycle import Lifecycle
+from hewer.engine.services.task_messages import opt, slot_requests
 from hewer.engine.services.triggers import TriggerError, TriggerRequest, Triggers
 
 
@@ -102,8 +102,10 @@ class RunControl:
     ) -> list[str]:
         version = await self._defs.version(version_id)
         async with self._repo.transaction() as conn:
-            await self._repo.lock_run(conn, run_id)
-            snapshot = await self._repo.run_task_snapshot(conn, run_id)
+            run = (await self._repo.lock_runs(conn, [run_id])).get(run_id)
+            if run is None:
+                return []
+            snapshot = (await self._repo.run_task_snapshots(conn, [run_id]))[run_id]
             if task_ids is None:
                 start = {s.readable_id for s in version.roots}
             else:
@@ -122,7 +124,6 @@ class RunControl:
                         reset.append(row)
             if not reset:
                 return []
-            priority = await self._repo.run_priority(conn, run_id)
             await self._repo.insert_queue_items(
                 conn,
                 tenant_id=tenant_id,
@@ -132,12 +133,8 @@ class RunControl:
                         retry_count=r["retry_count"],
                         action_id=r["action_id"],
                         priority=r["priority"],
-                        slot_requests={
-                            str(k): int(v) for k, v in json.loads(r["slot_requests"]).items()
-                        },
-                        desired_worker_id=None
-                        if priority is None or priority["desired_worker_id"] is None
-                        else str(priority["desired_worker_id"]),
+                        slot_requests=slot_requests(r["slot_requests"]),
+                        desired_worker_id=opt(run["desired_worker_id"]),
                         delay_seconds=0,
                         schedule_timeout_seconds=version.step_by_id(
                             str(r["step_id"])
@@ -160,8 +157,8 @@ class RunControl:
                     for r in reset
                 ],
             )
-            await self._repo.set_run_status(
-                conn, run_id=run_id, status=TaskStatus.QUEUED, finished=False
+            await self._repo.set_runs_status(
+                conn, run_ids=[run_id], statuses=[TaskStatus.QUEUED], finished=[False]
             )
             await self._bus.publish(conn, {"t": "queue", "tenant": tenant_id, "delay": 0})
         return [str(r["id"]) for r in reset]

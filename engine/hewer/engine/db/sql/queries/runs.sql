@@ -169,21 +169,6 @@ RETURNING t.id, t.tenant_id, t.workflow_run_id, t.step_id, t.worker_id, t.retry_
           t.action_id, t.readable_id, target.previous_status, t.invocation_count,
           (SELECT is_durable FROM steps s WHERE s.id = t.step_id) AS is_durable;
 
--- name: lock_run
-SELECT id, tenant_id, workflow_version_id, status, desired_worker_id
-FROM workflow_runs WHERE id = $1 FOR UPDATE;
-
--- name: run_task_snapshot
-SELECT id, step_id, readable_id, status, output, error, is_skipped
-FROM tasks WHERE workflow_run_id = $1;
-
--- name: set_run_status
-UPDATE workflow_runs
-SET status = $2,
-    started_at = CASE WHEN $2 <> 'QUEUED' THEN coalesce(started_at, now()) ELSE started_at END,
-    finished_at = CASE WHEN $3 THEN now() ELSE NULL END
-WHERE id = $1;
-
 -- name: run_priority
 SELECT priority, desired_worker_id FROM workflow_runs WHERE id = $1;
 
