@@ -26,10 +26,12 @@ from hewer.engine.api.rest.app import build_app
 from hewer.engine.config import Settings
 from hewer.engine.db.repository import Repository, create_pool
 from hewer.engine.errors import EngineStartError
+from hewer.engine.services.admission import Admission
 from hewer.engine.services.auth import Authenticator
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.control import RunControl
 from hewer.engine.services.definitions import Definitions
+from hewer.engine.services.enqueue import Enqueuer
 from hewer.engine.services.events import Events
 from hewer.engine.services.lifecycle import Lifecycle
 from hewer.engine.services.retention import Retention
@@ -88,8 +90,9 @@ async def run_engine(
     bus = Bus(repo=repo, dsn=dsn)
     hub = WorkerHub()
     definitions = Definitions(repo)
-    lifecycle = Lifecycle(repo=repo, bus=bus, definitions=definitions)
-    triggers = Triggers(repo=repo, bus=bus, definitions=definitions)
+    enqueuer = Enqueuer(repo=repo, bus=bus, definitions=definitions)
+    lifecycle = Lifecycle(repo=repo, bus=bus, definitions=definitions, enqueuer=enqueuer)
+    triggers = Triggers(repo=repo, bus=bus, definitions=definitions, enqueuer=enqueuer)
     scheduling = Scheduling(repo=repo, bus=bus, triggers=triggers, lifecycle=lifecycle)
     retention = Retention(
         repo=repo,
@@ -98,8 +101,15 @@ async def run_engine(
     )
     events = Events(repo=repo, triggers=triggers)
     control = RunControl(
-        repo=repo, bus=bus, definitions=definitions, lifecycle=lifecycle, triggers=triggers
+        repo=repo,
+        bus=bus,
+        definitions=definitions,
+        lifecycle=lifecycle,
+        triggers=triggers,
+        enqueuer=enqueuer,
     )
+    admission = Admission(repo=repo, bus=bus, enqueuer=enqueuer)
+    admission.canceller = control
     scheduler = Scheduler(repo=repo, hub=hub, engine_id=engine_id)
     timers = Timers(
         repo=repo, lifecycle=lifecycle, heartbeat_timeout=settings.heartbeat_timeout_seconds
@@ -119,6 +129,8 @@ async def run_engine(
             )
 
     scheduler.on_undeliverable = requeue
+    bus.subscribe("admit", admission.on_bus)
+    bus.subscribe("resync", admission.on_bus)
     bus.subscribe("queue", scheduler.on_bus)
     bus.subscribe("slots", scheduler.on_bus)
     bus.subscribe("resync", scheduler.on_bus)
@@ -188,6 +200,7 @@ async def run_engine(
 
     await bus.start()
     scheduler.start()
+    admission.start()
     timers.start()
     scheduling.start()
     retention.start()
@@ -232,6 +245,7 @@ async def run_engine(
         await retention.stop()
         await scheduling.stop()
         await timers.stop()
+        await admission.stop()
         await scheduler.stop()
         await bus.close()
         await repo.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from hewer.engine.core.concurrency import ConcurrencySpec
+
 
 class TaskStatus(StrEnum):
     QUEUED = "QUEUED"
@@ -42,6 +44,7 @@ class StepSpec:
     backoff_max_seconds: int | None
     is_durable: bool
     slot_requests: dict[str, int] = field(default_factory=lambda: {"default": 1})
+    concurrency: tuple[ConcurrencySpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +64,8 @@ class WorkflowVersionDef:
     default_priority: int
     sticky: str | None
     steps: tuple[StepDef, ...]
+    # workflow-level strategies; a single-task workflow applies them to its task
+    concurrency: tuple[ConcurrencySpec, ...] = ()
 
     def step(self, readable_id: str) -> StepDef:
         for step in self.steps:

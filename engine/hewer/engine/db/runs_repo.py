@@ -210,8 +210,10 @@ class RunQueries(RepositoryBase):
 
     # -- operator actions ---------------------------------------------------------------------
 
-    async def active_tasks_for_ids(self, *, tenant_id: str, ids: Sequence[str]) -> list[str]:
-        rows = await self.pool.fetch(query("active_tasks_for_ids"), tenant_id, list(ids))
+    async def active_tasks_for_ids(
+        self, *, tenant_id: str, ids: Sequence[str], conn: Conn | None = None
+    ) -> list[str]:
+        rows = await (conn or self.pool).fetch(query("active_tasks_for_ids"), tenant_id, list(ids))
         return [str(r["id"]) for r in rows]
 
     async def replay_targets(self, *, tenant_id: str, ids: Sequence[str]) -> list[Record]:
