@@ -16,6 +16,7 @@ from typing import Any
 from hewer.engine.core.concurrency import ConcurrencySpec, InvalidConcurrency, parse_specs
 from hewer.engine.core.durations import InvalidDuration, parse_duration_or
 from hewer.engine.core.model import StepKind, StepSpec
+from hewer.engine.core.rate_limits import InvalidRateLimit, TaskRateLimit, parse_task_rate_limits
 
 DEFAULT_TIMEOUT_SECONDS = 60
 DEFAULT_SCHEDULE_TIMEOUT_SECONDS = 300
@@ -89,6 +90,7 @@ class StoredPolicies:
 
     concurrency: tuple[ConcurrencySpec, ...]
     step_concurrency: dict[str, tuple[ConcurrencySpec, ...]]
+    step_rate_limits: dict[str, tuple[TaskRateLimit, ...]]
 
 
 def stored_policies(definition: Mapping[str, Any]) -> StoredPolicies:
@@ -97,17 +99,23 @@ def stored_policies(definition: Mapping[str, Any]) -> StoredPolicies:
     if definition.get("on_failure_task"):
         tasks.append(definition["on_failure_task"])
     step_concurrency: dict[str, tuple[ConcurrencySpec, ...]] = {}
+    step_rate_limits: dict[str, tuple[TaskRateLimit, ...]] = {}
     for task in tasks:
         readable_id = str(task.get("readable_id", "")).strip()
+        where = f"task {readable_id!r}"
         try:
-            specs = parse_specs(task.get("concurrency"), where=f"task {readable_id!r}")
-        except InvalidConcurrency as exc:
+            specs = parse_specs(task.get("concurrency"), where=where)
+            limits = parse_task_rate_limits(task.get("rate_limits"), where=where)
+        except (InvalidConcurrency, InvalidRateLimit) as exc:
             raise InvalidDefinition(str(exc)) from None
         if specs:
             step_concurrency[readable_id] = specs
+        if limits:
+            step_rate_limits[readable_id] = limits
     return StoredPolicies(
         concurrency=workflow_concurrency(definition, where=f"workflow {name!r}"),
         step_concurrency=step_concurrency,
+        step_rate_limits=step_rate_limits,
     )
 
 
@@ -154,7 +162,8 @@ def _parse_step(
         raise InvalidDefinition(f"{where}: slot_requests units must be positive")
     try:
         concurrency = parse_specs(task.get("concurrency"), where=where)
-    except InvalidConcurrency as exc:
+        rate_limits = parse_task_rate_limits(task.get("rate_limits"), where=where)
+    except (InvalidConcurrency, InvalidRateLimit) as exc:
         raise InvalidDefinition(str(exc)) from None
     return StepSpec(
         readable_id=readable_id,
@@ -170,6 +179,7 @@ def _parse_step(
         is_durable=is_durable,
         slot_requests=requests,
         concurrency=concurrency,
+        rate_limits=rate_limits,
     )
 
 
@@ -216,7 +226,6 @@ def _unenforced(definition: Mapping[str, Any]) -> list[str]:
         if definition.get(key) and label not in found:
             found.append(label)
     per_task = {
-        "rate_limits": "rate limits",
         "worker_labels": "desired worker labels",
         "conditions": "task conditions",
         "batch": "batching",

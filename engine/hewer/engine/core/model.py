@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from hewer.engine.core.concurrency import ConcurrencySpec
+from hewer.engine.core.rate_limits import TaskRateLimit
 
 
 class TaskStatus(StrEnum):
@@ -45,6 +46,7 @@ class StepSpec:
     is_durable: bool
     slot_requests: dict[str, int] = field(default_factory=lambda: {"default": 1})
     concurrency: tuple[ConcurrencySpec, ...] = ()
+    rate_limits: tuple[TaskRateLimit, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

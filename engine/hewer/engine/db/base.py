@@ -90,6 +90,7 @@ class QueueEntry:
     desired_worker_id: str | None
     delay_seconds: float
     schedule_timeout_seconds: int
+    rate_limits: str | None = None  # JSON list of ResolvedLimit, when the step has any
 
 
 @dataclass(frozen=True, slots=True)

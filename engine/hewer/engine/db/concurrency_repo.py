@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from hewer.engine.core.rate_limits import ResolvedLimit
 from hewer.engine.db.base import Conn, Record, RepositoryBase
 from hewer.engine.db.queries import query
 
@@ -87,3 +88,14 @@ class ConcurrencyQueries(RepositoryBase):
 
     async def concurrency_key_counts(self, tenant_id: str) -> list[Record]:
         return list(await self.pool.fetch(query("concurrency_key_counts"), tenant_id))
+
+    async def upsert_dynamic_rate_limits(
+        self, conn: Conn, *, tenant_id: str, limits: Sequence[ResolvedLimit]
+    ) -> None:
+        await conn.execute(
+            query("upsert_dynamic_rate_limits"),
+            tenant_id,
+            [r.key for r in limits],
+            [r.limit for r in limits],
+            [r.duration for r in limits],
+        )

@@ -121,6 +121,7 @@ class DefinitionQueries(RepositoryBase):
                 is_durable=r["is_durable"],
                 slot_requests=dict(r["slot_requests"]),
                 concurrency=policies.step_concurrency.get(r["readable_id"], ()),
+                rate_limits=policies.step_rate_limits.get(r["readable_id"], ()),
             )
             for r in rows
         )

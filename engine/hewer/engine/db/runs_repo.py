@@ -89,6 +89,7 @@ class RunQueries(RepositoryBase):
             [e.desired_worker_id for e in entries],
             [e.delay_seconds for e in entries],
             [e.schedule_timeout_seconds for e in entries],
+            [e.rate_limits for e in entries],
         )
 
     async def insert_task_events(

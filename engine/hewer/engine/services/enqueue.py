@@ -24,11 +24,12 @@ from hewer.engine.core.concurrency import (
     key_variables,
 )
 from hewer.engine.core.model import StepDef, WorkflowVersionDef
+from hewer.engine.core.rate_limits import RateLimitEvaluationError, ResolvedLimit, resolve
 from hewer.engine.db.concurrency_repo import NewSlot
 from hewer.engine.db.repository import Conn, QueueEntry, Record, Repository
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.definitions import Definitions
-from hewer.engine.services.task_messages import opt, slot_requests
+from hewer.engine.services.task_messages import opt
 
 # Hatchet's priority for work the engine puts back (retries, lost attempts): above every
 # user priority (1-3), so a retry does not queue behind newer runs of its key.
@@ -89,6 +90,11 @@ class Enqueuer:
     def needs_admission(version: WorkflowVersionDef) -> bool:
         return bool(version.concurrency) or any(s.concurrency for s in version.steps)
 
+    @classmethod
+    def is_plain(cls, version: WorkflowVersionDef) -> bool:
+        """No policy to apply on the way in: ``create_runs`` may queue it in one statement."""
+        return not cls.needs_admission(version) and not any(s.rate_limits for s in version.steps)
+
     async def enqueue(
         self, conn: Conn, *, tenant_id: str, items: Sequence[Enqueue]
     ) -> EnqueueResult:
@@ -98,32 +104,20 @@ class Enqueuer:
         here when slots were written.
         """
         result = EnqueueResult()
-        plain: list[QueueEntry] = []
+        ready: list[Enqueue] = []
         slots: list[NewSlot] = []
         failures: dict[str, str] = {}
-        gated_runs: dict[str, Record] = {}
-        needing = [
-            i
-            for i in items
-            if self.needs_admission(await self._defs.version(i.version_id, conn=conn))
-        ]
-        if needing:
-            gated_runs = await self._repo.gate_runs(conn, sorted({i.run_id for i in needing}))
+        runs = await self._policy_runs(conn, items)
         new_run_slots: set[str] = set()
         for item in items:
             version = await self._defs.version(item.version_id, conn=conn)
             step = version.step_by_id(item.step_id)
             if not self.needs_admission(version):
-                plain.append(_queue_entry(item, step))
+                ready.append(item)
                 continue
-            run = gated_runs[item.run_id]
+            run = runs[item.run_id]
             try:
-                variables = key_variables(
-                    input=json.loads(run["input"]),
-                    additional_metadata=json.loads(run["additional_metadata"]),
-                    workflow_run_id=item.run_id,
-                    parents=item.parents,
-                )
+                variables = _variables(run, item)
                 if version.concurrency and not version.is_single_task:
                     if int(run["slots"]) == 0 and item.run_id not in new_run_slots:
                         # the run's own slots: its queued tasks wait until they are admitted
@@ -144,7 +138,7 @@ class Enqueuer:
                         continue  # picked up when the run is admitted
                 chain = admission_chain(version, step)
                 if not chain:
-                    plain.append(_queue_entry(item, step))
+                    ready.append(item)
                     continue
                 slots += _chain(
                     version,
@@ -158,9 +152,9 @@ class Enqueuer:
                 result.gated += 1
             except KeyEvaluationError as exc:
                 failures[item.task_id] = str(exc)
-        if plain:
-            await self._repo.insert_queue_items(conn, tenant_id=tenant_id, entries=plain)
-            result.queued = len(plain)
+        result.queued = await self._queue(
+            conn, tenant_id=tenant_id, items=ready, runs=runs, failures=failures
+        )
         if slots:
             await self._repo.insert_concurrency_slots(conn, tenant_id=tenant_id, slots=slots)
             delay = min(i.delay_seconds for i in items)
@@ -180,50 +174,98 @@ class Enqueuer:
         result = EnqueueResult()
         if task_ids:
             rows = await self._repo.admitted_task_entries(conn, task_ids)
-            await self._repo.insert_queue_items(
+            items = [_item(r, delay=0.0) for r in rows]
+            failures: dict[str, str] = {}
+            result.queued += await self._queue(
                 conn,
                 tenant_id=tenant_id,
-                entries=[
-                    QueueEntry(
-                        task_id=str(r["id"]),
-                        retry_count=r["retry_count"],
-                        action_id=r["action_id"],
-                        priority=r["priority"],
-                        slot_requests=slot_requests(r["slot_requests"]),
-                        desired_worker_id=opt(r["desired_worker_id"]),
-                        delay_seconds=0,
-                        schedule_timeout_seconds=r["schedule_timeout_seconds"],
-                    )
-                    for r in rows
-                ],
+                items=items,
+                runs=await self._policy_runs(conn, items),
+                failures=failures,
             )
-            result.queued += len(rows)
+            if failures:
+                result.failed += await self._repo.fail_unqueued_tasks(
+                    conn, task_ids=list(failures), errors=list(failures.values())
+                )
         if run_ids:
             waiting = await self._repo.waiting_tasks_of_runs(conn, run_ids)
             more = await self.enqueue(
-                conn,
-                tenant_id=tenant_id,
-                items=[
-                    Enqueue(
-                        task_id=str(r["id"]),
-                        run_id=str(r["workflow_run_id"]),
-                        retry_count=r["retry_count"],
-                        version_id=str(r["workflow_version_id"]),
-                        step_id=str(r["step_id"]),
-                        priority=r["priority"],
-                        desired_worker_id=opt(r["desired_worker_id"]),
-                        parents=json.loads(r["payload_extra"] or "{}").get("parents", {}),
-                    )
-                    for r in waiting
-                ],
+                conn, tenant_id=tenant_id, items=[_item(r, delay=0.0) for r in waiting]
             )
             result.queued += more.queued
             result.gated += more.gated
             result.failed += more.failed
         return result
 
+    async def _policy_runs(self, conn: Conn, items: Sequence[Enqueue]) -> dict[str, Record]:
+        """Input, metadata and run-slot state of the runs whose tasks have policies."""
+        run_ids: set[str] = set()
+        for item in items:
+            if not self.is_plain(await self._defs.version(item.version_id, conn=conn)):
+                run_ids.add(item.run_id)
+        return await self._repo.gate_runs(conn, sorted(run_ids)) if run_ids else {}
 
-def _queue_entry(item: Enqueue, step: StepDef) -> QueueEntry:
+    async def _queue(
+        self,
+        conn: Conn,
+        *,
+        tenant_id: str,
+        items: Sequence[Enqueue],
+        runs: Mapping[str, Record],
+        failures: dict[str, str],
+    ) -> int:
+        """Queue items for the scheduler, with the rate limits each will take resolved."""
+        entries: list[QueueEntry] = []
+        dynamic: dict[str, ResolvedLimit] = {}
+        for item in items:
+            version = await self._defs.version(item.version_id, conn=conn)
+            step = version.step_by_id(item.step_id)
+            limits_json = None
+            if step.rate_limits:
+                try:
+                    variables = _variables(runs[item.run_id], item)
+                    limits = [resolve(limit, variables) for limit in step.rate_limits]
+                except RateLimitEvaluationError as exc:
+                    failures[item.task_id] = str(exc)
+                    continue
+                dynamic.update({r.key: r for r in limits if r.limit is not None})
+                limits_json = json.dumps([r.as_json() for r in limits])
+            entries.append(_queue_entry(item, step, rate_limits=limits_json))
+        if dynamic:
+            # a dynamic limit's bucket is created, or its limit and window updated, from
+            # the newest run that names it
+            await self._repo.upsert_dynamic_rate_limits(
+                conn, tenant_id=tenant_id, limits=sorted(dynamic.values(), key=lambda r: r.key)
+            )
+        await self._repo.insert_queue_items(conn, tenant_id=tenant_id, entries=entries)
+        return len(entries)
+
+
+def _variables(run: Record, item: Enqueue) -> dict[str, Any]:
+    return key_variables(
+        input=json.loads(run["input"]),
+        additional_metadata=json.loads(run["additional_metadata"]),
+        workflow_run_id=item.run_id,
+        parents=item.parents,
+    )
+
+
+def _item(row: Record, *, delay: float) -> Enqueue:
+    """An :class:`Enqueue` from a task row joined with its run (admission's reads)."""
+    return Enqueue(
+        task_id=str(row["id"]),
+        run_id=str(row["workflow_run_id"]),
+        retry_count=row["retry_count"],
+        version_id=str(row["workflow_version_id"]),
+        step_id=str(row["step_id"]),
+        priority=row["priority"],
+        desired_worker_id=opt(row["desired_worker_id"]),
+        delay_seconds=delay,
+        parents=json.loads(row["payload_extra"] or "{}").get("parents", {}),
+    )
+
+
+def _queue_entry(item: Enqueue, step: StepDef, *, rate_limits: str | None) -> QueueEntry:
     return QueueEntry(
         task_id=item.task_id,
         retry_count=item.retry_count,
@@ -233,6 +275,7 @@ def _queue_entry(item: Enqueue, step: StepDef) -> QueueEntry:
         desired_worker_id=item.desired_worker_id,
         delay_seconds=item.delay_seconds,
         schedule_timeout_seconds=step.schedule_timeout_seconds,
+        rate_limits=rate_limits,
     )
 
 

@@ -178,7 +178,7 @@ class Triggers:
         plain = True
         for run in runs:
             version = await self._defs.version(run.version_id)
-            plain = plain and not self._enqueuer.needs_admission(version)
+            plain = plain and self._enqueuer.is_plain(version)
         if conn is None and plain and all(r.dedupe_key is None for r in runs):
             # the common case (no child dedupe, no caller transaction): one statement
             tasks = await self._first_tasks(runs, created=None, filter_payloads=filter_payloads)

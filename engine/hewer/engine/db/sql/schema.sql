@@ -181,7 +181,9 @@ CREATE TABLE public.queue_items (
     available_at timestamp with time zone DEFAULT now() NOT NULL,
     schedule_timeout_at timestamp with time zone NOT NULL,
     paused boolean DEFAULT false NOT NULL,
-    pause_expires_at timestamp with time zone
+    pause_expires_at timestamp with time zone,
+    rate_limits jsonb,
+    rate_limited boolean DEFAULT false NOT NULL
 );
 
 ALTER TABLE public.queue_items ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (

@@ -67,3 +67,9 @@ CREATE TRIGGER workflow_runs_release_concurrency
     FOR EACH ROW
     WHEN (NEW.gated AND NEW.status IN ('COMPLETED', 'FAILED', 'CANCELLED'))
     EXECUTE FUNCTION release_concurrency_slots();
+
+-- Rate limits a queued item takes when it is assigned (resolved from the run's input when
+-- it was queued; NULL for most items), and whether it was already deferred by one (so the
+-- REQUEUED_RATE_LIMIT event is written once, not every window).
+ALTER TABLE queue_items ADD COLUMN rate_limits jsonb;
+ALTER TABLE queue_items ADD COLUMN rate_limited boolean NOT NULL DEFAULT false;

@@ -23,8 +23,8 @@ WITH t AS (
 SELECT 1;
 
 -- name: gate_runs
--- What the enqueuer needs of runs whose tasks are subject to concurrency: the key variables,
--- and whether the run's own (workflow-level) slots exist and are all admitted.
+-- What the enqueuer needs of runs whose tasks have policies: the CEL variables, and whether
+-- the run's own (workflow-level) concurrency slots exist and are all admitted.
 SELECT r.id, r.input::text AS input, r.additional_metadata::text AS additional_metadata,
        count(s.id) AS slots, coalesce(bool_and(s.admitted), false) AS admitted
 FROM workflow_runs r
@@ -70,11 +70,10 @@ WHERE NOT EXISTS (
 );
 
 -- name: admitted_task_entries
--- Queue entries for admitted tasks that are still waiting for their turn.
-SELECT t.id, t.retry_count, t.action_id, t.priority, t.slot_requests::text AS slot_requests,
-       r.desired_worker_id, s.schedule_timeout_seconds
+-- Admitted tasks that are still waiting for their queue item.
+SELECT t.id, t.workflow_run_id, t.retry_count, t.step_id, t.priority, r.workflow_version_id,
+       r.desired_worker_id, t.payload_extra::text AS payload_extra
 FROM tasks t
-JOIN steps s ON s.id = t.step_id
 JOIN workflow_runs r ON r.id = t.workflow_run_id
 WHERE t.id = ANY($1::uuid[]) AND t.status = 'QUEUED'
   AND NOT EXISTS (SELECT 1 FROM queue_items q WHERE q.task_id = t.id);
@@ -116,3 +115,13 @@ ORDER BY strategy_id, key;
 
 -- name: delete_concurrency_slots
 DELETE FROM concurrency_slots WHERE id = ANY($1::bigint[]);
+
+-- name: upsert_dynamic_rate_limits
+-- Buckets named by dynamic limits: created, or their limit and window set, keeping usage.
+INSERT INTO rate_limits (tenant_id, key, limit_value, duration)
+SELECT $1, u.key, u.limit_value, u.duration
+FROM unnest($2::text[], $3::int[], $4::text[]) AS u(key, limit_value, duration)
+ON CONFLICT (tenant_id, key) DO UPDATE
+SET limit_value = EXCLUDED.limit_value, duration = EXCLUDED.duration, updated_at = now()
+WHERE rate_limits.limit_value <> EXCLUDED.limit_value
+   OR rate_limits.duration <> EXCLUDED.duration;
