@@ -27,8 +27,11 @@ from tests.integration.harness import Replica
 
 from hewer.engine.api.rest.app import build_app
 from hewer.engine.services.auth import Authenticator
+from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.events import Events, NewEvent
+from hewer.engine.services.reads import Reads
 from hewer.engine.services.secrets import SecretBox
+from hewer.engine.services.tenant_objects import TenantObjects
 
 
 def workflow(name: str, keys: list[str], **extra: Any) -> dict[str, Any]:
@@ -88,7 +91,13 @@ async def world(dsn: str) -> AsyncIterator[World]:
     events = Events(repo=repo, triggers=replica.triggers)
     box = await SecretBox.create(repo=repo, configured_key=None)
     app = build_app(
-        repo=repo, control=replica.control, auth=auth, events_service=events, secret_box=box
+        reads=Reads(repo),
+        objects=TenantObjects(repo),
+        definitions=Definitions(repo),
+        control=replica.control,
+        auth=auth,
+        events_service=events,
+        secret_box=box,
     )
     client = TestClient(TestServer(app))
     await client.start_server()

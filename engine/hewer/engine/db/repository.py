@@ -17,6 +17,7 @@ from hewer.engine.db.base import (
     QueueEntry,
     Record,
     TaskEvent,
+    WriteObserver,
     create_pool,
 )
 from hewer.engine.db.declared_repo import DeclaredQueries
@@ -35,6 +36,7 @@ __all__ = [
     "Record",
     "Repository",
     "TaskEvent",
+    "WriteObserver",
     "create_pool",
 ]
 
@@ -48,8 +50,9 @@ class Repository(
     DeclaredQueries,
     ScheduleQueries,
 ):
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, observer: WriteObserver) -> None:
         self.pool = pool
+        self.observer = observer
 
     async def close(self) -> None:
         await self.pool.close()

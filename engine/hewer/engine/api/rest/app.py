@@ -2,7 +2,8 @@
 
 Layout: ``runs`` (workflow-run listing, details, trigger), ``tasks`` (task details, logs,
 cancel and replay), ``workflows`` (definitions and the tenant), ``workers`` and ``events``.
-Reads go to the repository; state changes go through :class:`RunControl`.
+Reads go through :class:`Reads`, tenant settings through :class:`TenantObjects`; run state
+changes go through :class:`RunControl`.
 """
 
 from __future__ import annotations
@@ -27,18 +28,20 @@ from hewer.engine.api.rest.context import (
     CONTROL,
     EVENTS,
     IDENTITY,
-    REPO,
+    OBJECTS,
+    READS,
     SECRETS,
     check_path_tenant,
 )
 from hewer.engine.api.rest.errors import Handler, Unauthorized, error_middleware
 from hewer.engine.api.rest.protocols import RunControl
-from hewer.engine.db.repository import Repository
 from hewer.engine.services.auth import Authenticator, AuthError
 from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.events import Events
+from hewer.engine.services.reads import Reads
 from hewer.engine.services.scheduling import Scheduling
 from hewer.engine.services.secrets import SecretBox
+from hewer.engine.services.tenant_objects import TenantObjects
 
 # Probes answer without a token: kubelets and load balancers have none.
 _PUBLIC_PATHS = frozenset({"/api/ready", "/api/live", "/metrics"})
@@ -68,10 +71,11 @@ async def _ok(request: web.Request) -> web.Response:
 
 def build_app(
     *,
-    repo: Repository,
+    reads: Reads,
+    objects: TenantObjects,
     control: RunControl,
     auth: Authenticator,
-    definitions: Definitions | None = None,
+    definitions: Definitions,
     events_service: Events | None = None,
     secret_box: SecretBox | None = None,
     scheduling_service: Scheduling | None = None,
@@ -79,14 +83,15 @@ def build_app(
     app = web.Application(
         middlewares=[error_middleware, auth_middleware], client_max_size=_MAX_BODY_BYTES
     )
-    app[REPO] = repo
+    app[READS] = reads
+    app[OBJECTS] = objects
     app[CONTROL] = control
     app[AUTH] = auth
     if events_service is not None:
         app[EVENTS] = events_service
     if secret_box is not None:
         app[SECRETS] = secret_box
-    app[hewer_ops.DEFINITIONS] = definitions if definitions is not None else Definitions(repo)
+    app[hewer_ops.DEFINITIONS] = definitions
     app.router.add_get("/api/ready", _ok)
     app.router.add_get("/api/live", _ok)
     for module in (runs, tasks, workflows, workers, events, filters, webhooks, cel):

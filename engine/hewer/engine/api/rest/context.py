@@ -16,12 +16,14 @@ from hewer.engine.api.rest.convert import dump
 from hewer.engine.api.rest.errors import ApiError, Forbidden, Unauthorized
 from hewer.engine.api.rest.params import parse_uuid
 from hewer.engine.api.rest.protocols import RunControl
-from hewer.engine.db.repository import Repository
 from hewer.engine.services.auth import Authenticator, Identity
 from hewer.engine.services.events import Events
+from hewer.engine.services.reads import Reads
 from hewer.engine.services.secrets import SecretBox
+from hewer.engine.services.tenant_objects import TenantObjects
 
-REPO = web.AppKey("repo", Repository)
+READS = web.AppKey("reads", Reads)
+OBJECTS = web.AppKey("objects", TenantObjects)
 CONTROL = web.AppKey[RunControl]("control")
 AUTH = web.AppKey("auth", Authenticator)
 IDENTITY = web.RequestKey("identity", Identity)
@@ -30,8 +32,12 @@ EVENTS = web.AppKey("events", Events)
 SECRETS = web.AppKey("secrets", SecretBox)
 
 
-def repo(request: web.Request) -> Repository:
-    return request.app[REPO]
+def reads(request: web.Request) -> Reads:
+    return request.app[READS]
+
+
+def objects(request: web.Request) -> TenantObjects:
+    return request.app[OBJECTS]
 
 
 def control(request: web.Request) -> RunControl:

@@ -20,7 +20,7 @@ from multidict import MultiMapping
 from pydantic import BaseModel, ValidationError
 
 from hewer.engine.api.rest.errors import BadRequest
-from hewer.engine.db.reads import RunFilter
+from hewer.engine.services.reads import RunFilter
 
 E = TypeVar("E", bound=Enum)
 M = TypeVar("M", bound=BaseModel)
