@@ -137,6 +137,7 @@ async def run_engine(
     grpc_auth = GrpcContextAuth(auth)
     streams = RunStreams(reads=reads, results=results, events=run_events)
     grpc_server = build_grpc_server(
+        auth=auth,
         max_message_bytes=settings.max_payload_bytes,
         dispatcher=DispatcherService(
             auth=grpc_auth,
@@ -146,6 +147,7 @@ async def run_engine(
             lifecycle=lifecycle,
             streams=streams,
             engine_id=engine_id,
+            max_payload_bytes=settings.max_payload_bytes,
         ),
         admin=AdminService(
             auth=grpc_auth,
@@ -189,6 +191,7 @@ async def run_engine(
         events_service=events,
         secret_box=secret_box,
         scheduling_service=scheduling,
+        max_payload_bytes=settings.max_payload_bytes,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -84,6 +84,7 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
         lifecycle: Lifecycle,
         streams: RunStreams,
         engine_id: str,
+        max_payload_bytes: int,
     ) -> None:
         self._auth = auth
         self._workers = workers
@@ -92,6 +93,7 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
         self._lifecycle = lifecycle
         self._streams = streams
         self._engine_id = engine_id
+        self._max_payload = max_payload_bytes
 
     async def GetVersion(
         self, request: pb.GetVersionRequest, context: Ctx
@@ -238,6 +240,21 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
                 await self._lifecycle.started(
                     tenant_id=tenant_id, task_id=task_id, retry_count=retry_count
                 )
+            elif kind == pb.STEP_EVENT_TYPE_COMPLETED and self._too_large(request.event_payload):
+                # stored, it would make every later dispatch of its children fail: fail it now
+                await self._workers.check_holder(
+                    tenant_id=tenant_id, task_id=task_id, retry_count=retry_count, reporter=reporter
+                )
+                await self._lifecycle.failed(
+                    tenant_id=tenant_id,
+                    task_id=task_id,
+                    retry_count=retry_count,
+                    error=(
+                        f"task output is {len(request.event_payload.encode())} bytes, larger "
+                        f"than HEWER_MAX_PAYLOAD_BYTES ({self._max_payload})"
+                    ),
+                    non_retryable=True,
+                )
             elif kind == pb.STEP_EVENT_TYPE_COMPLETED:
                 await self._lifecycle.completed(
                     tenant_id=tenant_id,
@@ -270,6 +287,10 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
         except NotHolder as exc:
             await abort(context, grpc.StatusCode.PERMISSION_DENIED, str(exc))
         return pb.ActionEventResponse(tenant_id=tenant_id, worker_id=request.worker_id)
+
+    def _too_large(self, output: str) -> bool:
+        # len(str) <= len(utf-8 bytes): skip encoding the common small output
+        return len(output) > self._max_payload or len(output.encode()) > self._max_payload
 
     async def SendBatchActionEvent(self, request: Any, context: Ctx) -> Any:
         await abort(context, grpc.StatusCode.UNIMPLEMENTED, "batched tasks are not supported yet")

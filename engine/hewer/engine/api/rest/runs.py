@@ -18,7 +18,14 @@ from hatchet_sdk.clients.rest.models.v1_trigger_workflow_run_request import (
 )
 from hatchet_sdk.clients.rest.models.v1_workflow_run_details import V1WorkflowRunDetails
 
-from hewer.engine.api.rest.context import control, path_uuid, reads, respond, tenant_id
+from hewer.engine.api.rest.context import (
+    check_payload_size,
+    control,
+    path_uuid,
+    reads,
+    respond,
+    tenant_id,
+)
 from hewer.engine.api.rest.convert import (
     pagination,
     run_summary,
@@ -149,6 +156,7 @@ async def get_run_status(request: web.Request) -> web.Response:
 @routes.post("/api/v1/stable/tenants/{tenant}/workflow-runs/trigger")
 async def trigger_run(request: web.Request) -> web.Response:
     body = validate_body(V1TriggerWorkflowRunRequest, await read_json(request))
+    check_payload_size(request, body.input, what="input")
     tenant = tenant_id(request)
     try:
         run_id = await control(request).trigger(
