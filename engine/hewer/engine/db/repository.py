@@ -24,6 +24,7 @@ from hewer.engine.db.declared_repo import DeclaredQueries
 from hewer.engine.db.definitions_repo import DefinitionQueries
 from hewer.engine.db.events_repo import EventQueries
 from hewer.engine.db.reads import ReadQueries
+from hewer.engine.db.recovery_repo import RecoveryQueries
 from hewer.engine.db.runs_repo import RunQueries
 from hewer.engine.db.schedule_repo import ScheduleQueries
 from hewer.engine.db.workers_repo import WorkerQueries
@@ -49,6 +50,7 @@ class Repository(
     EventQueries,
     DeclaredQueries,
     ScheduleQueries,
+    RecoveryQueries,
 ):
     def __init__(self, pool: asyncpg.Pool, *, observer: WriteObserver) -> None:
         self.pool = pool

@@ -267,6 +267,7 @@ class Lifecycle:
                 previous_worker=opt(task["worker_id"]),
                 step_timeout=step.schedule_timeout_seconds,
                 delay=0,
+                keep_queue_position=True,
             )
             await self._repo.insert_task_events(
                 conn,
@@ -331,24 +332,27 @@ class Lifecycle:
         previous_worker: str | None,
         step_timeout: int,
         delay: float,
+        keep_queue_position: bool = False,
     ) -> None:
+        """Queue the task's next attempt. ``keep_queue_position``: a lost attempt (not a
+        retry after a failure) goes back under its previous queue position (fair recovery)."""
         run = await self._repo.run_priority(conn, str(row["workflow_run_id"]))
-        await self._repo.insert_queue_items(
-            conn,
-            tenant_id=str(row["tenant_id"]),
-            entries=[
-                QueueEntry(
-                    task_id=str(row["id"]),
-                    retry_count=row["retry_count"],
-                    action_id=row["action_id"],
-                    priority=row["priority"],
-                    slot_requests=slot_requests(row["slot_requests"]),
-                    desired_worker_id=None if run is None else opt(run["desired_worker_id"]),
-                    delay_seconds=delay,
-                    schedule_timeout_seconds=step_timeout,
-                )
-            ],
+        entry = QueueEntry(
+            task_id=str(row["id"]),
+            retry_count=row["retry_count"],
+            action_id=row["action_id"],
+            priority=row["priority"],
+            slot_requests=slot_requests(row["slot_requests"]),
+            desired_worker_id=None if run is None else opt(run["desired_worker_id"]),
+            delay_seconds=delay,
+            schedule_timeout_seconds=step_timeout,
         )
+        if keep_queue_position:
+            await self._repo.requeue_lost_item(conn, tenant_id=str(row["tenant_id"]), entry=entry)
+        else:
+            await self._repo.insert_queue_items(
+                conn, tenant_id=str(row["tenant_id"]), entries=[entry]
+            )
         if previous_worker:
             await self._bus.publish(conn, {"t": "slots", "worker": previous_worker})
         await self._bus.publish(
