@@ -23,6 +23,7 @@ from hewer.engine.services.control import RunControl
 from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.enqueue import Enqueuer
 from hewer.engine.services.lifecycle import Lifecycle
+from hewer.engine.services.metrics import METRICS
 from hewer.engine.services.scheduler import Scheduler
 from hewer.engine.services.timers import Timers
 from hewer.engine.services.triggers import TriggerRequest, Triggers
@@ -47,7 +48,7 @@ class Replica:
     async def start(
         cls, dsn: str, *, heartbeat_timeout: float = 30.0, pool_size: int = 5
     ) -> Replica:
-        repo = Repository(await create_pool(dsn, size=pool_size))
+        repo = Repository(await create_pool(dsn, size=pool_size), observer=METRICS)
         bus = Bus(repo=repo, dsn=dsn)
         hub = WorkerHub()
         definitions = Definitions(repo)

@@ -34,13 +34,17 @@ from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.enqueue import Enqueuer
 from hewer.engine.services.events import Events
 from hewer.engine.services.lifecycle import Lifecycle
+from hewer.engine.services.metrics import METRICS
+from hewer.engine.services.reads import Reads
 from hewer.engine.services.retention import Retention
 from hewer.engine.services.scheduler import Scheduler
 from hewer.engine.services.scheduling import Scheduling
 from hewer.engine.services.secrets import SecretBox
 from hewer.engine.services.subscriptions import EventWatchers, ResultWatchers
+from hewer.engine.services.tenant_objects import TenantObjects
 from hewer.engine.services.timers import Timers
 from hewer.engine.services.triggers import Triggers
+from hewer.engine.services.worker_registry import WorkerRegistry
 from hewer.engine.services.workers import ActionMessage, WorkerHub
 
 log = logging.getLogger(__name__)
@@ -68,7 +72,7 @@ async def create_token(
 ) -> str:
     """Mint an API token for a tenant (created if missing)."""
     pool = await create_pool(dsn, size=2)
-    repo = Repository(pool)
+    repo = Repository(pool, observer=METRICS)
     try:
         tenant_id = await repo.ensure_tenant(tenant_name)
         auth = await _authenticator(settings, repo)
@@ -86,7 +90,7 @@ async def run_engine(
 ) -> None:
     """Serve until ``stop`` is set, then shut down cleanly."""
     engine_id = f"engine-{uuid.uuid4()}"
-    repo = Repository(await create_pool(dsn, size=settings.db_pool_size))
+    repo = Repository(await create_pool(dsn, size=settings.db_pool_size), observer=METRICS)
     bus = Bus(repo=repo, dsn=dsn)
     hub = WorkerHub()
     definitions = Definitions(repo)
@@ -139,22 +143,27 @@ async def run_engine(
     bus.subscribe("run", run_events.on_run_finished)
     bus.subscribe("event", run_events.on_event)
 
+    reads = Reads(repo)
+    tenant_objects = TenantObjects(repo)
+    worker_registry = WorkerRegistry(repo)
     grpc_auth = GrpcContextAuth(auth)
-    streams = RunStreams(repo=repo, results=results, events=run_events)
+    streams = RunStreams(reads=reads, results=results, events=run_events)
     grpc_server = build_grpc_server(
+        auth=auth,
         max_message_bytes=settings.max_payload_bytes,
         dispatcher=DispatcherService(
             auth=grpc_auth,
-            repo=repo,
+            workers=worker_registry,
             hub=hub,
             scheduler=scheduler,
             lifecycle=lifecycle,
             streams=streams,
             engine_id=engine_id,
+            max_payload_bytes=settings.max_payload_bytes,
         ),
         admin=AdminService(
             auth=grpc_auth,
-            repo=repo,
+            reads=reads,
             definitions=definitions,
             triggers=triggers,
             control=control,
@@ -165,11 +174,11 @@ async def run_engine(
             triggers=triggers,
             max_payload_bytes=settings.max_payload_bytes,
             scheduling=scheduling,
-            repo=repo,
+            objects=tenant_objects,
         ),
         events=EventsService(
             auth=grpc_auth,
-            repo=repo,
+            workers=worker_registry,
             events=events,
             bus=bus,
             max_payload_bytes=settings.max_payload_bytes,
@@ -186,13 +195,15 @@ async def run_engine(
         raise EngineStartError(f"cannot listen for gRPC on {grpc_address}: port in use?")
     secret_box = await SecretBox.create(repo=repo, configured_key=settings.encryption_key)
     app = build_app(
-        repo=repo,
+        reads=reads,
+        objects=tenant_objects,
         control=control,
         auth=auth,
         definitions=definitions,
         events_service=events,
         secret_box=secret_box,
         scheduling_service=scheduling,
+        max_payload_bytes=settings.max_payload_bytes,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -17,7 +17,6 @@ from hewer.engine.db.base import (
     TaskEvent,
 )
 from hewer.engine.db.queries import query
-from hewer.engine.services.metrics import METRICS
 
 
 class RunQueries(RepositoryBase):
@@ -97,7 +96,7 @@ class RunQueries(RepositoryBase):
     ) -> None:
         if not events:
             return
-        METRICS.task_events(tenant_id, events)
+        self.observer.task_events(tenant_id, events)
         await conn.execute(
             query("insert_task_events"),
             tenant_id,
@@ -253,7 +252,7 @@ class RunQueries(RepositoryBase):
             list(tenant_ids),
             list(reporters),
         )
-        _observe_durations([r for r in rows if r["run_finished"]])
+        self._observe_durations([r for r in rows if r["run_finished"]])
         return list(rows)
 
     async def start_tasks(
@@ -344,7 +343,7 @@ class RunQueries(RepositoryBase):
             [s.value for s in statuses],
             list(finished),
         )
-        _observe_durations(finished_rows)
+        self._observe_durations(finished_rows)
 
     async def local_worker_capacity(
         self, *, worker_ids: Sequence[str], heartbeat_window: float
@@ -355,10 +354,9 @@ class RunQueries(RepositoryBase):
             )
         )
 
-
-def _observe_durations(rows: Sequence[Record]) -> None:
-    """Feed finished runs to the workflow-duration histogram (DAGs and single tasks alike)."""
-    for row in rows:
-        METRICS.run_finished(
-            str(row["tenant_id"]), row["workflow_name"], row["status"], row["duration_ms"]
-        )
+    def _observe_durations(self, rows: Sequence[Record]) -> None:
+        """Feed finished runs to the workflow-duration histogram (DAGs and single tasks)."""
+        for row in rows:
+            self.observer.run_finished(
+                str(row["tenant_id"]), row["workflow_name"], row["status"], row["duration_ms"]
+            )

@@ -49,6 +49,9 @@ class Enqueue:
     desired_worker_id: str | None
     delay_seconds: float = 0.0
     requeued: bool = False  # a retry or a lost attempt rather than new work
+    # a lost attempt (its worker died, its dispatch failed) goes back under its previous
+    # queue position, ahead of work queued after it (fair recovery)
+    keep_queue_position: bool = False
     parents: Mapping[str, Any] = field(default_factory=dict)  # parent outputs, for CEL
 
 
@@ -216,6 +219,7 @@ class Enqueuer:
     ) -> int:
         """Queue items for the scheduler, with the rate limits each will take resolved."""
         entries: list[QueueEntry] = []
+        lost = 0
         dynamic: dict[str, ResolvedLimit] = {}
         for item in items:
             version = await self._defs.version(item.version_id, conn=conn)
@@ -230,7 +234,12 @@ class Enqueuer:
                     continue
                 dynamic.update({r.key: r for r in limits if r.limit is not None})
                 limits_json = json.dumps([r.as_json() for r in limits])
-            entries.append(_queue_entry(item, step, rate_limits=limits_json))
+            entry = _queue_entry(item, step, rate_limits=limits_json)
+            if item.keep_queue_position:
+                await self._repo.requeue_lost_item(conn, tenant_id=tenant_id, entry=entry)
+                lost += 1
+            else:
+                entries.append(entry)
         if dynamic:
             # a dynamic limit's bucket is created, or its limit and window updated, from
             # the newest run that names it
@@ -238,7 +247,7 @@ class Enqueuer:
                 conn, tenant_id=tenant_id, limits=sorted(dynamic.values(), key=lambda r: r.key)
             )
         await self._repo.insert_queue_items(conn, tenant_id=tenant_id, entries=entries)
-        return len(entries)
+        return len(entries) + lost
 
 
 def _variables(run: Record, item: Enqueue) -> dict[str, Any]:

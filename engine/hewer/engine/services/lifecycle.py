@@ -269,6 +269,7 @@ class Lifecycle:
                 version_id=str(task["workflow_version_id"]),
                 previous_worker=opt(task["worker_id"]),
                 delay=0,
+                keep_queue_position=True,
             )
             await self._repo.insert_task_events(
                 conn,
@@ -355,7 +356,10 @@ class Lifecycle:
         version_id: str,
         previous_worker: str | None,
         delay: float,
+        keep_queue_position: bool = False,
     ) -> None:
+        """Queue the task's next attempt. ``keep_queue_position``: a lost attempt (not a
+        retry after a failure) goes back under its previous queue position (fair recovery)."""
         run = await self._repo.run_priority(conn, str(row["workflow_run_id"]))
         outcome = await self._enqueuer.enqueue(
             conn,
@@ -371,6 +375,7 @@ class Lifecycle:
                     desired_worker_id=None if run is None else opt(run["desired_worker_id"]),
                     delay_seconds=delay,
                     requeued=True,
+                    keep_queue_position=keep_queue_position,
                 )
             ],
         )

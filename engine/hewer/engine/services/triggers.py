@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hewer.engine.core.dag import initial_tasks
+from hewer.engine.core.json_input import JsonInputError, decode_json
 from hewer.engine.core.model import TaskStatus
 from hewer.engine.db.repository import (
     Conn,
@@ -48,16 +49,17 @@ class TriggerRequest:
 
 def parse_json_object(text: str | bytes, *, what: str, max_bytes: int) -> dict[str, Any]:
     """Decode a JSON object sent as text; empty means ``{}``."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="strict")
-    if len(text.encode()) > max_bytes:
-        raise TriggerError(f"{what} is larger than {max_bytes} bytes")
+    size = len(text) if isinstance(text, bytes) else len(text.encode())
+    if size > max_bytes:
+        raise TriggerError(
+            f"{what} is {size} bytes, larger than HEWER_MAX_PAYLOAD_BYTES ({max_bytes})"
+        )
     if not text.strip():
         return {}
     try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise TriggerError(f"{what} is not valid JSON: {exc}") from None
+        value = decode_json(text, what=what)
+    except JsonInputError as exc:
+        raise TriggerError(str(exc)) from None
     if not isinstance(value, dict):
         raise TriggerError(f"{what} must be a JSON object, got {type(value).__name__}")
     return value

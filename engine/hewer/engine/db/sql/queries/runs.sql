@@ -92,12 +92,13 @@ WITH a AS (
 ), deleted AS (
     DELETE FROM queue_items q USING a
     WHERE q.id = a.queue_id
-    RETURNING q.task_id, q.retry_count, a.worker_id
+    RETURNING q.id AS queue_id, q.task_id, q.retry_count, a.worker_id
 ), updated AS (
     UPDATE tasks t
     SET status = 'RUNNING', worker_id = d.worker_id, slot_held = true, assigned_at = now(),
         started_at = NULL, timeout_at = now() + make_interval(secs => t.timeout_seconds),
-        invocation_count = t.invocation_count + 1
+        invocation_count = t.invocation_count + 1,
+        queue_order = d.queue_id  -- kept for a lost attempt's re-queue (recovery.sql)
     FROM deleted d
     WHERE t.id = d.task_id AND t.retry_count = d.retry_count AND t.status = 'QUEUED'
     RETURNING t.id, t.tenant_id, t.workflow_run_id, t.step_id, t.readable_id, t.action_id,
