@@ -23,6 +23,7 @@ from hewer.engine.db.concurrency_repo import ConcurrencyQueries
 from hewer.engine.db.declared_repo import DeclaredQueries
 from hewer.engine.db.definitions_repo import DefinitionQueries
 from hewer.engine.db.events_repo import EventQueries
+from hewer.engine.db.idempotency_repo import IdempotencyQueries
 from hewer.engine.db.reads import ReadQueries
 from hewer.engine.db.runs_repo import RunQueries
 from hewer.engine.db.schedule_repo import ScheduleQueries
@@ -49,6 +50,7 @@ class Repository(
     DeclaredQueries,
     ScheduleQueries,
     ConcurrencyQueries,
+    IdempotencyQueries,
 ):
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool

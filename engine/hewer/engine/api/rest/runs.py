@@ -27,7 +27,7 @@ from hewer.engine.api.rest.convert import (
     task_summary,
     workflow_run,
 )
-from hewer.engine.api.rest.errors import BadRequest, NotFound
+from hewer.engine.api.rest.errors import ApiError, BadRequest, NotFound
 from hewer.engine.api.rest.params import (
     MAX_BULK_IDS,
     Query,
@@ -37,6 +37,7 @@ from hewer.engine.api.rest.params import (
 )
 from hewer.engine.db.reads import Record, RunFilter
 from hewer.engine.db.repository import Repository
+from hewer.engine.services.triggers import IdempotencyCollision
 
 routes = web.RouteTableDef()
 
@@ -159,6 +160,8 @@ async def trigger_run(request: web.Request) -> web.Response:
             additional_metadata=dict(body.additional_metadata or {}),
             priority=body.priority,
         )
+    except IdempotencyCollision as exc:
+        raise ApiError(409, str(exc)) from None
     except ValueError as exc:
         raise BadRequest(str(exc) or "invalid trigger request") from None
     details = await run_details(repo(request), tenant, run_id)
