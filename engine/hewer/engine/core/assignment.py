@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from hewer.engine.core.placement import DesiredLabel, rank
+
 
 @dataclass(frozen=True, slots=True)
 class QueuedItem:
@@ -19,6 +21,9 @@ class QueuedItem:
     priority: int
     slot_requests: Mapping[str, int]
     desired_worker_id: str | None = None
+    # the workflow's sticky strategy (SOFT, HARD or None) and the desired worker labels
+    sticky: str | None = None
+    labels: tuple[DesiredLabel, ...] = ()
 
 
 @dataclass(slots=True)
@@ -28,6 +33,7 @@ class WorkerCapacity:
     free: dict[str, int]
     # how many tasks this round already gave the worker: spreads work across workers
     given: int = field(default=0)
+    labels: Mapping[str, str | int] = field(default_factory=dict)
 
     def fits(self, requests: Mapping[str, int]) -> bool:
         return all(self.free.get(kind, 0) >= units for kind, units in requests.items())
@@ -52,23 +58,34 @@ def free_capacity(slot_config: Mapping[str, int], used: Mapping[str, int]) -> di
 def assign(items: Sequence[QueuedItem], workers: Sequence[WorkerCapacity]) -> list[Assignment]:
     """Assign items in order (highest priority first, then FIFO) to workers with room.
 
-    Among eligible workers the one given the fewest tasks this round wins, so a burst is
-    spread over every worker instead of filling the first one. A sticky item goes to its
-    desired worker when that worker is eligible, and otherwise falls back to any worker.
+    Each item goes to the best-ranked worker with room (``core.placement.rank``: its desired
+    worker first, then the label score; workers it may not use are left out). Among equally
+    ranked workers the one given the fewest tasks this round wins, then the one with the
+    most room, so a burst is spread over every worker instead of filling the first one.
+    An item no worker may take now stays queued.
     """
     ordered = sorted(items, key=lambda i: (-i.priority, i.queue_id))
     result: list[Assignment] = []
     for item in ordered:
-        eligible = [
-            w for w in workers if item.action_id in w.actions and w.fits(item.slot_requests)
-        ]
-        if not eligible:
-            continue
-        chosen = None
-        if item.desired_worker_id is not None:
-            chosen = next((w for w in eligible if w.worker_id == item.desired_worker_id), None)
+        best: tuple[tuple[int, int], int, int] | None = None
+        chosen: WorkerCapacity | None = None
+        for w in workers:
+            if item.action_id not in w.actions or not w.fits(item.slot_requests):
+                continue
+            wanted = rank(
+                worker_id=w.worker_id,
+                worker_labels=w.labels,
+                desired_worker_id=item.desired_worker_id,
+                sticky=item.sticky,
+                labels=item.labels,
+            )
+            if wanted is None:
+                continue
+            key = (wanted, -w.given, sum(w.free.values()))
+            if best is None or key > best:
+                best, chosen = key, w
         if chosen is None:
-            chosen = min(eligible, key=lambda w: w.given)
+            continue
         chosen.take(item.slot_requests)
         result.append(Assignment(item=item, worker_id=chosen.worker_id))
     return result
