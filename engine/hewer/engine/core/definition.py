@@ -15,6 +15,7 @@ from typing import Any
 
 from hewer.engine.core.durations import InvalidDuration, parse_duration_or
 from hewer.engine.core.model import StepKind, StepSpec
+from hewer.engine.core.placement import STICKY_STRATEGIES, InvalidLabel, parse_desired_labels
 
 DEFAULT_TIMEOUT_SECONDS = 60
 DEFAULT_SCHEDULE_TIMEOUT_SECONDS = 300
@@ -50,7 +51,9 @@ def parse_workflow(definition: Mapping[str, Any]) -> WorkflowSpec:
     tasks = list(definition.get("tasks", []))
     if not tasks:
         raise InvalidDefinition(f"workflow {name!r} has no tasks")
-    priority = int(definition.get("default_priority", 0) or 1)
+    # absent means 1; an explicit 0 is out of range like 4 (the SDK never sends it unasked)
+    raw_priority = definition.get("default_priority")
+    priority = 1 if raw_priority is None else int(raw_priority)
     if not 1 <= priority <= 3:
         raise InvalidDefinition(f"workflow {name!r}: default_priority must be 1..3, got {priority}")
 
@@ -66,6 +69,11 @@ def parse_workflow(definition: Mapping[str, Any]) -> WorkflowSpec:
         )
     _check_graph(name, steps)
     sticky = definition.get("sticky")
+    if sticky and sticky not in STICKY_STRATEGIES:
+        raise InvalidDefinition(
+            f"workflow {name!r}: sticky must be one of {', '.join(STICKY_STRATEGIES)}, "
+            f"got {sticky!r}"
+        )
     return WorkflowSpec(
         name=name,
         description=str(definition.get("description", "")),
@@ -109,6 +117,10 @@ def _parse_step(
         requests = {"durable": 1} if is_durable else {"default": 1}
     if any(v <= 0 for v in requests.values()):
         raise InvalidDefinition(f"{where}: slot_requests units must be positive")
+    try:
+        labels = parse_desired_labels(task.get("worker_labels"), where=where)
+    except InvalidLabel as exc:
+        raise InvalidDefinition(str(exc)) from None
     return StepSpec(
         readable_id=readable_id,
         action_id=action,
@@ -122,6 +134,7 @@ def _parse_step(
         backoff_max_seconds=int(max_seconds) if max_seconds is not None else None,
         is_durable=is_durable,
         slot_requests=requests,
+        desired_labels=labels,
     )
 
 
@@ -163,7 +176,6 @@ def _unenforced(definition: Mapping[str, Any]) -> list[str]:
     top_level = {
         "concurrency": "workflow concurrency",
         "concurrency_arr": "workflow concurrency",
-        "sticky": "sticky placement",
         "idempotency": "idempotency keys",
     }
     for key, label in top_level.items():
@@ -171,7 +183,6 @@ def _unenforced(definition: Mapping[str, Any]) -> list[str]:
             found.append(label)
     per_task = {
         "rate_limits": "rate limits",
-        "worker_labels": "desired worker labels",
         "concurrency": "task concurrency",
         "conditions": "task conditions",
         "batch": "batching",

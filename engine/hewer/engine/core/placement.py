@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from hewer.engine.core.model import TaskSnapshot, WorkflowVersionDef
+
 DEFAULT_WEIGHT = 100
 STICKY_STRATEGIES = ("SOFT", "HARD")
 
@@ -237,3 +239,24 @@ def inherited_worker(
             return worker
         chain = parents.get(first, ())
     return None
+
+
+def desired_worker(
+    *,
+    version: WorkflowVersionDef,
+    tasks: Sequence[TaskSnapshot],
+    readable_id: str,
+    run_desired: str | None,
+) -> str | None:
+    """The desired worker of a task being queued: in a sticky workflow the worker its first
+    parent ran on, else (a root, or no sticky strategy) the run's own (a sticky child spawn's
+    parent worker)."""
+    if version.sticky:
+        inherited = inherited_worker(
+            readable_id=readable_id,
+            parents={s.readable_id: s.parents for s in version.steps},
+            ran_on={t.readable_id: t.worker_id for t in tasks},
+        )
+        if inherited is not None:
+            return inherited
+    return run_desired

@@ -16,6 +16,7 @@ from typing import Any
 
 from hewer.engine.core.dag import progress
 from hewer.engine.core.model import TaskStatus
+from hewer.engine.core.placement import desired_worker
 from hewer.engine.core.retry import decide_retry
 from hewer.engine.db.repository import Conn, NewTaskRow, QueueEntry, Record, Repository, TaskEvent
 from hewer.engine.services.batching import Batcher
@@ -333,6 +334,17 @@ class Lifecycle:
         delay: float,
     ) -> None:
         run = await self._repo.run_priority(conn, str(row["workflow_run_id"]))
+        desired = None if run is None else opt(run["desired_worker_id"])
+        if run is not None:
+            version = await self._defs.version(str(run["workflow_version_id"]), conn=conn)
+            if version.sticky:  # a sticky DAG task's retry keeps its inherited worker
+                run_id = str(row["workflow_run_id"])
+                desired = desired_worker(
+                    version=version,
+                    tasks=(await self._repo.run_task_snapshots(conn, [run_id]))[run_id],
+                    readable_id=row["readable_id"],
+                    run_desired=desired,
+                )
         await self._repo.insert_queue_items(
             conn,
             tenant_id=str(row["tenant_id"]),
@@ -343,7 +355,7 @@ class Lifecycle:
                     action_id=row["action_id"],
                     priority=row["priority"],
                     slot_requests=slot_requests(row["slot_requests"]),
-                    desired_worker_id=None if run is None else opt(run["desired_worker_id"]),
+                    desired_worker_id=desired,
                     delay_seconds=delay,
                     schedule_timeout_seconds=step_timeout,
                 )
@@ -396,7 +408,12 @@ class Lifecycle:
                         run_id=run_id,
                         task=new,
                         priority=int(run["priority"]),
-                        desired_worker_id=opt(run["desired_worker_id"]),
+                        desired_worker_id=desired_worker(
+                            version=version,
+                            tasks=snapshots[run_id],
+                            readable_id=new.step.readable_id,
+                            run_desired=opt(run["desired_worker_id"]),
+                        ),
                     )
                 )
             statuses.append(step.run_status)

@@ -11,10 +11,18 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import Counter
 from typing import Any
 
-from hewer.engine.core.assignment import QueuedItem, WorkerCapacity, assign, free_capacity
-from hewer.engine.db.repository import Record, Repository
+from hewer.engine.core.assignment import (
+    Assignment,
+    QueuedItem,
+    WorkerCapacity,
+    assign,
+    free_capacity,
+)
+from hewer.engine.core.placement import labels_from_json
+from hewer.engine.db.repository import Conn, Record, Repository
 from hewer.engine.services.metrics import METRICS
 from hewer.engine.services.workers import ActionKind, ActionMessage, WorkerHub
 
@@ -23,6 +31,9 @@ log = logging.getLogger(__name__)
 MAX_PER_ACTION = 500
 ASSIGN_HEARTBEAT_WINDOW = 10.0  # seconds; workers beat every 4 s
 SAFETY_TICK = 1.0
+PLACEMENT_PASSES = 3  # claim passes per round past items placement held back
+# a task softly pinned to a live worker of another replica is left to that replica this long
+SOFT_PIN_SECONDS = 2.0
 
 
 class Scheduler:
@@ -95,11 +106,13 @@ class Scheduler:
             for r in states
             if not r["is_paused"] and r["alive"] and r["engine_id"] == self._engine_id
         }
+        labels = {str(r["id"]): dict(r["labels"] or {}) for r in states}
         capacities = [
             WorkerCapacity(
                 worker_id=s.worker_id,
                 actions=s.actions,
                 free=free_capacity(s.slot_config, used[s.worker_id]),
+                labels=labels[s.worker_id],
             )
             for s in sessions
             if s.worker_id in used
@@ -115,11 +128,7 @@ class Scheduler:
             return False
         async with self._repo.transaction() as conn:
             METRICS.queue_round(tenant_id)
-            claimed = await self._repo.claim_queue_items(conn, tenant_id=tenant_id, limits=limits)
-            if not claimed:
-                return False
-            items = [_queued_item(r) for r in claimed]
-            decided = assign(items, capacities)
+            decided = await self._claim_and_assign(conn, tenant_id, limits, capacities)
             if not decided:
                 return False
             rows = await self._repo.assign_tasks(
@@ -137,6 +146,65 @@ class Scheduler:
             await self.on_undeliverable(undeliverable)
         return bool(rows)
 
+    async def _claim_and_assign(
+        self,
+        conn: Conn,
+        tenant_id: str,
+        limits: dict[str, int],
+        capacities: list[WorkerCapacity],
+    ) -> list[Assignment]:
+        """Claim and assign; claim again (a few passes) past items placement held back.
+
+        Claims take as many items per action as there is room, so a head of items no
+        worker here may take now (a required label, a full desired worker) would hide the
+        items behind it; each further pass claims past what earlier passes hold.
+        """
+        local = [c.worker_id for c in capacities]
+        decided: list[Assignment] = []
+        seen: list[int] = []
+        for _ in range(PLACEMENT_PASSES):
+            claimed = await self._repo.claim_queue_items(
+                conn,
+                tenant_id=tenant_id,
+                limits=limits,
+                local_workers=local,
+                exclude=seen,
+                soft_pin_seconds=SOFT_PIN_SECONDS,
+            )
+            seen += [int(r["id"]) for r in claimed]
+            placed = assign([_queued_item(r) for r in claimed], capacities)
+            decided += placed
+            limits = further_limits(
+                claimed=[str(r["action_id"]) for r in claimed],
+                placed=[a.item.action_id for a in placed],
+                limits=limits,
+                capacities=capacities,
+            )
+            if not limits:
+                break
+        return decided
+
+
+def further_limits(
+    *,
+    claimed: list[str],
+    placed: list[str],
+    limits: dict[str, int],
+    capacities: list[WorkerCapacity],
+) -> dict[str, int]:
+    """Per action, how many more items to claim: only where a full page was claimed, some of
+    it stayed unplaced and workers of that action still have room."""
+    got = Counter(claimed)
+    left = got - Counter(placed)
+    more: dict[str, int] = {}
+    for action, limit in limits.items():
+        if got[action] < limit or not left[action]:
+            continue
+        room = sum(sum(c.free.values()) for c in capacities if action in c.actions)
+        if room > 0:
+            more[action] = min(MAX_PER_ACTION, room)
+    return more
+
 
 def _queued_item(row: Record) -> QueuedItem:
     requests = json.loads(row["slot_requests"])
@@ -149,6 +217,8 @@ def _queued_item(row: Record) -> QueuedItem:
         desired_worker_id=None
         if row["desired_worker_id"] is None
         else str(row["desired_worker_id"]),
+        sticky=row["sticky"],
+        labels=labels_from_json(row["desired_labels"]),
     )
 
 
