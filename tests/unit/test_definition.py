@@ -137,7 +137,7 @@ def test_worker_labels_are_parsed_and_bad_comparators_refused() -> None:
         ("memory", 512, "GREATER_THAN")
     ]
     bad = {"model": {"str_value": "big", "comparator": "GREATER_THAN"}}
-    with pytest.raises(InvalidDefinition, match="task 'a'.*'model'.*compares integers"):
+    with pytest.raises(InvalidDefinition, match=r"task 'a'.*'model'.*compares integers"):
         parse_workflow({"name": "wf", "tasks": [task("a", worker_labels=bad)]})
 
 

@@ -193,7 +193,8 @@ def further_limits(
     capacities: list[WorkerCapacity],
 ) -> dict[str, int]:
     """Per action, how many more items to claim: only where a full page was claimed, some of
-    it stayed unplaced and workers of that action still have room."""
+    it stayed unplaced and workers of that action still have room. Each pass looks further
+    ahead (x8) than the last, so a long head of held-back items is passed in a few passes."""
     got = Counter(claimed)
     left = got - Counter(placed)
     more: dict[str, int] = {}
@@ -202,7 +203,7 @@ def further_limits(
             continue
         room = sum(sum(c.free.values()) for c in capacities if action in c.actions)
         if room > 0:
-            more[action] = min(MAX_PER_ACTION, room)
+            more[action] = min(MAX_PER_ACTION, max(room, limit) * 8)
     return more
 
 
