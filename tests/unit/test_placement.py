@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from hewer.engine.core.assignment import QueuedItem, WorkerCapacity, assign
+from hewer.engine.core.assignment import QueuedItem, WorkerCapacity, assign, further_limits
 from hewer.engine.core.placement import (
     Comparator,
     DesiredLabel,
@@ -233,3 +233,33 @@ def test_equal_ranks_spread_load() -> None:
 def test_equal_ranks_prefer_the_worker_with_more_room() -> None:
     decided = assign([item(1)], [worker("busy", 2), worker("idle", 9)])
     assert [a.worker_id for a in decided] == ["idle"]
+
+
+# -- further claim passes -----------------------------------------------------------------
+
+
+def test_claim_again_only_past_held_back_items_while_there_is_room() -> None:
+    workers = [worker("w", 2)]
+    # a full page, one placed, one held back, room left: look 8x further
+    more = further_limits(
+        claimed=["wf:a", "wf:a"], placed=["wf:a"], limits={"wf:a": 2}, capacities=workers, most=500
+    )
+    assert more == {"wf:a": 16}
+    assert further_limits(
+        claimed=["wf:a"] * 100, placed=[], limits={"wf:a": 100}, capacities=workers, most=500
+    ) == {"wf:a": 500}
+    # the queue ran dry (less than a page), or everything was placed: done
+    assert not further_limits(
+        claimed=["wf:a"], placed=[], limits={"wf:a": 2}, capacities=workers, most=500
+    )
+    assert not further_limits(
+        claimed=["wf:a"] * 2, placed=["wf:a"] * 2, limits={"wf:a": 2}, capacities=workers, most=500
+    )
+    # no room left: what stayed unplaced waits for capacity, not for placement
+    assert not further_limits(
+        claimed=["wf:a"] * 2,
+        placed=[],
+        limits={"wf:a": 2},
+        capacities=[worker("w", 0)],
+        most=500,
+    )

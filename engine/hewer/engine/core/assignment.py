@@ -7,6 +7,7 @@ concurrency, rate limits...) plug in here as filters and scores without touching
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -89,3 +90,30 @@ def assign(items: Sequence[QueuedItem], workers: Sequence[WorkerCapacity]) -> li
         chosen.take(item.slot_requests)
         result.append(Assignment(item=item, worker_id=chosen.worker_id))
     return result
+
+
+def further_limits(
+    *,
+    claimed: Sequence[str],
+    placed: Sequence[str],
+    limits: Mapping[str, int],
+    capacities: Sequence[WorkerCapacity],
+    most: int,
+) -> dict[str, int]:
+    """After a claim pass (the action of every claimed and every placed item): how many more
+    items to claim per action.
+
+    Only where a full page was claimed (there may be more), some of it stayed unplaced
+    (placement held it back) and workers of that action still have room. Each pass looks
+    further ahead (x8) than the last, so a long head of held-back items is passed in a few.
+    """
+    got = Counter(claimed)
+    left = got - Counter(placed)
+    more: dict[str, int] = {}
+    for action, limit in limits.items():
+        if got[action] < limit or not left[action]:
+            continue
+        room = sum(sum(c.free.values()) for c in capacities if action in c.actions)
+        if room > 0:
+            more[action] = min(most, max(room, limit) * 8)
+    return more

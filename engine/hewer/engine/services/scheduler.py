@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import Counter
 from typing import Any
 
 from hewer.engine.core.assignment import (
@@ -20,6 +19,7 @@ from hewer.engine.core.assignment import (
     WorkerCapacity,
     assign,
     free_capacity,
+    further_limits,
 )
 from hewer.engine.core.placement import labels_from_json
 from hewer.engine.db.repository import Conn, Record, Repository
@@ -179,32 +179,11 @@ class Scheduler:
                 placed=[a.item.action_id for a in placed],
                 limits=limits,
                 capacities=capacities,
+                most=MAX_PER_ACTION,
             )
             if not limits:
                 break
         return decided
-
-
-def further_limits(
-    *,
-    claimed: list[str],
-    placed: list[str],
-    limits: dict[str, int],
-    capacities: list[WorkerCapacity],
-) -> dict[str, int]:
-    """Per action, how many more items to claim: only where a full page was claimed, some of
-    it stayed unplaced and workers of that action still have room. Each pass looks further
-    ahead (x8) than the last, so a long head of held-back items is passed in a few passes."""
-    got = Counter(claimed)
-    left = got - Counter(placed)
-    more: dict[str, int] = {}
-    for action, limit in limits.items():
-        if got[action] < limit or not left[action]:
-            continue
-        room = sum(sum(c.free.values()) for c in capacities if action in c.actions)
-        if room > 0:
-            more[action] = min(MAX_PER_ACTION, max(room, limit) * 8)
-    return more
 
 
 def _queued_item(row: Record) -> QueuedItem:
