@@ -148,6 +148,49 @@ async def test_sticky_child_waits_for_or_prefers_its_parents_worker(dsn: str, st
         await second.close()
 
 
+async def test_a_sticky_tasks_retry_and_replay_keep_the_inherited_worker(
+    engine: Replica, tenant: str
+) -> None:
+    definition = {
+        "name": "sticky",
+        "sticky": "HARD",
+        "tasks": [
+            {"readable_id": "a", "action": "sticky:a"},
+            {"readable_id": "s", "action": "sticky:s", "parents": ["a"], "retries": 1},
+        ],
+    }
+    await engine.register(tenant, definition)
+    wa = await engine.connect_worker(tenant, ["sticky:a", "sticky:s"], name="wa")
+    run_id = await engine.trigger(tenant, "sticky")
+    await engine.scheduler.run_round(tenant)
+    (a,) = drain(wa)
+    wb = await engine.connect_worker(tenant, ["sticky:a", "sticky:s"], name="wb")
+    await engine.lifecycle.completed(
+        tenant_id=tenant, task_id=a.task_id, retry_count=0, output="{}"
+    )
+
+    async def pinned_to() -> str:
+        task_id = (await engine.tasks_by_name(run_id))["s"]["id"]
+        value = await engine.repo.pool.fetchval(
+            "SELECT desired_worker_id FROM queue_items WHERE task_id = $1", task_id
+        )
+        return str(value)
+
+    assert await pinned_to() == wa.worker_id
+    await engine.scheduler.run_round(tenant)
+    (s,) = drain(wa)
+    await engine.lifecycle.failed(tenant_id=tenant, task_id=s.task_id, retry_count=0, error="x")
+    assert await pinned_to() == wa.worker_id  # the retry
+    await engine.scheduler.run_round(tenant)
+    (s,) = drain(wa)
+    await engine.lifecycle.completed(
+        tenant_id=tenant, task_id=s.task_id, retry_count=1, output="{}"
+    )
+    assert await engine.control.replay(tenant_id=tenant, external_ids=[s.task_id])
+    assert await pinned_to() == wa.worker_id  # the replay
+    assert drain(wb) == []
+
+
 async def test_hard_sticky_spawned_child_runs_only_on_the_desired_worker(
     engine: Replica, tenant: str
 ) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hewer.engine.core.model import StepKind, TaskStatus, WorkflowVersionDef
+from hewer.engine.core.placement import desired_worker
 from hewer.engine.db.repository import QueueEntry, Repository, TaskEvent
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.definitions import Definitions
@@ -134,7 +135,13 @@ class RunControl:
                         action_id=r["action_id"],
                         priority=r["priority"],
                         slot_requests=slot_requests(r["slot_requests"]),
-                        desired_worker_id=opt(run["desired_worker_id"]),
+                        # a replayed task of a sticky DAG wants its first parent's worker
+                        desired_worker_id=desired_worker(
+                            version=version,
+                            tasks=snapshot,
+                            readable_id=version.step_by_id(str(r["step_id"])).readable_id,
+                            run_desired=opt(run["desired_worker_id"]),
+                        ),
                         delay_seconds=0,
                         schedule_timeout_seconds=version.step_by_id(
                             str(r["step_id"])
