@@ -46,6 +46,7 @@ def label(
         (4, Comparator.EQUAL, "4", False),
         ("cpu", Comparator.NOT_EQUAL, "gpu", True),
         ("gpu", Comparator.NOT_EQUAL, "gpu", False),
+        (4, Comparator.NOT_EQUAL, "5", False),
         (5, Comparator.GREATER_THAN, 4, True),
         (4, Comparator.GREATER_THAN, 4, False),
         (4, Comparator.GREATER_THAN_OR_EQUAL, 4, True),

@@ -8,7 +8,7 @@ each worker registered or upserted. Semantics follow Hatchet's scheduler:
   value`` holds; a met label adds its ``weight`` (default 100) to the worker's score, an unmet
   ``required`` label excludes the worker;
 * ``GREATER_THAN`` and the other ordering comparators compare integers only; ``EQUAL`` and
-  ``NOT_EQUAL`` compare values of the same type (an int label never equals a string one);
+  ``NOT_EQUAL`` compare values of the same type (an int and a string label meet neither);
 * ``HARD`` sticky: only the desired worker may take the task (it waits for it); ``SOFT``: the
   desired worker ranks first, anyone else may take it when it has no room. A desired worker
   without a sticky strategy (a child spawned with ``sticky=True`` whose workflow has none) is
@@ -169,8 +169,9 @@ def _met(have: str | int, label: DesiredLabel) -> bool:
         if label.comparator is Comparator.LESS_THAN:
             return have < want
         return have <= want
-    same = _is_int(have) == _is_int(want) and have == want
-    return same if label.comparator is Comparator.EQUAL else not same
+    if _is_int(have) != _is_int(want):
+        return False  # an int and a string label are neither equal nor unequal
+    return (have == want) == (label.comparator is Comparator.EQUAL)
 
 
 def _is_int(value: object) -> bool:
