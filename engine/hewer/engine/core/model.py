@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hewer.engine.core.placement import DesiredLabel
 
 from hewer.engine.core.concurrency import ConcurrencySpec
 from hewer.engine.core.rate_limits import TaskRateLimit
@@ -47,6 +51,8 @@ class StepSpec:
     slot_requests: dict[str, int] = field(default_factory=lambda: {"default": 1})
     concurrency: tuple[ConcurrencySpec, ...] = ()
     rate_limits: tuple[TaskRateLimit, ...] = ()
+    # desired worker labels from registration (a trigger's own labels replace them)
+    desired_labels: tuple[DesiredLabel, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,3 +111,5 @@ class TaskSnapshot:
     output: str | None
     error: str | None
     is_skipped: bool = False
+    # the worker that ran it (sticky DAG children inherit their first parent's)
+    worker_id: str | None = None

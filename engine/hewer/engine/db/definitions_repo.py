@@ -8,6 +8,7 @@ from typing import Any
 
 from hewer.engine.core.definition import InvalidDefinition, WorkflowSpec, stored_policies
 from hewer.engine.core.model import StepDef, StepKind, WorkflowVersionDef
+from hewer.engine.core.placement import labels_to_json
 from hewer.engine.db.base import (
     Conn,
     Record,
@@ -73,6 +74,7 @@ class DefinitionQueries(RepositoryBase):
                 [s.is_durable for s in steps],
                 [json.dumps(s.slot_requests) for s in steps],
                 [json.dumps(list(s.parents)) for s in steps],
+                [labels_to_json(s.desired_labels) for s in steps],
             )
             id_of = {s.readable_id: sid for s, sid in zip(steps, step_ids, strict=True)}
             edges = [(id_of[p], id_of[s.readable_id]) for s in steps for p in s.parents]
