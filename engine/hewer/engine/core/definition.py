@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hewer.engine.core.batches import InvalidBatchConfig, parse_batch_config
 from hewer.engine.core.durations import InvalidDuration, parse_duration_or
 from hewer.engine.core.model import StepKind, StepSpec
 
@@ -109,6 +110,10 @@ def _parse_step(
         requests = {"durable": 1} if is_durable else {"default": 1}
     if any(v <= 0 for v in requests.values()):
         raise InvalidDefinition(f"{where}: slot_requests units must be positive")
+    try:
+        batch = parse_batch_config(task.get("batch"))
+    except InvalidBatchConfig as exc:
+        raise InvalidDefinition(f"{where}: {exc}") from None
     return StepSpec(
         readable_id=readable_id,
         action_id=action,
@@ -122,6 +127,7 @@ def _parse_step(
         backoff_max_seconds=int(max_seconds) if max_seconds is not None else None,
         is_durable=is_durable,
         slot_requests=requests,
+        batch=batch,
     )
 
 
@@ -174,7 +180,6 @@ def _unenforced(definition: Mapping[str, Any]) -> list[str]:
         "worker_labels": "desired worker labels",
         "concurrency": "task concurrency",
         "conditions": "task conditions",
-        "batch": "batching",
     }
     tasks = list(definition.get("tasks", []))
     if definition.get("on_failure_task"):

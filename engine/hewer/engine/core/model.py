@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from hewer.engine.core.batches import BatchConfig
+
 
 class TaskStatus(StrEnum):
     QUEUED = "QUEUED"
@@ -42,6 +44,7 @@ class StepSpec:
     backoff_max_seconds: int | None
     is_durable: bool
     slot_requests: dict[str, int] = field(default_factory=lambda: {"default": 1})
+    batch: BatchConfig | None = None  # a batch task (core/batches.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

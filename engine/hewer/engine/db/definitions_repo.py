@@ -13,10 +13,11 @@ from hewer.engine.db.base import (
     Record,
     RepositoryBase,
 )
+from hewer.engine.db.batches_repo import BatchQueries
 from hewer.engine.db.queries import query
 
 
-class DefinitionQueries(RepositoryBase):
+class DefinitionQueries(BatchQueries, RepositoryBase):
     # -- definitions ----------------------------------------------------------------------
 
     async def put_workflow(
@@ -75,6 +76,11 @@ class DefinitionQueries(RepositoryBase):
                 [json.dumps(list(s.parents)) for s in steps],
             )
             id_of = {s.readable_id: sid for s, sid in zip(steps, step_ids, strict=True)}
+            await self.insert_step_batch_configs(
+                conn,
+                tenant_id=tenant_id,
+                configs={id_of[s.readable_id]: s.batch for s in steps if s.batch is not None},
+            )
             edges = [(id_of[p], id_of[s.readable_id]) for s in steps for p in s.parents]
             if edges:
                 await conn.execute(
@@ -100,6 +106,7 @@ class DefinitionQueries(RepositoryBase):
         if head is None:
             raise KeyError(version_id)
         rows = await target.fetch(query("load_version_steps"), version_id)
+        batches = await self.step_batch_configs_of_version(conn, version_id)
         steps = tuple(
             StepDef(
                 id=str(r["id"]),
@@ -115,6 +122,7 @@ class DefinitionQueries(RepositoryBase):
                 backoff_max_seconds=r["backoff_max_seconds"],
                 is_durable=r["is_durable"],
                 slot_requests=dict(r["slot_requests"]),
+                batch=batches.get(str(r["id"])),
             )
             for r in rows
         )

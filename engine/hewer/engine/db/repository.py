@@ -19,6 +19,7 @@ from hewer.engine.db.base import (
     TaskEvent,
     create_pool,
 )
+from hewer.engine.db.batches_repo import BatchQueries
 from hewer.engine.db.declared_repo import DeclaredQueries
 from hewer.engine.db.definitions_repo import DefinitionQueries
 from hewer.engine.db.events_repo import EventQueries
@@ -47,6 +48,7 @@ class Repository(
     EventQueries,
     DeclaredQueries,
     ScheduleQueries,
+    BatchQueries,
 ):
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
