@@ -53,7 +53,6 @@ def test_parse_full_config() -> None:
 
 def test_absent_config_is_none_and_unset_fields_mean_no_limit() -> None:
     assert parse_batch_config(None) is None
-    assert parse_batch_config({}) is None
     config = parse_batch_config({"batch_max_size": 1, "batch_group_max_runs": 0})
     assert config == BatchConfig(max_size=1)
     assert config.max_interval_seconds is None
@@ -63,6 +62,7 @@ def test_absent_config_is_none_and_unset_fields_mean_no_limit() -> None:
     ("raw", "message"),
     [
         ({"batch_max_size": 0}, "batch_max_size must be at least 1"),
+        ({}, "batch_max_size must be at least 1"),
         ({"batch_max_interval_ms": 5}, "batch_max_size must be at least 1"),
         ({"batch_max_size": 2, "batch_max_interval_ms": -1}, "must not be negative"),
         ({"batch_max_size": 2, "batch_group_max_runs": -3}, "must not be negative"),

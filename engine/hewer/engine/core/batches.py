@@ -64,8 +64,12 @@ def _int_field(raw: Mapping[str, Any], name: str) -> int | None:
 
 
 def parse_batch_config(raw: Mapping[str, Any] | None) -> BatchConfig | None:
-    """The ``TaskBatchConfig`` of a registration (proto field names), validated."""
-    if not raw:
+    """The ``TaskBatchConfig`` of a registration (proto field names), validated.
+
+    A present but empty config (``batch_max_size`` 0 is the proto default, so it is left out
+    of the dict) is refused, not taken for "no batching".
+    """
+    if raw is None:
         return None
     max_size = _int_field(raw, "batch_max_size")
     if max_size is None or max_size < 1:

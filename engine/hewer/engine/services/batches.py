@@ -84,6 +84,7 @@ class BatchFlusher(DeadlineLoop):
         self._assign_lock = assign_lock
         self._due: float | None = None  # loop time of the nearest interval deadline
         self._timers: set[asyncio.TimerHandle] = set()
+        self._warned: set[tuple[str, str]] = set()
         self.on_undeliverable: Undeliverable | None = None
 
     # -- wake-ups ---------------------------------------------------------------------------
@@ -142,7 +143,9 @@ class BatchFlusher(DeadlineLoop):
             if config is None:
                 # a newer version made it a plain task: its workers re-register (new code)
                 # and the scheduler takes the items from then on
-                log.warning("action %s is no longer a batch action; items wait", action_id)
+                if (tenant_id, action_id) not in self._warned:
+                    self._warned.add((tenant_id, action_id))
+                    log.warning("action %s is no longer a batch action; items wait", action_id)
                 continue
             holders = [s for s in sessions if action_id in s.batch_actions]
             sent = await self._flush_action(tenant_id, action_id, config, holders) or sent
