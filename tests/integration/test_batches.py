@@ -390,6 +390,18 @@ async def test_the_latest_version_decides_which_actions_are_batch_actions(
         tenant, {"name": "v", "tasks": [{"readable_id": "b", "action": "v:b"}]}
     )
     assert await repo.batch_configs_of_actions(tenant_id=tenant, action_ids=["v:b"]) == {}
+    # a worker that still listens as a batch worker: the scheduler takes the item over
+    worker = await node.replica.connect_worker(tenant, ["v:b"])
+    worker.batch_actions = frozenset({"v:b"})
+    (run_id,) = await node.replica.triggers.trigger(
+        tenant_id=tenant, requests=[TriggerRequest(workflow_name="v", input={})]
+    )
+    assert not await node.replica.scheduler.run_round(tenant)
+    assert not await node.flusher.flush_tenant(tenant, [worker])
+    assert worker.batch_actions == frozenset()
+    assert await node.replica.scheduler.run_round(tenant)
+    (message,) = drain(worker)
+    assert (message.kind, message.task_id) == (ActionKind.START, run_id)
 
 
 async def test_a_second_replica_waits_for_the_first_before_counting_running_batches(

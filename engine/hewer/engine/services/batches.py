@@ -84,7 +84,6 @@ class BatchFlusher(DeadlineLoop):
         self._assign_lock = assign_lock
         self._due: float | None = None  # loop time of the nearest interval deadline
         self._timers: set[asyncio.TimerHandle] = set()
-        self._warned: set[tuple[str, str]] = set()
         self.on_undeliverable: Undeliverable | None = None
 
     # -- wake-ups ---------------------------------------------------------------------------
@@ -140,14 +139,13 @@ class BatchFlusher(DeadlineLoop):
         sent = False
         for action_id in ready:
             config = configs.get(action_id)
-            if config is None:
-                # a newer version made it a plain task: its workers re-register (new code)
-                # and the scheduler takes the items from then on
-                if (tenant_id, action_id) not in self._warned:
-                    self._warned.add((tenant_id, action_id))
-                    log.warning("action %s is no longer a batch action; items wait", action_id)
-                continue
             holders = [s for s in sessions if action_id in s.batch_actions]
+            if config is None:
+                # a newer version made it a plain task: the scheduler takes its items now
+                log.warning("action %s is no longer a batch action", action_id)
+                for session in holders:
+                    session.batch_actions = session.batch_actions - {action_id}
+                continue
             sent = await self._flush_action(tenant_id, action_id, config, holders) or sent
         return sent
 
