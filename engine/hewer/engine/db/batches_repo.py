@@ -57,11 +57,17 @@ class BatchQueries(RepositoryBase):
 
     async def batch_actions_with_items(
         self, *, tenant_id: str, action_ids: Sequence[str]
-    ) -> list[str]:
+    ) -> dict[str, bool]:
+        """``{action: has items no flusher prepared yet}`` for actions with claimable items."""
         rows = await self.pool.fetch(
             query("batch_actions_with_items"), tenant_id, sorted(set(action_ids))
         )
-        return [r["action_id"] for r in rows]
+        return {r["action_id"]: r["has_fresh"] for r in rows}
+
+    async def fresh_batch_items(
+        self, conn: Conn, *, tenant_id: str, action_id: str, limit: int
+    ) -> list[Record]:
+        return list(await conn.fetch(query("fresh_batch_items"), tenant_id, action_id, limit))
 
     async def lock_batch_action(self, conn: Conn, *, tenant_id: str, action_id: str) -> None:
         await conn.execute(query("lock_batch_action"), tenant_id, action_id)

@@ -135,9 +135,11 @@ class BatchFlusher(DeadlineLoop):
         ready = await self._repo.batch_actions_with_items(tenant_id=tenant_id, action_ids=actions)
         if not ready:
             return False
-        configs = await self._repo.batch_configs_of_actions(tenant_id=tenant_id, action_ids=ready)
+        configs = await self._repo.batch_configs_of_actions(
+            tenant_id=tenant_id, action_ids=list(ready)
+        )
         sent = False
-        for action_id in ready:
+        for action_id, has_fresh in ready.items():
             config = configs.get(action_id)
             holders = [s for s in sessions if action_id in s.batch_actions]
             if config is None:
@@ -146,8 +148,22 @@ class BatchFlusher(DeadlineLoop):
                 for session in holders:
                     session.batch_actions = session.batch_actions - {action_id}
                 continue
+            if has_fresh:
+                # outside the assignment lock: CEL over many inputs must not stall the
+                # scheduler, which shares that lock
+                await self._prepare_fresh(tenant_id, action_id, config)
             sent = await self._flush_action(tenant_id, action_id, config, holders) or sent
         return sent
+
+    async def _prepare_fresh(self, tenant_id: str, action_id: str, config: BatchConfig) -> None:
+        """Fill in key and size of items no flusher has seen; fail those whose key is bad."""
+        async with self._repo.transaction() as conn:
+            rows = await self._repo.fresh_batch_items(
+                conn, tenant_id=tenant_id, action_id=action_id, limit=MAX_PENDING
+            )
+            failures = await self._prepare(conn, rows, config) if rows else []
+        for task_id, error in failures:
+            await self._lifecycle.fail_queued(tenant_id=tenant_id, task_id=task_id, error=error)
 
     async def _capacities(
         self, action_id: str, sessions: list[WorkerSession]
@@ -178,7 +194,6 @@ class BatchFlusher(DeadlineLoop):
         sessions: list[WorkerSession],
     ) -> bool:
         sends: list[tuple[str, ActionMessage]] = []
-        failures: list[tuple[str, str]] = []
         async with self._assign_lock:
             capacities = await self._capacities(action_id, sessions)
             async with self._repo.transaction() as conn:
@@ -189,7 +204,13 @@ class BatchFlusher(DeadlineLoop):
                 if not rows:
                     return False
                 now = float(rows[0]["db_now"])
-                prepared, failures = await self._prepare(conn, rows, config)
+                prepared = [
+                    _Prepared(r, r["batch_key"] or "", r["batch_bytes"])
+                    for r in rows
+                    if r["batch_bytes"] is not None
+                ]
+                if len(prepared) < len(rows):
+                    self.wake()  # items that arrived since: prepared on the next pass
                 running: dict[str, int] = {}
                 if config.group_max_runs is not None and prepared:
                     running = await self._repo.running_batches_per_key(
@@ -245,28 +266,22 @@ class BatchFlusher(DeadlineLoop):
                         message = _start_batch(tenant_id, batch_id, planned, members)
                         sends.append((worker_id, message))
         await self._deliver(sends)
-        for task_id, error in failures:
-            await self._lifecycle.fail_queued(tenant_id=tenant_id, task_id=task_id, error=error)
         return bool(sends)
 
     async def _prepare(
         self, conn: Conn, rows: list[Record], config: BatchConfig
-    ) -> tuple[list[_Prepared], list[tuple[str, str]]]:
-        """Items with their group key and size; a new item's are computed once and stored."""
-        prepared: list[_Prepared] = []
+    ) -> list[tuple[str, str]]:
+        """Compute and store the group key and size of new items (once per queue item).
+
+        Returns ``(task_id, error)`` for items whose group key does not evaluate.
+        """
         failures: list[tuple[str, str]] = []
-        fresh = [r for r in rows if r["batch_bytes"] is None]
-        contexts: dict[int, Record] = {}
-        if fresh:
-            found = await self._repo.batch_item_contexts(conn, [r["id"] for r in fresh])
-            contexts = {c["id"]: c for c in found}
+        found = await self._repo.batch_item_contexts(conn, [r["id"] for r in rows])
+        contexts = {c["id"]: c for c in found}
         new_ids: list[int] = []
         new_keys: list[str] = []
         new_sizes: list[int] = []
         for row in rows:
-            if row["batch_bytes"] is not None:
-                prepared.append(_Prepared(row, row["batch_key"] or "", row["batch_bytes"]))
-                continue
             context = contexts.get(row["id"])
             if context is None:
                 continue
@@ -279,12 +294,11 @@ class BatchFlusher(DeadlineLoop):
             new_ids.append(row["id"])
             new_keys.append(key)
             new_sizes.append(size)
-            prepared.append(_Prepared(row, key, size))
         if new_ids:
             await self._repo.prepare_batch_items(
                 conn, queue_ids=new_ids, keys=new_keys, sizes=new_sizes
             )
-        return prepared, failures
+        return failures
 
     async def _deliver(self, sends: list[tuple[str, ActionMessage]]) -> None:
         undeliverable = [m for worker_id, m in sends if not self._hub.send(worker_id, m)]

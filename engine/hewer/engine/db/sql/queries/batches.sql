@@ -32,14 +32,28 @@ FROM (
 WHERE batch_step IS NOT NULL;
 
 -- name: batch_actions_with_items
--- Which of these batch actions have claimable items: one cheap look before any claim.
-SELECT a.action_id
+-- Which of these batch actions have claimable items (one cheap look before any claim), and
+-- whether some of them were never seen by a flusher (their key and size are not filled in).
+SELECT a.action_id, EXISTS (
+           SELECT 1 FROM queue_items q
+           WHERE q.tenant_id = $1 AND q.action_id = a.action_id AND NOT q.paused
+             AND q.available_at <= now() AND q.batch_bytes IS NULL
+       ) AS has_fresh
 FROM unnest($2::text[]) AS a(action_id)
 WHERE EXISTS (
     SELECT 1 FROM queue_items q
     WHERE q.tenant_id = $1 AND q.action_id = a.action_id AND NOT q.paused
       AND q.available_at <= now()
 );
+
+-- name: fresh_batch_items
+SELECT q.id, q.task_id
+FROM queue_items q
+WHERE q.tenant_id = $1 AND q.action_id = $2 AND NOT q.paused AND q.available_at <= now()
+  AND q.batch_bytes IS NULL
+ORDER BY q.id
+LIMIT $3
+FOR UPDATE SKIP LOCKED;
 
 -- name: lock_batch_action
 -- One flusher at a time per (tenant, action), across replicas: groups are formed from every
