@@ -195,6 +195,66 @@ def test_put_workflow_with_invalid_dag(
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+@pytest.mark.parametrize(
+    ("batch", "expected"),
+    [
+        pytest.param(v1.TaskBatchConfig(batch_max_size=0), "batch_max_size", id="size-0"),
+        pytest.param(
+            v1.TaskBatchConfig(batch_max_size=2, batch_max_interval_ms=-1),
+            "batch_max_interval_ms",
+            id="negative-interval",
+        ),
+        pytest.param(
+            v1.TaskBatchConfig(batch_max_size=2, batch_group_key="input.("),
+            "invalid CEL",
+            id="bad-group-key",
+        ),
+    ],
+)
+def test_put_workflow_with_invalid_batch_config(
+    channel: grpc.Channel, engine: Engine, batch: v1.TaskBatchConfig, expected: str
+) -> None:
+    name = f"e2e-bad-batch-{uuid.uuid4().hex[:6]}"
+    task = _task("a", [])
+    task.batch.CopyFrom(batch)
+    request = v1.CreateWorkflowVersionRequest(name=name, tasks=[task])
+    stub = v1_grpc.AdminServiceStub(channel)
+    err = _rpc_error(stub.PutWorkflow, request, metadata=bearer(engine.token))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert expected in (err.details() or "")
+    err = _trigger(channel, engine, name, "{}")  # nothing registered
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    ("batch_id", "task_id", "event_type"),
+    [
+        pytest.param("not-a-uuid", str(uuid.uuid4()), dpb.STEP_EVENT_TYPE_STARTED, id="batch-id"),
+        pytest.param(
+            str(uuid.uuid4()), str(uuid.uuid4()), dpb.STEP_EVENT_TYPE_COMPLETED, id="unknown-task"
+        ),
+        pytest.param(str(uuid.uuid4()), "nope", dpb.STEP_EVENT_TYPE_FAILED, id="task-id"),
+        pytest.param(
+            str(uuid.uuid4()), str(uuid.uuid4()), dpb.STEP_EVENT_TYPE_UNKNOWN, id="event-type"
+        ),
+    ],
+)
+def test_batch_event_with_bad_ids_or_type(
+    channel: grpc.Channel, engine: Engine, batch_id: str, task_id: str, event_type: int
+) -> None:
+    stub = dispatcher_pb2_grpc.DispatcherStub(channel)  # type: ignore[attr-defined]
+    event = dpb.BatchActionEvent(
+        worker_id=str(uuid.uuid4()),
+        action_id="e2e-batch:b",
+        batch_id=batch_id,
+        event_type=event_type,  # type: ignore[arg-type]
+        items=[dpb.BatchActionEventItem(task_run_external_id=task_id, event_payload="{}")],
+    )
+    err = _rpc_error(stub.SendBatchActionEvent, event, metadata=bearer(engine.token))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details()
+
+
 async def test_engine_still_serves_after_bad_requests(
     engine: Engine, hatchet: Hatchet, workflows: dict[str, Any], main_worker: WorkerProc
 ) -> None:

@@ -28,6 +28,8 @@ from hewer.engine.db.repository import Repository, create_pool
 from hewer.engine.errors import EngineStartError
 from hewer.engine.services.admission import Admission
 from hewer.engine.services.auth import Authenticator
+from hewer.engine.services.batch_reports import BatchReports
+from hewer.engine.services.batches import BatchFlusher
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.control import RunControl
 from hewer.engine.services.definitions import Definitions
@@ -123,18 +125,30 @@ async def run_engine(
     auth = await _authenticator(settings, repo)
     tenant_id = await repo.ensure_tenant(settings.default_tenant)
 
+    batches = BatchFlusher(
+        repo=repo,
+        hub=hub,
+        lifecycle=lifecycle,
+        engine_id=engine_id,
+        assign_lock=scheduler.assign_lock,
+    )
+
     async def requeue(messages: list[ActionMessage]) -> None:
         for m in messages:
-            await lifecycle.requeue_lost(
-                tenant_id=m.tenant_id,
-                task_id=m.task_id,
-                retry_count=m.retry_count,
-                reason="worker stream closed before the task was sent",
-            )
+            for task_id, retry_count in m.attempts():
+                await lifecycle.requeue_lost(
+                    tenant_id=m.tenant_id,
+                    task_id=task_id,
+                    retry_count=retry_count,
+                    reason="worker stream closed before the task was sent",
+                )
 
     scheduler.on_undeliverable = requeue
     bus.subscribe("admit", admission.on_bus)
     bus.subscribe("resync", admission.on_bus)
+    batches.on_undeliverable = requeue
+    for kind in ("queue", "slots", "resync"):
+        bus.subscribe(kind, batches.on_bus)
     bus.subscribe("queue", scheduler.on_bus)
     bus.subscribe("slots", scheduler.on_bus)
     bus.subscribe("resync", scheduler.on_bus)
@@ -160,6 +174,7 @@ async def run_engine(
             streams=streams,
             engine_id=engine_id,
             max_payload_bytes=settings.max_payload_bytes,
+            batch_reports=BatchReports(repo=repo, lifecycle=lifecycle),
         ),
         admin=AdminService(
             auth=grpc_auth,
@@ -212,6 +227,7 @@ async def run_engine(
     await bus.start()
     scheduler.start()
     admission.start()
+    batches.start()
     timers.start()
     scheduling.start()
     retention.start()
@@ -257,6 +273,7 @@ async def run_engine(
         await scheduling.stop()
         await timers.stop()
         await admission.stop()
+        await batches.stop()
         await scheduler.stop()
         await bus.close()
         await repo.close()

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hewer.engine.core.batches import InvalidBatchConfig, parse_batch_config
 from hewer.engine.core.concurrency import ConcurrencySpec, InvalidConcurrency, parse_specs
 from hewer.engine.core.durations import InvalidDuration, parse_duration_or
 from hewer.engine.core.model import StepKind, StepSpec
@@ -174,6 +175,10 @@ def _parse_step(
         labels = parse_desired_labels(task.get("worker_labels"), where=where)
     except (InvalidConcurrency, InvalidRateLimit, InvalidLabel) as exc:
         raise InvalidDefinition(str(exc)) from None
+    try:
+        batch = parse_batch_config(task.get("batch"))
+    except InvalidBatchConfig as exc:
+        raise InvalidDefinition(f"{where}: {exc}") from None
     return StepSpec(
         readable_id=readable_id,
         action_id=action,
@@ -190,6 +195,7 @@ def _parse_step(
         concurrency=concurrency,
         rate_limits=rate_limits,
         desired_labels=labels,
+        batch=batch,
     )
 
 
@@ -230,7 +236,6 @@ def _unenforced(definition: Mapping[str, Any]) -> list[str]:
     found: list[str] = []
     per_task = {
         "conditions": "task conditions",
-        "batch": "batching",
     }
     tasks = list(definition.get("tasks", []))
     if definition.get("on_failure_task"):

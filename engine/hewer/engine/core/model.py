@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from hewer.engine.core.placement import DesiredLabel
 
+from hewer.engine.core.batches import BatchConfig
 from hewer.engine.core.concurrency import ConcurrencySpec
 from hewer.engine.core.rate_limits import TaskRateLimit
 
@@ -53,6 +54,7 @@ class StepSpec:
     rate_limits: tuple[TaskRateLimit, ...] = ()
     # desired worker labels from registration (a trigger's own labels replace them)
     desired_labels: tuple[DesiredLabel, ...] = ()
+    batch: BatchConfig | None = None  # a batch task (core/batches.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

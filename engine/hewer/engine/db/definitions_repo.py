@@ -14,10 +14,11 @@ from hewer.engine.db.base import (
     Record,
     RepositoryBase,
 )
+from hewer.engine.db.batches_repo import BatchQueries
 from hewer.engine.db.queries import query
 
 
-class DefinitionQueries(RepositoryBase):
+class DefinitionQueries(BatchQueries, RepositoryBase):
     # -- definitions ----------------------------------------------------------------------
 
     async def put_workflow(
@@ -77,6 +78,11 @@ class DefinitionQueries(RepositoryBase):
                 [labels_to_json(s.desired_labels) for s in steps],
             )
             id_of = {s.readable_id: sid for s, sid in zip(steps, step_ids, strict=True)}
+            await self.insert_step_batch_configs(
+                conn,
+                tenant_id=tenant_id,
+                configs={id_of[s.readable_id]: s.batch for s in steps if s.batch is not None},
+            )
             edges = [(id_of[p], id_of[s.readable_id]) for s in steps for p in s.parents]
             if edges:
                 await conn.execute(
@@ -107,6 +113,7 @@ class DefinitionQueries(RepositoryBase):
         except InvalidDefinition as exc:
             # stored by an engine that did not validate these settings yet
             raise InvalidDefinition(f"workflow version {version_id}: {exc}") from None
+        batches = await self.step_batch_configs_of_version(conn, version_id)
         steps = tuple(
             StepDef(
                 id=str(r["id"]),
@@ -124,6 +131,7 @@ class DefinitionQueries(RepositoryBase):
                 slot_requests=dict(r["slot_requests"]),
                 concurrency=policies.step_concurrency.get(r["readable_id"], ()),
                 rate_limits=policies.step_rate_limits.get(r["readable_id"], ()),
+                batch=batches.get(str(r["id"])),
             )
             for r in rows
         )

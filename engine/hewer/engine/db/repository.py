@@ -20,6 +20,7 @@ from hewer.engine.db.base import (
     WriteObserver,
     create_pool,
 )
+from hewer.engine.db.batches_repo import BatchQueries
 from hewer.engine.db.concurrency_repo import ConcurrencyQueries
 from hewer.engine.db.declared_repo import DeclaredQueries
 from hewer.engine.db.definitions_repo import DefinitionQueries
@@ -57,6 +58,7 @@ class Repository(
     RateLimitQueries,
     RecoveryQueries,
     IdempotencyQueries,
+    BatchQueries,
 ):
     def __init__(self, pool: asyncpg.Pool, *, observer: WriteObserver) -> None:
         self.pool = pool

@@ -279,6 +279,21 @@ class Lifecycle:
             )
             return True
 
+    async def fail_queued(self, *, tenant_id: str, task_id: str, error: str) -> bool:
+        """Fail a task that cannot run, before it ran (a batch group key that does not
+        evaluate: services/batches.py); no retry. False if it was no longer queued."""
+        async with self._repo.transaction() as conn:
+            row = await self._repo.fail_queued_task(
+                conn, tenant_id=tenant_id, task_id=task_id, error=error
+            )
+            if row is None:
+                return False
+            await self._repo.insert_task_events(
+                conn, tenant_id=tenant_id, events=[task_event(row, "FAILED", message=error)]
+            )
+            await self._advance_and_publish(conn, row, status=TaskStatus.FAILED, payload=error)
+            return True
+
     # -- cancellation ----------------------------------------------------------------------
 
     async def cancel(

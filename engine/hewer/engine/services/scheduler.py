@@ -47,6 +47,9 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         self._timers: set[asyncio.TimerHandle] = set()
         self.on_undeliverable: Any = None  # set by the engine: requeues what could not be sent
+        # held while reading capacity and assigning; the batch flusher assigns to the same
+        # workers and takes it too, so the two never hand out one slot twice
+        self.assign_lock = asyncio.Lock()
 
     def wake(self, delay: float = 0.0) -> None:
         if delay <= 0:
@@ -84,7 +87,8 @@ class Scheduler:
             try:
                 busy = False
                 for tenant_id in self._hub.tenants():
-                    busy = await self.run_round(tenant_id) or busy
+                    async with self.assign_lock:
+                        busy = await self.run_round(tenant_id) or busy
                 if busy:
                     self._wake.set()  # there may be more: go again without waiting
             except asyncio.CancelledError:
@@ -112,7 +116,7 @@ class Scheduler:
         capacities = [
             WorkerCapacity(
                 worker_id=s.worker_id,
-                actions=s.actions,
+                actions=s.actions - s.batch_actions,  # batch actions: services/batches.py
                 free=free_capacity(s.slot_config, used[s.worker_id]),
                 labels=labels[s.worker_id],
             )

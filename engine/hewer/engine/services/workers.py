@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import IntEnum
 from typing import Any
 
@@ -19,10 +20,26 @@ class ActionKind(IntEnum):
     # values match dispatcher.proto's ActionType
     START = 0
     CANCEL = 1
+    START_BATCH = 3
 
     @property
     def name_in_proto(self) -> str:
-        return {ActionKind.START: "START_STEP_RUN", ActionKind.CANCEL: "CANCEL_STEP_RUN"}[self]
+        return {
+            ActionKind.START: "START_STEP_RUN",
+            ActionKind.CANCEL: "CANCEL_STEP_RUN",
+            ActionKind.START_BATCH: "START_BATCH",
+        }[self]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStart:
+    """What a START_BATCH action adds: the batch and its members (services/batches.py)."""
+
+    batch_id: str
+    batch_key: str
+    reason: str
+    triggered_at: datetime
+    members: tuple[tuple[str, int], ...]  # (task id, retry count), in payload order
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +65,13 @@ class ActionMessage:
     invocation_count: int | None = None
     triggering_event_id: str | None = None
     triggering_event_key: str | None = None
+    batch: BatchStart | None = None  # START_BATCH only; task_id is then empty
+
+    def attempts(self) -> list[tuple[str, int]]:
+        """The (task id, retry count) attempts a START action carries: one, or a batch's."""
+        if self.batch is not None:
+            return list(self.batch.members)
+        return [(self.task_id, self.retry_count)]
 
 
 @dataclass(eq=False)
@@ -58,6 +82,9 @@ class WorkerSession:
     slot_config: dict[str, int]
     outbox: asyncio.Queue[ActionMessage] = field(default_factory=asyncio.Queue)
     closed: bool = False
+    # actions the batch flusher assigns (START_BATCH) and the scheduler leaves alone; read
+    # when the stream opens (workers register their workflows before they listen)
+    batch_actions: frozenset[str] = frozenset()
 
 
 class WorkerHub:

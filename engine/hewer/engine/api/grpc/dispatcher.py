@@ -15,6 +15,12 @@ from hatchet_sdk.contracts import dispatcher_pb2_grpc
 from hewer.engine.api.grpc.common import GrpcContextAuth, abort, require_uuid, timestamp
 from hewer.engine.api.grpc.streams import RunStreams
 from hewer.engine.core.durations import InvalidDuration, parse_duration
+from hewer.engine.services.batch_reports import (
+    BatchEventKind,
+    BatchItemReport,
+    BatchReports,
+    InvalidBatchReport,
+)
 from hewer.engine.services.lifecycle import Lifecycle, NotHolder, StaleAttempt, TaskNotFound
 from hewer.engine.services.scheduler import Scheduler
 from hewer.engine.services.worker_registry import WorkerRegistry
@@ -70,7 +76,23 @@ def action_to_proto(message: ActionMessage) -> pb.AssignedAction:
         action.triggering_event_external_id = message.triggering_event_id
     if message.triggering_event_key is not None:
         action.triggering_event_key = message.triggering_event_key
+    if message.batch is not None:
+        batch = message.batch
+        action.batchId = batch.batch_id
+        action.batchSize = len(batch.members)
+        action.batchKey = batch.batch_key
+        action.batchStartPayload.triggerReason = batch.reason
+        action.batchStartPayload.triggerTime.CopyFrom(timestamp(batch.triggered_at))
+        action.batchStartPayload.expectedSize = len(batch.members)
     return action
+
+
+_BATCH_EVENT_KINDS = {
+    pb.STEP_EVENT_TYPE_STARTED: BatchEventKind.STARTED,
+    pb.STEP_EVENT_TYPE_COMPLETED: BatchEventKind.COMPLETED,
+    pb.STEP_EVENT_TYPE_FAILED: BatchEventKind.FAILED,
+    pb.STEP_EVENT_TYPE_CANCELLED: BatchEventKind.CANCELLED,
+}
 
 
 class DispatcherService(DispatcherServicer):  # type: ignore[misc]
@@ -85,6 +107,7 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
         streams: RunStreams,
         engine_id: str,
         max_payload_bytes: int,
+        batch_reports: BatchReports,
     ) -> None:
         self._auth = auth
         self._workers = workers
@@ -94,6 +117,7 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
         self._streams = streams
         self._engine_id = engine_id
         self._max_payload = max_payload_bytes
+        self._batch_reports = batch_reports
 
     async def GetVersion(
         self, request: pb.GetVersionRequest, context: Ctx
@@ -158,6 +182,11 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
             tenant_id=tenant_id,
             actions=frozenset(worker["actions"]),
             slot_config={str(k): int(v) for k, v in dict(worker["slot_config"]).items()},
+            batch_actions=frozenset(
+                await self._repo.batch_configs_of_actions(
+                    tenant_id=tenant_id, action_ids=list(worker["actions"])
+                )
+            ),
         )
         replaced = self._hub.attach(session)
         if replaced is not None:
@@ -183,11 +212,13 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
     async def _requeue_undelivered(self, session: WorkerSession) -> None:
         while not session.outbox.empty():
             message = session.outbox.get_nowait()
-            if message.kind is ActionKind.START:
+            if message.kind is ActionKind.CANCEL:
+                continue
+            for task_id, retry_count in message.attempts():
                 await self._lifecycle.requeue_lost(
                     tenant_id=message.tenant_id,
-                    task_id=message.task_id,
-                    retry_count=message.retry_count,
+                    task_id=task_id,
+                    retry_count=retry_count,
                     reason="worker stream closed before the task was sent",
                 )
 
@@ -292,8 +323,49 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
         # len(str) <= len(utf-8 bytes): skip encoding the common small output
         return len(output) > self._max_payload or len(output.encode()) > self._max_payload
 
-    async def SendBatchActionEvent(self, request: Any, context: Ctx) -> Any:
-        await abort(context, grpc.StatusCode.UNIMPLEMENTED, "batched tasks are not supported yet")
+    async def SendBatchActionEvent(
+        self, request: pb.BatchActionEvent, context: Ctx
+    ) -> pb.ActionEventResponse:
+        tenant_id = await self._auth.tenant(context)
+        batch_id = require_uuid(request.batch_id, what="batch_id")
+        kind = _BATCH_EVENT_KINDS.get(request.event_type)
+        if batch_id is None or kind is None:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"invalid batch_id {request.batch_id!r}"
+                if batch_id is None
+                else f"unsupported batch event type {request.event_type}",
+            )
+        items: list[BatchItemReport] = []
+        for item in request.items:
+            task_id = require_uuid(item.task_run_external_id, what="task_run_external_id")
+            if task_id is None:
+                await abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"invalid task_run_external_id {item.task_run_external_id!r}",
+                )
+            items.append(
+                BatchItemReport(
+                    task_id=task_id,
+                    payload=item.event_payload,
+                    should_not_retry=item.should_not_retry,
+                )
+            )
+        try:
+            await self._batch_reports.report(
+                tenant_id=tenant_id,
+                reporter=require_uuid(request.worker_id, what="worker_id"),
+                batch_id=batch_id,
+                kind=kind,
+                items=items,
+            )
+        except (TaskNotFound, InvalidBatchReport) as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except NotHolder as exc:
+            await abort(context, grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        return pb.ActionEventResponse(tenant_id=tenant_id, worker_id=request.worker_id)
 
     async def SendGroupKeyActionEvent(self, request: Any, context: Ctx) -> Any:
         await abort(context, grpc.StatusCode.UNIMPLEMENTED, "group key actions are a v0 feature")

@@ -162,9 +162,14 @@ WHERE w.tenant_id = $1 AND ($2::uuid IS NULL OR w.id = $2::uuid)
 ORDER BY w.created_at DESC, w.id;
 
 -- name: rest_worker_used_slots
+-- the members of a batch share one slot (as in local_worker_capacity)
 SELECT t.worker_id, s.key AS slot_type, sum(s.value::int)::int AS used
-FROM tasks t, jsonb_each_text(t.slot_requests) s
-WHERE t.tenant_id = $1 AND t.slot_held AND t.worker_id = ANY($2::uuid[])
+FROM (
+    SELECT DISTINCT ON (h.worker_id, coalesce(h.batch_id, h.id), h.assigned_at)
+           h.worker_id, h.slot_requests
+    FROM tasks h
+    WHERE h.tenant_id = $1 AND h.slot_held AND h.worker_id = ANY($2::uuid[])
+) t, jsonb_each_text(t.slot_requests) s
 GROUP BY t.worker_id, s.key;
 
 -- name: rest_page_events

@@ -413,8 +413,12 @@ LEFT JOIN LATERAL (
     SELECT jsonb_object_agg(s.kind, s.units) AS used
     FROM (
         SELECT r.key AS kind, sum(r.value::int) AS units
-        FROM tasks t, jsonb_each_text(t.slot_requests) AS r
-        WHERE t.worker_id = w.id AND t.slot_held
+        FROM (
+            -- the members of a batch share one slot (they were assigned together)
+            SELECT DISTINCT ON (coalesce(h.batch_id, h.id), h.assigned_at) h.slot_requests
+            FROM tasks h
+            WHERE h.worker_id = w.id AND h.slot_held
+        ) t, jsonb_each_text(t.slot_requests) AS r
         GROUP BY r.key
     ) s
 ) u ON true

@@ -324,7 +324,9 @@ GROUP BY t.readable_id, t.status, t.action_id;
 SELECT w.tenant_id,
        coalesce(sum((SELECT sum(v::int) FROM jsonb_each_text(w.slot_config) AS s(k, v))), 0)::int
            AS total,
-       coalesce(sum((SELECT count(*) FROM tasks t WHERE t.worker_id = w.id AND t.slot_held)), 0)::int
+       -- a batch's members share one slot
+       coalesce(sum((SELECT count(DISTINCT (coalesce(t.batch_id, t.id), t.assigned_at))
+                     FROM tasks t WHERE t.worker_id = w.id AND t.slot_held)), 0)::int
            AS used
 FROM workers w
 WHERE w.is_active
