@@ -27,6 +27,7 @@ from hewer.engine.config import Settings
 from hewer.engine.db.repository import Repository, create_pool
 from hewer.engine.errors import EngineStartError
 from hewer.engine.services.auth import Authenticator
+from hewer.engine.services.autoscaling import Autoscaling
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.control import RunControl
 from hewer.engine.services.definitions import Definitions
@@ -126,6 +127,9 @@ async def run_engine(
     bus.subscribe("run", results.on_bus)
     bus.subscribe("run", run_events.on_run_finished)
     bus.subscribe("event", run_events.on_event)
+    autoscaling = Autoscaling(repo=repo)
+    bus.subscribe("queue", autoscaling.on_bus)
+    bus.subscribe("resync", autoscaling.on_bus)
 
     grpc_auth = GrpcContextAuth(auth)
     streams = RunStreams(repo=repo, results=results, events=run_events)
@@ -181,6 +185,7 @@ async def run_engine(
         events_service=events,
         secret_box=secret_box,
         scheduling_service=scheduling,
+        autoscaling=autoscaling,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

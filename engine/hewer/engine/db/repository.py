@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from hewer.engine.db.autoscaling_repo import AutoscalingQueries
 from hewer.engine.db.base import (
     Conn,
     NewRun,
@@ -47,6 +48,7 @@ class Repository(
     EventQueries,
     DeclaredQueries,
     ScheduleQueries,
+    AutoscalingQueries,
 ):
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool

@@ -17,6 +17,7 @@ from hewer.engine.api.rest import (
     observability,
     runs,
     scheduling,
+    task_stats,
     tasks,
     webhooks,
     workers,
@@ -35,6 +36,7 @@ from hewer.engine.api.rest.errors import Handler, Unauthorized, error_middleware
 from hewer.engine.api.rest.protocols import RunControl
 from hewer.engine.db.repository import Repository
 from hewer.engine.services.auth import Authenticator, AuthError
+from hewer.engine.services.autoscaling import Autoscaling
 from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.events import Events
 from hewer.engine.services.scheduling import Scheduling
@@ -75,6 +77,7 @@ def build_app(
     events_service: Events | None = None,
     secret_box: SecretBox | None = None,
     scheduling_service: Scheduling | None = None,
+    autoscaling: Autoscaling | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, auth_middleware], client_max_size=_MAX_BODY_BYTES
@@ -96,4 +99,6 @@ def build_app(
         app[scheduling.SCHEDULING] = scheduling_service
     app.router.add_routes(scheduling.routes)
     app.router.add_routes(observability.routes)
+    app[task_stats.AUTOSCALING] = autoscaling if autoscaling is not None else Autoscaling(repo=repo)
+    app.router.add_routes(task_stats.routes)
     return app
