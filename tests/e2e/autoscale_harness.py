@@ -59,6 +59,7 @@ class PodRunner:
     pool: str
     log_dir: Path
     procs: dict[str, PodProc] = field(default_factory=dict)
+    # (wall-clock time, Deployment spec.replicas) at every change
     replicas: list[tuple[float, int]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -119,7 +120,7 @@ class PodRunner:
                 dep = self.apps.read_namespaced_deployment(self.pool, NS)
                 n = int(dep.spec.replicas or 0)
                 if not self.replicas or self.replicas[-1][1] != n:
-                    self.replicas.append((time.monotonic(), n))
+                    self.replicas.append((time.time(), n))
             with contextlib.suppress(Exception):
                 pods = self.core.list_namespaced_pod(NS, label_selector=selector).items
                 live = {

@@ -27,7 +27,10 @@ from autoscale_workflow import Sleep, define
 from e2e_support import Engine
 
 T = TypeVar("T")
-WINDOW = 6  # scaleDownStabilizationSeconds
+WINDOW = 3  # scaleDownStabilizationSeconds
+# one long task, enqueued first, keeps a worker busy while the pool scales down after the
+# burst: the drain must pick the idle workers around it
+LONG_TASK_SECONDS = 15.0
 DURATIONS = (0.5, 1.0, 2.0, 3.0, 5.0)
 TASKS = 20
 
@@ -117,18 +120,18 @@ def test_burst_scales_from_zero_to_max_and_back_without_interrupting_a_task(
         )
         assert set(history) == {0}, history
 
-        enqueued = time.monotonic()
+        enqueued = time.time()
         refs = workflow.run_many(
             [
                 workflow.create_bulk_run_item(
-                    input=Sleep(seconds=DURATIONS[i % len(DURATIONS)], n=i)
+                    input=Sleep(seconds=LONG_TASK_SECONDS if i == 0 else DURATIONS[i % 5], n=i)
                 )
                 for i in range(TASKS)
             ],
             wait_for_result=False,
         )
         first_mark = wait_for(
-            lambda: any(mark_dir.iterdir()) and time.monotonic(),
+            lambda: any(mark_dir.iterdir()) and time.time(),
             timeout=90,
             what="the first task to start",
         )
@@ -159,6 +162,10 @@ def test_burst_scales_from_zero_to_max_and_back_without_interrupting_a_task(
     assert len(attempts) == TASKS and set(attempts.values()) == {1}, attempts
     assert {attempt for _, attempt, _ in marks} == {"1"}
     assert len({pod for _, _, pod in marks}) >= 2, "the burst was served by one pod only"
+    # the drain was exercised: a scale-down came while tasks still ran
+    ends = [sum(map(float, p.read_text().split())) for p in mark_dir.iterdir()]
+    downs = [t for (_, a), (t, b) in itertools.pairwise(runner.replicas) if b < a]
+    assert downs and downs[0] < max(ends), (runner.replicas, max(ends))
     # scaled from zero toward max, within bounds
     assert 2 <= reached <= 4, runner.replicas
     # at most one direction change per stabilization window (0.5 s for sampling jitter)

@@ -28,7 +28,7 @@ def define(hatchet: Hatchet, name: str) -> Any:
         pod = os.environ.get("HEWER_POD_NAME", "?")
         if directory:
             mark = Path(directory) / f"{ctx.workflow_run_id}.{ctx.attempt_number}.{pod}"
-            mark.write_text(f"{time.time()}\n")
+            mark.write_text(f"{time.time()} {input.seconds}\n")
         await asyncio.sleep(input.seconds)
         return {"n": input.n, "pod": pod}
 
