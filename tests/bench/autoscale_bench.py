@@ -184,12 +184,15 @@ def main() -> int:
                 f"max {max(drains):.2f} s (idle workers: pause, check, mark, scale)"
             )
         metrics = requests.get(f"http://127.0.0.1:{world.metrics_port}/metrics", timeout=10).text
-        decisions = [
-            line
-            for line in metrics.splitlines()
-            if line.startswith("hewer_operator_scale_decisions_total{") and "hold" not in line
-        ]
-        print("  operator decisions: " + "; ".join(d.split("{", 1)[1] for d in decisions))
+        decisions = re.findall(
+            r'^hewer_operator_scale_decisions_total\{.*direction="(\w+)".*reason="(\w+)"\} (\S+)',
+            metrics,
+            re.MULTILINE,
+        )
+        print(
+            "  operator decisions that scaled: "
+            + ", ".join(f"{d} {r} x{float(n):.0f}" for d, r, n in decisions if d != "hold")
+        )
         print("KEDA defaults for comparison (from its documented behaviour):")
         print("  scale from zero: up to 30 s polling (15 s on average) + pod start + worker start")
         print("  1 -> N: HPA sync every 15 s, max(4 pods, 100 %) per step")

@@ -90,6 +90,14 @@ def test_crd_contract() -> None:
         "statusReplicasPath": ".status.replicas",
         "labelSelectorPath": ".status.selector",
     }
+    # `kubectl get workerpools` shows desired and current replicas and the queue depth
+    columns = {
+        c["name"]: c["jsonPath"]
+        for c in CRDS[(API, "WorkerPool")].version["additionalPrinterColumns"]
+    }
+    assert columns["Desired"] == ".status.desiredReplicas"
+    assert columns["Current"] == ".status.replicas"
+    assert columns["Queued"] == ".status.queued"
     for schema in CRDS.values():
         status = schema.schema["properties"]["status"]["properties"]
         assert {"observedGeneration", "conditions"} <= status.keys()
