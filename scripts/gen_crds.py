@@ -630,6 +630,9 @@ def workerpool_status() -> Schema:
                 "When the autoscaler last changed replicas.", format="date-time"
             ),
             "lastScaleReason": string("Why (a CamelCase reason and the numbers it saw)."),
+            "lastDecision": string(
+                "The autoscaler's latest decision or why it holds (e.g. EngineUnavailable)."
+            ),
         },
     )
 

@@ -13,6 +13,7 @@ While the engine is unreachable or answers garbage the pool holds its replicas a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -86,6 +87,7 @@ class PoolAutoscaler:
     observation: Observation | None = None
     known_queued: int = 0
     last_reason: str = ""
+    problem: str = ""
     status: dict[str, Any] = field(default_factory=dict)
 
     # -- one pass -------------------------------------------------------------------------
@@ -119,6 +121,10 @@ class PoolAutoscaler:
             stale_after=2 * self.state.config.autoscale_poll_seconds + 15,
         )
         self.history = decision.history
+        if stats is None:
+            decision = dataclasses.replace(
+                decision, reason="EngineUnavailable", message=f"holding: {self.problem}"
+            )
         if decision.direction == "down" and stats is not None:
             decision = await self._drain(pool, spec, decision, current)
         if decision.desired != live_replicas:
@@ -144,6 +150,7 @@ class PoolAutoscaler:
                 wait_seconds=max(1, round(self.state.config.autoscale_poll_seconds)),
             )
         except EngineError as exc:
+            self.problem = str(exc)
             self._hold_reason("EngineUnavailable", f"holding replicas: {exc}")
             await asyncio.sleep(min(5.0, self.state.config.autoscale_poll_seconds))
             return None
@@ -229,15 +236,18 @@ class PoolAutoscaler:
     def _held(self, decision: Decision, current: int, reason: str, why: str) -> Decision:
         return Decision(current, "hold", reason, f"{why} ({decision.message})", decision.history)
 
-    async def _resume(self, stats: Mapping[str, Any], victims: list[str]) -> None:
+    async def _resume(
+        self, stats: Mapping[str, Any], victims: list[str], *, only_paused: bool = False
+    ) -> None:
+        """Resume the workers of these Pods (``stats`` may predate the pause we sent)."""
         for w in stats["workers"]:
-            if w.get("pod") in victims and w.get("paused"):
+            if w.get("pod") in victims and (w.get("paused") or not only_paused):
                 await self.state.engine.set_worker_paused(str(w["id"]), paused=False)
 
     async def _resume_leftovers(self, stats: Mapping[str, Any]) -> None:
         """Workers left paused by a drain that did not finish (operator restart, cancel)."""
         pods = await self.kube.list_pods(self.namespace, pool_specs.pool_selector(self.name))
-        await self._resume(stats, [v.name for v in pod_views(pods, [])])
+        await self._resume(stats, [v.name for v in pod_views(pods, [])], only_paused=True)
 
     # -- visibility -----------------------------------------------------------------------
 
@@ -258,6 +268,7 @@ class PoolAutoscaler:
         status: dict[str, Any] = {
             "desiredReplicas": decision.desired,
             "replicas": int((live.get("status") or {}).get("replicas") or 0),
+            "lastDecision": f"{decision.reason}: {decision.message}"[:1000],
         }
         if stats is not None:
             METRICS.queued.labels(*labels).set(int(stats["queued"]))
@@ -277,11 +288,23 @@ class PoolAutoscaler:
             kind = "Normal" if decision.reason in ("Steady", "ScaleDownStabilizing") else "Warning"
             self._event(kind, decision.reason, decision.message)
             self.last_reason = decision.reason
+        await self._patch_status(status)
+
+    async def _patch_status(self, status: dict[str, Any]) -> None:
         if status != self.status:
             await self.kube.patch_status(
                 GROUP, VERSION, "workerpools", self.namespace, self.name, status
             )
             self.status = status
+
+    async def report_problem(self, reason: str, message: str) -> None:
+        """A pass failed (engine or Kubernetes): hold, and say why in an Event and status."""
+        self._hold_reason(reason, f"holding replicas: {message}")
+        status = {**self.status, "lastDecision": f"{reason}: holding replicas: {message}"[:1000]}
+        try:
+            await self._patch_status(status)
+        except KubeError:
+            log.warning("cannot write the status of %s/%s", self.namespace, self.name)
 
 
 async def run_daemon(body: Any, spec: Any, memo: Any, stopped: Any, **_: Any) -> None:
@@ -314,7 +337,10 @@ async def run_daemon(body: Any, spec: Any, memo: Any, stopped: Any, **_: Any) ->
         try:
             await scaler.step(pool)
         except (EngineError, KubeError) as exc:
-            scaler._hold_reason("AutoscalerError", f"holding replicas: {exc}")
+            await scaler.report_problem(
+                "EngineUnavailable" if isinstance(exc, EngineError) else "KubernetesError",
+                str(exc),
+            )
             await stopped.wait(min(5.0, state.config.autoscale_poll_seconds))
         spent = time.monotonic() - started
         if spent < MIN_PASS_SECONDS:
