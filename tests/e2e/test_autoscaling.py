@@ -155,6 +155,28 @@ def test_burst_scales_from_zero_to_max_and_back_without_interrupting_a_task(
             timeout=30,
             what="status.desiredReplicas back to 0",
         )
+        timeline = list(runner.replicas)
+        changes = runner.direction_changes()
+
+        # the autoscaler owns replicas: scaling the pool by hand does nothing (an Event says
+        # why), scaling its Deployment by hand is undone
+        world.kubectl("scale", "workerpool", name, "--replicas=3")
+        wait_for(
+            lambda: "ScaleIgnored" in {e.reason for e in world.events(name)},
+            timeout=30,
+            what="the ScaleIgnored Event",
+        )
+        world.kubectl("scale", f"deployment/{name}", "--replicas=2")
+        wait_for(
+            lambda: "ScaleOverridden" in {e.reason for e in world.events(name)},
+            timeout=30,
+            what="the ScaleOverridden Event",
+        )
+        wait_for(
+            lambda: world.apps.read_namespaced_deployment(name, NS).spec.replicas == 0,
+            timeout=30,
+            what="the manual scale undone",
+        )
 
     # every task ran exactly once, at attempt 1: no task was interrupted by a scale-down
     marks = [p.name.split(".") for p in mark_dir.iterdir()]
@@ -164,14 +186,13 @@ def test_burst_scales_from_zero_to_max_and_back_without_interrupting_a_task(
     assert len({pod for _, _, pod in marks}) >= 2, "the burst was served by one pod only"
     # the drain was exercised: a scale-down came while tasks still ran
     ends = [sum(map(float, p.read_text().split())) for p in mark_dir.iterdir()]
-    downs = [t for (_, a), (t, b) in itertools.pairwise(runner.replicas) if b < a]
-    assert downs and downs[0] < max(ends), (runner.replicas, max(ends))
+    downs = [t for (_, a), (t, b) in itertools.pairwise(timeline) if b < a]
+    assert downs and downs[0] < max(ends), (timeline, max(ends))
     # scaled from zero toward max, within bounds
-    assert 2 <= reached <= 4, runner.replicas
+    assert 2 <= reached <= 4, timeline
     # at most one direction change per stabilization window (0.5 s for sampling jitter)
-    changes = runner.direction_changes()
     for before, after in itertools.pairwise(changes):
-        assert after[1] - before[0] >= WINDOW - 0.5, runner.replicas
+        assert after[1] - before[0] >= WINDOW - 0.5, timeline
     # visibility: status, Events, metrics
     assert status["queued"] == 0 and status["running"] == 0 and status["busyWorkers"] == 0
     assert status["lastScaleReason"].startswith("Idle")
@@ -189,6 +210,6 @@ def test_burst_scales_from_zero_to_max_and_back_without_interrupting_a_task(
     print(
         f"\nautoscale e2e: first task started {first_mark - enqueued:.1f}s after the "
         f"first enqueue (0 replicas, 1 s pod start); reached {reached} replicas; "
-        f"replica timeline {[(round(t - enqueued, 1), n) for t, n in runner.replicas]}"
+        f"replica timeline {[(round(t - enqueued, 1), n) for t, n in timeline]}"
     )
     shutil.rmtree(mark_dir, ignore_errors=True)

@@ -33,6 +33,10 @@ def test_victims_run_nothing_unregistered_first() -> None:
     assert [v.name for v in choose_victims(views, 3)] == ["d", "c", "b"]
     assert [v.name for v in choose_victims(views, 9)] == ["d", "c", "b"]  # never busy "a"
     assert choose_victims(views, 0) == []
+    # running tasks no registered worker holds: a ready Pod without a worker may run them
+    unknown = pod_views([pod("x"), pod("y", ready=False)], [])
+    assert [v.name for v in choose_victims(unknown, 2, unaccounted_running=1)] == ["y"]
+    assert [v.name for v in choose_victims(unknown, 2)] == ["x", "y"]
 
 
 def test_worker_labels_reach_the_sdk() -> None:

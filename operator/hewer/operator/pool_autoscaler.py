@@ -180,7 +180,12 @@ class PoolAutoscaler:
             views = pod_views(pods, stats["workers"])
             by_name = {v.name: v for v in views}
             if not victims:
-                chosen = choose_victims(views, current - decision.desired)
+                held = sum(int(w.get("running") or 0) for w in stats["workers"])
+                chosen = choose_victims(
+                    views,
+                    current - decision.desired,
+                    unaccounted_running=max(0, int(stats["running"]) - held),
+                )
                 if not chosen:
                     return self._held(decision, current, "BusyWorkers", "no idle worker to remove")
                 victims = [v.name for v in chosen]

@@ -83,9 +83,19 @@ def pod_views(
     return views
 
 
-def choose_victims(views: Sequence[PodView], count: int) -> list[PodView]:
+def choose_victims(
+    views: Sequence[PodView], count: int, *, unaccounted_running: int = 0
+) -> list[PodView]:
     """Up to ``count`` Pods that run nothing: unregistered ones first, then idle workers
-    (already paused ones first: a drain left half-done), newest name order as tie-break."""
-    idle = [v for v in views if v.running == 0]
+    (already paused ones first: a drain left half-done), name order as tie-break.
+
+    ``unaccounted_running``: running tasks of the pool that no registered worker of it
+    holds. Then a ready Pod without a registered worker may be running them (an image whose
+    SDK ignores the preset labels), so only not-ready ones count as idle."""
+    idle = [
+        v
+        for v in views
+        if v.running == 0 and (v.registered or not v.ready or unaccounted_running == 0)
+    ]
     idle.sort(key=lambda v: (v.registered, not v.paused, v.name))
     return idle[: max(0, count)]
