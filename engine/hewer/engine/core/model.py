@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from hewer.engine.core.concurrency import ConcurrencySpec
+from hewer.engine.core.rate_limits import TaskRateLimit
+
 
 class TaskStatus(StrEnum):
     QUEUED = "QUEUED"
@@ -42,6 +45,8 @@ class StepSpec:
     backoff_max_seconds: int | None
     is_durable: bool
     slot_requests: dict[str, int] = field(default_factory=lambda: {"default": 1})
+    concurrency: tuple[ConcurrencySpec, ...] = ()
+    rate_limits: tuple[TaskRateLimit, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +66,8 @@ class WorkflowVersionDef:
     default_priority: int
     sticky: str | None
     steps: tuple[StepDef, ...]
+    # workflow-level strategies; a single-task workflow applies them to its task
+    concurrency: tuple[ConcurrencySpec, ...] = ()
 
     def step(self, readable_id: str) -> StepDef:
         for step in self.steps:

@@ -11,17 +11,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hewer.engine.core.dag import initial_tasks
+from hewer.engine.core.json_input import JsonInputError, decode_json
 from hewer.engine.core.model import TaskStatus
 from hewer.engine.db.repository import (
     Conn,
     NewRun,
     NewTaskRow,
-    QueueEntry,
     Repository,
     TaskEvent,
 )
 from hewer.engine.services.bus import CHANNEL, Bus
 from hewer.engine.services.definitions import Definitions
+from hewer.engine.services.enqueue import Enqueue, Enqueuer
 
 MAX_BULK = 1000
 
@@ -48,26 +49,30 @@ class TriggerRequest:
 
 def parse_json_object(text: str | bytes, *, what: str, max_bytes: int) -> dict[str, Any]:
     """Decode a JSON object sent as text; empty means ``{}``."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="strict")
-    if len(text.encode()) > max_bytes:
-        raise TriggerError(f"{what} is larger than {max_bytes} bytes")
+    size = len(text) if isinstance(text, bytes) else len(text.encode())
+    if size > max_bytes:
+        raise TriggerError(
+            f"{what} is {size} bytes, larger than HEWER_MAX_PAYLOAD_BYTES ({max_bytes})"
+        )
     if not text.strip():
         return {}
     try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise TriggerError(f"{what} is not valid JSON: {exc}") from None
+        value = decode_json(text, what=what)
+    except JsonInputError as exc:
+        raise TriggerError(str(exc)) from None
     if not isinstance(value, dict):
         raise TriggerError(f"{what} must be a JSON object, got {type(value).__name__}")
     return value
 
 
 class Triggers:
-    def __init__(self, *, repo: Repository, bus: Bus, definitions: Definitions) -> None:
+    def __init__(
+        self, *, repo: Repository, bus: Bus, definitions: Definitions, enqueuer: Enqueuer
+    ) -> None:
         self._repo = repo
         self._bus = bus
         self._defs = definitions
+        self._enqueuer = enqueuer
 
     @asynccontextmanager
     async def _unit(self, conn: Conn | None) -> AsyncIterator[Conn]:
@@ -172,7 +177,11 @@ class Triggers:
         conn: Conn | None = None,
     ) -> list[str]:
         wake = {"t": "queue", "tenant": tenant_id, "delay": 0}
-        if conn is None and all(r.dedupe_key is None for r in runs):
+        plain = True
+        for run in runs:
+            version = await self._defs.version(run.version_id)
+            plain = plain and self._enqueuer.is_plain(version)
+        if conn is None and plain and all(r.dedupe_key is None for r in runs):
             # the common case (no child dedupe, no caller transaction): one statement
             tasks = await self._first_tasks(runs, created=None, filter_payloads=filter_payloads)
             await self._repo.create_runs(
@@ -199,24 +208,27 @@ class Triggers:
                 runs, created=created, filter_payloads=filter_payloads, conn=conn
             )
             await self._repo.insert_tasks(conn, tenant_id=tenant_id, tasks=tasks)
-            await self._repo.insert_queue_items(
+            version_of = {r.id: r.version_id for r in runs}
+            outcome = await self._enqueuer.enqueue(
                 conn,
                 tenant_id=tenant_id,
-                entries=[
-                    QueueEntry(
+                items=[
+                    Enqueue(
                         task_id=t.id,
+                        run_id=t.run_id,
                         retry_count=0,
-                        action_id=t.task.step.action_id,
+                        version_id=version_of[t.run_id],
+                        step_id=t.task.step.id,
                         priority=t.priority,
-                        slot_requests=t.task.step.slot_requests,
                         desired_worker_id=t.desired_worker_id,
-                        delay_seconds=0,
-                        schedule_timeout_seconds=t.task.step.schedule_timeout_seconds,
                     )
                     for t in tasks
                     if t.task.status is TaskStatus.QUEUED
                 ],
             )
+            if outcome.failed:
+                # the trigger's own input cannot be admitted: refuse it, create nothing
+                raise TriggerError(str(outcome.failed[0]["error"]))
             await self._repo.insert_task_events(
                 conn,
                 tenant_id=tenant_id,

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from hewer.engine.api.rest.context import respond, tenant_id
-from hewer.engine.api.rest.errors import BadRequest
+from hewer.engine.api.rest.errors import ApiError, BadRequest
 from hewer.engine.api.rest.params import Query
 from hewer.engine.services.autoscaling import (
     MAX_WAIT_SECONDS,
@@ -37,7 +37,10 @@ _POOL = "/api/v1/hewer/tenants/{tenant}/worker-pools/{pool}"
 
 
 def _service(request: web.Request) -> Autoscaling:
-    return request.app[AUTOSCALING]
+    found = request.app.get(AUTOSCALING)
+    if found is None:  # an app built without it (some tests)
+        raise ApiError(503, "autoscaling statistics are not available on this server")
+    return found
 
 
 def _iso(value: datetime | None) -> str | None:
