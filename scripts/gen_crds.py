@@ -546,9 +546,65 @@ def workerpool_spec() -> Schema:
                     ),
                 },
             ),
-            "autoscaling": preserved("Reserved for autoscaling (a later release)."),
+            "autoscaling": autoscaling_spec(),
         },
         required=["template"],
+    )
+
+
+def autoscaling_spec() -> Schema:
+    def count(description: str, **extra: Any) -> Schema:
+        return integer(description, format="int32", **extra)
+
+    return obj(
+        "Scale the workers from the engine's queue depth (the operator then owns the"
+        " Deployment's replicas and spec.replicas is not used): desired = clamp(ceil((queued"
+        " + running) / targetPerReplica), minReplicas, maxReplicas), never below the busy"
+        " workers; idle workers are drained before a scale-down.",
+        {
+            "minReplicas": count("Fewest workers; 0 lets the pool sleep.", minimum=0, default=0),
+            "maxReplicas": count("Most workers.", minimum=1, maximum=1000, default=10),
+            "targetPerReplica": count(
+                "Queued plus running tasks one worker should take; default: spec.slots.",
+                minimum=1,
+            ),
+            "activationQueued": count(
+                "Queued tasks needed to wake a pool at 0 replicas.", minimum=1, default=1
+            ),
+            "scaleUpStabilizationSeconds": count(
+                "A scale-up must be wanted this long (0: at once).", minimum=0, default=0
+            ),
+            "scaleDownStabilizationSeconds": count(
+                "A scale-down must be wanted this long.", minimum=0, default=300
+            ),
+            "maxScaleUpStep": count("Replicas added per decision at most.", minimum=1, default=4),
+            "maxScaleDownStep": count(
+                "Replicas removed per decision at most.", minimum=1, default=1
+            ),
+            "drainTimeoutSeconds": count(
+                "How long a worker chosen for removal may finish its tasks.",
+                minimum=0,
+                default=600,
+            ),
+        },
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.minReplicas) || !has(self.maxReplicas)"
+                    " || self.minReplicas <= self.maxReplicas",
+                    "message": "minReplicas must not exceed maxReplicas",
+                },
+                {
+                    "rule": "!has(self.targetPerReplica) || self.targetPerReplica > 0",
+                    "message": "targetPerReplica must be greater than 0",
+                },
+                {
+                    "rule": "(!has(self.maxScaleUpStep) || self.maxScaleUpStep >= 1)"
+                    " && (!has(self.maxScaleDownStep) || self.maxScaleDownStep >= 1)",
+                    "message": "maxScaleUpStep and maxScaleDownStep must be at least 1",
+                },
+            ]
+        },
     )
 
 
@@ -562,6 +618,21 @@ def workerpool_status() -> Schema:
             "deploymentName": string("The Deployment the operator manages."),
             "tokenSecretName": string("The Secret holding the workers' API token."),
             "tokenId": string("Engine id of that token (revoked when the pool is deleted)."),
+            "desiredReplicas": integer(
+                "Replicas the autoscaler wants (spec.replicas without autoscaling).",
+                format="int32",
+                minimum=0,
+            ),
+            "queued": integer("Runnable queued tasks of the pool's workflows.", minimum=0),
+            "running": integer("Running tasks of the pool's workflows.", minimum=0),
+            "busyWorkers": integer("The pool's workers running a task.", minimum=0),
+            "lastScaleTime": string(
+                "When the autoscaler last changed replicas.", format="date-time"
+            ),
+            "lastScaleReason": string("Why (a CamelCase reason and the numbers it saw)."),
+            "lastDecision": string(
+                "The autoscaler's latest decision or why it holds (e.g. EngineUnavailable)."
+            ),
         },
     )
 
@@ -636,8 +707,10 @@ KINDS: list[dict[str, Any]] = [
         "spec": workerpool_spec,
         "status": workerpool_status,
         "columns": [
-            {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+            {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"},
+            {"name": "Current", "type": "integer", "jsonPath": ".status.replicas"},
             {"name": "Ready-Pods", "type": "integer", "jsonPath": ".status.readyReplicas"},
+            {"name": "Queued", "type": "integer", "jsonPath": ".status.queued"},
             {"name": "Image", "type": "string", "jsonPath": ".spec.template.image"},
             *ready_columns(),
             AGE,

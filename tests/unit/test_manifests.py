@@ -90,6 +90,14 @@ def test_crd_contract() -> None:
         "statusReplicasPath": ".status.replicas",
         "labelSelectorPath": ".status.selector",
     }
+    # `kubectl get workerpools` shows desired and current replicas and the queue depth
+    columns = {
+        c["name"]: c["jsonPath"]
+        for c in CRDS[(API, "WorkerPool")].version["additionalPrinterColumns"]
+    }
+    assert columns["Desired"] == ".status.desiredReplicas"
+    assert columns["Current"] == ".status.replicas"
+    assert columns["Queued"] == ".status.queued"
     for schema in CRDS.values():
         status = schema.schema["properties"]["status"]["properties"]
         assert {"observedGeneration", "conditions"} <= status.keys()
@@ -211,8 +219,25 @@ def test_worker_pool_bounds_and_typos() -> None:
     bad["spec"]["replica"] = 3  # a typo is an unknown field, rejected by strict validation
     assert any("'replica' was unexpected" in e for e in errors(bad))
     ok = example("WorkerPool")
-    ok["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 5, "anything": {"goes": 1}}
+    ok["spec"]["autoscaling"] = {"minReplicas": 0, "maxReplicas": 5, "targetPerReplica": 10}
     assert errors(ok) == []
+
+
+@pytest.mark.parametrize(
+    ("autoscaling", "words"),
+    [
+        ({"minReplicas": 6, "maxReplicas": 5}, "minReplicas must not exceed maxReplicas"),
+        ({"targetPerReplica": 0}, "targetPerReplica"),
+        ({"maxScaleUpStep": 0}, "maxScaleUpStep"),
+        ({"maxScaleDownStep": 0}, "maxScaleDownStep"),
+        ({"minReplicas": -1}, "minReplicas"),
+        ({"maxReplicas": 5, "anything": 1}, "'anything' was unexpected"),
+    ],
+)
+def test_worker_pool_autoscaling_refused(autoscaling: dict[str, Any], words: str) -> None:
+    bad = example("WorkerPool")
+    bad["spec"]["autoscaling"] = autoscaling
+    assert any(words in e for e in errors(bad)), errors(bad)
 
 
 def test_workflow_with_missing_parent() -> None:

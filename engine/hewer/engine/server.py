@@ -28,6 +28,7 @@ from hewer.engine.db.repository import Repository, create_pool
 from hewer.engine.errors import EngineStartError
 from hewer.engine.services.admission import Admission
 from hewer.engine.services.auth import Authenticator
+from hewer.engine.services.autoscaling import Autoscaling
 from hewer.engine.services.batch_reports import BatchReports
 from hewer.engine.services.batches import BatchFlusher
 from hewer.engine.services.bus import Bus
@@ -156,6 +157,9 @@ async def run_engine(
     bus.subscribe("run", results.on_bus)
     bus.subscribe("run", run_events.on_run_finished)
     bus.subscribe("event", run_events.on_event)
+    autoscaling = Autoscaling(repo=repo)
+    bus.subscribe("queue", autoscaling.on_bus)
+    bus.subscribe("resync", autoscaling.on_bus)
 
     reads = Reads(repo)
     tenant_objects = TenantObjects(repo)
@@ -219,6 +223,7 @@ async def run_engine(
         secret_box=secret_box,
         scheduling_service=scheduling,
         max_payload_bytes=settings.max_payload_bytes,
+        autoscaling=autoscaling,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -11,6 +11,9 @@
   to the engine, which repairs drift.
 * ``HEWER_OPERATOR_RETRY_SECONDS`` / ``HEWER_OPERATOR_RETRY_MAX_SECONDS`` (default 2 / 60):
   the exponential backoff while the engine is unreachable.
+* ``HEWER_OPERATOR_AUTOSCALE_POLL_SECONDS`` (default 10): the longest an autoscaled pool
+  waits between two looks at the engine (an enqueue wakes it at once: it long-polls).
+* ``HEWER_OPERATOR_METRICS_PORT`` (default 9090; 0: off): the operator's Prometheus port.
 """
 
 from __future__ import annotations
@@ -59,6 +62,15 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) > 65535:
+        raise ConfigError(f"{name} must be a port number (0 turns it off), got {raw!r}")
+    return int(raw)
+
+
 @dataclass(frozen=True, slots=True)
 class OperatorConfig:
     engine_url: str
@@ -69,6 +81,8 @@ class OperatorConfig:
     resync_seconds: float = 60.0
     retry_seconds: float = 2.0
     retry_max_seconds: float = 60.0
+    autoscale_poll_seconds: float = 10.0
+    metrics_port: int = 9090
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OperatorConfig:
@@ -113,6 +127,8 @@ class OperatorConfig:
             resync_seconds=_positive(env, "HEWER_OPERATOR_RESYNC_SECONDS", 60.0),
             retry_seconds=_positive(env, "HEWER_OPERATOR_RETRY_SECONDS", 2.0),
             retry_max_seconds=_positive(env, "HEWER_OPERATOR_RETRY_MAX_SECONDS", 60.0),
+            autoscale_poll_seconds=_positive(env, "HEWER_OPERATOR_AUTOSCALE_POLL_SECONDS", 10.0),
+            metrics_port=_port(env, "HEWER_OPERATOR_METRICS_PORT", 9090),
         )
 
     def backoff(self, retry: int) -> float:

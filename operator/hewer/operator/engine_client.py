@@ -84,12 +84,21 @@ class EngineClient:
         json_body: Any = None,
         params: Mapping[str, str] | list[tuple[str, str]] | None = None,
         missing_ok: bool = False,
+        total_seconds: float | None = None,
     ) -> Any:
         """The decoded JSON answer; None for a 404 when ``missing_ok``."""
         url = f"{self.base_url}{path}"
         try:
             async with self._get_session().request(
-                method, url, json=json_body, params=params
+                method,
+                url,
+                json=json_body,
+                params=params,
+                timeout=(
+                    _TIMEOUT
+                    if total_seconds is None
+                    else aiohttp.ClientTimeout(total=total_seconds)
+                ),
             ) as response:
                 text = await response.text()
                 status = response.status
@@ -260,3 +269,60 @@ class EngineClient:
     async def owned(self, resource: str) -> list[dict[str, Any]]:
         body = await self.request("GET", f"{self._hewer}/owned", params={"resource": resource})
         return [r for r in (body or {}).get("rows") or [] if isinstance(r, dict)]
+
+    # -- autoscaling ------------------------------------------------------------------------
+
+    def _pool_params(self, workflows: list[str], **extra: str) -> list[tuple[str, str]]:
+        return [*(("workflow", w) for w in workflows), *extra.items()]
+
+    async def pool_stats(self, pool: str, *, workflows: list[str]) -> dict[str, Any]:
+        """The pool's queued/running work and workers (see ``api/rest/task_stats.py``)."""
+        result = await self.request(
+            "GET",
+            f"{self._hewer}/worker-pools/{_p(pool)}/stats",
+            params=self._pool_params(workflows),
+        )
+        return _pool_answer(result)
+
+    async def wait_pool(
+        self, pool: str, *, workflows: list[str], known_queued: int, wait_seconds: int
+    ) -> dict[str, Any]:
+        """Like :meth:`pool_stats`, answered once more than ``known_queued`` tasks are
+        queued or after ``wait_seconds`` (the engine's long-poll)."""
+        result = await self.request(
+            "GET",
+            f"{self._hewer}/worker-pools/{_p(pool)}/wait",
+            params=self._pool_params(
+                workflows, queued=str(known_queued), timeoutSeconds=str(wait_seconds)
+            ),
+            total_seconds=wait_seconds + 15,
+        )
+        return _pool_answer(result)
+
+    async def set_worker_paused(self, worker_id: str, *, paused: bool) -> bool:
+        """Pause (no new work) or resume a worker; False if the engine no longer has it."""
+        result = await self.request(
+            "PATCH",
+            f"/api/v1/workers/{_p(worker_id)}",
+            json_body={"isPaused": paused},
+            missing_ok=True,
+        )
+        return result is not None
+
+
+def _pool_answer(result: Any) -> dict[str, Any]:
+    """The pool aggregate, checked: garbage from the engine is an outage, not a metric."""
+    ok = (
+        isinstance(result, dict)
+        and all(
+            isinstance(result.get(k), int)
+            and not isinstance(result.get(k), bool)
+            and result[k] >= 0
+            for k in ("queued", "running", "busyWorkers")
+        )
+        and isinstance(result.get("workers"), list)
+        and all(isinstance(w, dict) and isinstance(w.get("id"), str) for w in result["workers"])
+    )
+    if not ok:
+        raise EngineUnavailable(f"the engine's pool stats are malformed: {str(result)[:200]}")
+    return dict(result)

@@ -63,6 +63,7 @@ class Kube:
     def __init__(self, api: kubernetes.client.ApiClient) -> None:
         self._core = kubernetes.client.CoreV1Api(api)
         self._apps = kubernetes.client.AppsV1Api(api)
+        self._custom = kubernetes.client.CustomObjectsApi(api)
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await asyncio.to_thread(_call, self._core.read_namespaced_secret, name, namespace)
@@ -92,4 +93,46 @@ class Kube:
         meta = body["metadata"]
         return await asyncio.to_thread(
             _call, self._apps.replace_namespaced_deployment, meta["name"], meta["namespace"], body
+        )
+
+    # -- the autoscaler's calls ---------------------------------------------------------------
+
+    async def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        """Write replicas through the scale subresource, as the HPA does."""
+        await asyncio.to_thread(
+            _call,
+            self._apps.patch_namespaced_deployment_scale,
+            name,
+            namespace,
+            {"spec": {"replicas": replicas}},
+        )
+
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        found = await asyncio.to_thread(
+            _call, self._core.list_namespaced_pod, namespace, label_selector=selector
+        )
+        return list((found or {}).get("items") or [])
+
+    async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, Any]) -> None:
+        """Set (a value) or remove (None) annotations of a Pod; a Pod already gone is fine."""
+        await asyncio.to_thread(
+            _call,
+            self._core.patch_namespaced_pod,
+            name,
+            namespace,
+            {"metadata": {"annotations": annotations}},
+        )
+
+    async def patch_status(
+        self, group: str, version: str, plural: str, namespace: str, name: str, status: Any
+    ) -> None:
+        await asyncio.to_thread(
+            _call,
+            self._custom.patch_namespaced_custom_object_status,
+            group,
+            version,
+            namespace,
+            plural,
+            name,
+            {"status": status},
         )

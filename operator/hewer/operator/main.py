@@ -13,6 +13,7 @@ from hewer.operator.config import OperatorConfig
 from hewer.operator.engine_client import EngineClient
 from hewer.operator.handler_common import State
 from hewer.operator.kube import Kube, load_config
+from hewer.operator.metrics import METRICS
 from hewer.operator.registry import build_registry
 
 __all__ = ["run"]
@@ -42,6 +43,11 @@ def run(
         ),
         kube=Kube(load_config()),
     )
+    if config.metrics_port:
+        try:
+            METRICS.serve(config.metrics_port)
+        except OSError as exc:  # a busy port costs the metrics, not the operator
+            log.warning("operator metrics not served on port %s: %s", config.metrics_port, exc)
     log.info(
         "hewer operator: engine %s (tenant %s), %s, resync every %ss",
         config.engine_url,

@@ -9,6 +9,7 @@ from typing import Any
 from hewer.operator import pool_specs
 from hewer.operator.handler_common import Outcome, State, resource_of
 from hewer.operator.kube import Kube, KubeError
+from hewer.operator.pool_autoscaler import initial_replicas
 
 TOKEN_DAYS = 365
 
@@ -71,13 +72,34 @@ async def reconcile_pool(
     events: list[tuple[str, str, str]] = []
     token_id = await _ensure_token_secret(state, body, events)
     secret_name = pool_specs.token_secret_name(meta["name"])
-    desired = pool_specs.deployment(body, engine=engine, secret_name=secret_name)
     kube = _kube(state)
-    live = await kube.get_deployment(meta["namespace"], desired["metadata"]["name"])
+    name = pool_specs.deployment_name(meta["name"])
+    live = await kube.get_deployment(meta["namespace"], name)
+    autoscaled = pool["autoscaling"] is not None
+    replicas: int | None = None
+    if autoscaled:
+        # the autoscaler owns replicas: a new pool starts at the computed count (no Pod
+        # starts only to be removed), an existing one keeps what the autoscaler set
+        replicas = (
+            int((live.get("spec") or {}).get("replicas") or 0)
+            if live is not None
+            else await initial_replicas(state, meta["name"], pool)
+        )
+        seen = status.get("specReplicasSeen")
+        if seen is not None and seen != pool["replicas"]:
+            events.append(
+                (
+                    "Warning",
+                    "ScaleIgnored",
+                    f"spec.replicas={pool['replicas']} is not used: spec.autoscaling owns "
+                    "the replicas (remove spec.autoscaling to scale by hand)",
+                )
+            )
+    desired = pool_specs.deployment(body, engine=engine, secret_name=secret_name, replicas=replicas)
     if live is None:
         live = await kube.create_deployment(desired)
-        events.append(("Normal", "Created", f"Deployment {desired['metadata']['name']} created"))
-    elif pool_specs.deployment_needs_update(live, desired):
+        events.append(("Normal", "Created", f"Deployment {name} created"))
+    elif pool_specs.deployment_needs_update(live, desired, autoscaled=autoscaled):
         updated = dict(live)
         updated["spec"] = desired["spec"]
         updated["metadata"] = {
@@ -90,23 +112,22 @@ async def reconcile_pool(
             "ownerReferences": desired["metadata"]["ownerReferences"],
         }
         live = await kube.replace_deployment(updated)
-        events.append(("Normal", "Updated", f"Deployment {desired['metadata']['name']} updated"))
+        events.append(("Normal", "Updated", f"Deployment {name} updated"))
     live_status = (live or {}).get("status") or {}
-    ready, reason, message = pool_specs.pool_readiness(live_status, pool["replicas"])
-    return Outcome(
-        ready,
-        reason,
-        message,
-        status={
-            "replicas": int(live_status.get("replicas") or 0),
-            "readyReplicas": int(live_status.get("readyReplicas") or 0),
-            "selector": pool_specs.pool_selector(meta["name"]),
-            "deploymentName": desired["metadata"]["name"],
-            "tokenSecretName": secret_name,
-            "tokenId": token_id,
-        },
-        events=events,
-    )
+    target = int(desired["spec"]["replicas"])
+    ready, reason, message = pool_specs.pool_readiness(live_status, target)
+    pool_status: dict[str, Any] = {
+        "replicas": int(live_status.get("replicas") or 0),
+        "readyReplicas": int(live_status.get("readyReplicas") or 0),
+        "selector": pool_specs.pool_selector(meta["name"]),
+        "deploymentName": name,
+        "tokenSecretName": secret_name,
+        "tokenId": token_id,
+        "specReplicasSeen": pool["replicas"],
+    }
+    if not autoscaled:  # an autoscaled pool's desiredReplicas is the autoscaler's to write
+        pool_status["desiredReplicas"] = pool["replicas"]
+    return Outcome(ready, reason, message, status=pool_status, events=events)
 
 
 async def delete_pool(

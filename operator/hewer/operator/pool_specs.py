@@ -15,9 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hewer.operator.autoscale import autoscaling_spec
 from hewer.operator.spec_common import API_VERSION, InvalidSpec, check_int, check_str_list
 
 POOL_LABEL = "hewer.dev/worker-pool"
+# the worker label naming a worker's Pod (the autoscaler drains exactly that Pod)
+POD_LABEL = "hewer.dev/pod"
+PRESET_LABELS_ENV = "HATCHET_CLIENT_WORKER_PRESET_LABELS"
+POD_NAME_ENV = "HEWER_POD_NAME"
 TOKEN_ID_ANNOTATION = "hewer.dev/token-id"
 SPEC_HASH_ANNOTATION = "hewer.dev/spec-hash"
 MANAGED_BY = "hewer-operator"
@@ -31,6 +36,8 @@ _MANAGED_ENV = (
     "HEWER_WORKER_SLOTS",
     "HEWER_WORKER_DURABLE_SLOTS",
     "HEWER_WORKER_WORKFLOWS",
+    POD_NAME_ENV,
+    PRESET_LABELS_ENV,
 )
 
 
@@ -102,13 +109,20 @@ def pool_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     template = spec.get("template")
     if not isinstance(template, Mapping) or not str(template.get("image") or "").strip():
         raise InvalidSpec("InvalidSpec", "spec.template.image is required")
-    out = {
+    out: dict[str, Any] = {
         "template": dict(template),
         "workflows": check_str_list(spec.get("workflows"), "spec.workflows"),
         "slots": check_int(spec.get("slots", 100), "spec.slots", minimum=1),
         "durableSlots": check_int(spec.get("durableSlots", 1000), "spec.durableSlots", minimum=0),
         "replicas": check_int(spec.get("replicas", 1), "spec.replicas", minimum=0),
     }
+    out["autoscaling"] = autoscaling_spec(spec.get("autoscaling"), slots=out["slots"])
+    if out["autoscaling"] is not None and not out["workflows"]:
+        raise InvalidSpec(
+            "ServesNothing",
+            "spec.autoscaling needs spec.workflows: a pool that names no workflow has no "
+            "queue to scale on",
+        )
     for key in ("command", "args"):
         if template.get(key) is not None:
             check_str_list(template[key], f"spec.template.{key}")
@@ -128,18 +142,47 @@ def endpoints(spec: Mapping[str, Any], default: EngineEndpoints) -> EngineEndpoi
     )
 
 
+def worker_labels_env(pool: str, user_env: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The SDK's preset worker labels: the pool and the worker's own Pod (from the downward
+    API, expanded by the kubelet), merged over labels the template sets itself."""
+    labels: dict[str, Any] = {}
+    for e in user_env:
+        if e["name"] == PRESET_LABELS_ENV and isinstance(e.get("value"), str):
+            try:
+                given = json.loads(e["value"])
+            except ValueError:
+                raise InvalidSpec(
+                    "InvalidSpec",
+                    f"spec.template.env {PRESET_LABELS_ENV}: expected a JSON object",
+                ) from None
+            if not isinstance(given, dict):
+                raise InvalidSpec(
+                    "InvalidSpec", f"spec.template.env {PRESET_LABELS_ENV}: expected an object"
+                )
+            labels.update(given)
+    labels.update({POOL_LABEL: pool, POD_LABEL: f"$({POD_NAME_ENV})"})
+    return [
+        {"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        _env_value(PRESET_LABELS_ENV, json.dumps(labels, sort_keys=True)),
+    ]
+
+
 def deployment(
-    body: Mapping[str, Any], *, engine: EngineEndpoints, secret_name: str
+    body: Mapping[str, Any],
+    *,
+    engine: EngineEndpoints,
+    secret_name: str,
+    replicas: int | None = None,
 ) -> dict[str, Any]:
-    """The Deployment of a WorkerPool's workers, owned by the pool."""
+    """The Deployment of a WorkerPool's workers, owned by the pool; ``replicas`` overrides
+    spec.replicas (the autoscaler's count)."""
     meta = body["metadata"]
     pool = meta["name"]
     spec = pool_spec(body.get("spec") or {})
     template = spec["template"]
     labels = pool_labels(pool)
-    user_env = [
-        copy.deepcopy(dict(e)) for e in template.get("env") or [] if e["name"] not in _MANAGED_ENV
-    ]
+    given_env = [copy.deepcopy(dict(e)) for e in template.get("env") or []]
+    user_env = [e for e in given_env if e["name"] not in _MANAGED_ENV]
     env = [
         *user_env,
         {
@@ -154,6 +197,7 @@ def deployment(
         _env_value("HEWER_WORKER_SLOTS", str(spec["slots"])),
         _env_value("HEWER_WORKER_DURABLE_SLOTS", str(spec["durableSlots"])),
         _env_value("HEWER_WORKER_WORKFLOWS", ",".join(spec["workflows"])),
+        *worker_labels_env(pool, given_env),
     ]
     container: dict[str, Any] = {"name": "worker", "image": str(template["image"]), "env": env}
     for key in ("imagePullPolicy", "command", "args", "resources"):
@@ -164,10 +208,12 @@ def deployment(
         if template.get(key):
             pod_spec[key] = copy.deepcopy(template[key])
     dep_spec: dict[str, Any] = {
-        "replicas": spec["replicas"],
         "selector": {"matchLabels": {POOL_LABEL: pool}},
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},
     }
+    # replicas stay out of the hash: the autoscaler changes them without a rewrite
+    hashed = spec_hash(dep_spec)
+    dep_spec = {"replicas": spec["replicas"] if replicas is None else replicas, **dep_spec}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -175,7 +221,7 @@ def deployment(
             "name": deployment_name(pool),
             "namespace": meta["namespace"],
             "labels": labels,
-            "annotations": {SPEC_HASH_ANNOTATION: spec_hash(dep_spec)},
+            "annotations": {SPEC_HASH_ANNOTATION: hashed},
             "ownerReferences": [owner_reference(body)],
         },
         "spec": dep_spec,
@@ -187,14 +233,19 @@ def spec_hash(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def deployment_needs_update(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    """Whether the live Deployment differs from ours (our hash, or replicas changed)."""
+def deployment_needs_update(
+    existing: Mapping[str, Any], desired: Mapping[str, Any], *, autoscaled: bool = False
+) -> bool:
+    """Whether the live Deployment differs from ours (our hash, or replicas changed; an
+    autoscaled pool's replicas are the autoscaler's, not compared here)."""
     annotations = (existing.get("metadata") or {}).get("annotations") or {}
     if (
         annotations.get(SPEC_HASH_ANNOTATION)
         != desired["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
     ):
         return True
+    if autoscaled:
+        return False
     return bool((existing.get("spec") or {}).get("replicas") != desired["spec"]["replicas"])
 
 

@@ -15,6 +15,7 @@ import kopf
 from hewer.operator.config import OperatorConfig
 from hewer.operator.cron_handlers import delete_cron, reconcile_cron
 from hewer.operator.handler_common import Reconciler, State, run_cleanup, run_reconcile
+from hewer.operator.pool_autoscaler import run_daemon
 from hewer.operator.pool_handlers import delete_pool, reconcile_pool
 from hewer.operator.ratelimit_handlers import delete_rate_limit, reconcile_rate_limit
 from hewer.operator.spec_common import GROUP, VERSION
@@ -25,6 +26,8 @@ __all__ = ["build_registry", "configure_settings"]
 FINALIZER = "hewer.dev/finalizer"
 # a pool's readiness comes from its Deployment: look at it at least this often
 POOL_STATUS_SECONDS = 10.0
+# a stopping autoscaler may be in a long-poll: cancel it after this long
+AUTOSCALER_STOP_SECONDS = 1.0
 # how long a deletion waits at once for a running resync pass, then how often it looks again
 TIMER_EXIT_WAIT_SECONDS = 0.5
 TIMER_EXIT_POLL_SECONDS = 1.0
@@ -64,6 +67,14 @@ def build_registry(config: OperatorConfig) -> Any:
         if plural == "workerpools":
             interval = min(interval, POOL_STATUS_SECONDS)
         _register_kind(registry, plural, reconcile, cleanup, interval)
+    kopf.daemon(
+        GROUP,
+        VERSION,
+        "workerpools",
+        registry=registry,
+        id="autoscaler",
+        cancellation_timeout=AUTOSCALER_STOP_SECONDS,
+    )(run_daemon)
     return registry
 
 

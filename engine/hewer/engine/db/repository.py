@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from hewer.engine.db.autoscaling_repo import AutoscalingQueries
 from hewer.engine.db.base import (
     Conn,
     NewRun,
@@ -59,6 +60,7 @@ class Repository(
     RecoveryQueries,
     IdempotencyQueries,
     BatchQueries,
+    AutoscalingQueries,
 ):
     def __init__(self, pool: asyncpg.Pool, *, observer: WriteObserver) -> None:
         self.pool = pool

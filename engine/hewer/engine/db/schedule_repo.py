@@ -323,8 +323,5 @@ class ScheduleQueries(RepositoryBase):
     async def workflow_queue_metrics(self, tenant_id: str) -> list[Record]:
         return list(await self.pool.fetch(query("workflow_queue_metrics"), tenant_id))
 
-    async def task_stats(self, tenant_id: str) -> list[Record]:
-        return list(await self.pool.fetch(query("task_stats"), tenant_id))
-
     async def worker_slot_totals(self) -> list[Record]:
         return list(await self.pool.fetch(query("worker_slot_totals")))

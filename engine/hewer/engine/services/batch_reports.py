@@ -44,6 +44,12 @@ class BatchReports:
         self._repo = repo
         self._lifecycle = lifecycle
 
+    async def batch_actions(self, *, tenant_id: str, action_ids: Sequence[str]) -> set[str]:
+        """Which of a worker's actions are batch tasks (the batch flusher assigns those)."""
+        return set(
+            await self._repo.batch_configs_of_actions(tenant_id=tenant_id, action_ids=action_ids)
+        )
+
     async def report(
         self,
         *,

@@ -109,9 +109,6 @@ class Reads:
     async def queue_depths(self) -> list[Record]:
         return await self._repo.queue_depths()
 
-    async def task_stats(self, tenant_id: str) -> list[Record]:
-        return await self._repo.task_stats(tenant_id)
-
     async def task_status_counts(
         self,
         tenant_id: str,

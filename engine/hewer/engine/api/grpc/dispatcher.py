@@ -183,7 +183,7 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
             actions=frozenset(worker["actions"]),
             slot_config={str(k): int(v) for k, v in dict(worker["slot_config"]).items()},
             batch_actions=frozenset(
-                await self._repo.batch_configs_of_actions(
+                await self._batch_reports.batch_actions(
                     tenant_id=tenant_id, action_ids=list(worker["actions"])
                 )
             ),

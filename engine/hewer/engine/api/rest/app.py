@@ -22,6 +22,7 @@ from hewer.engine.api.rest import (
     observability,
     runs,
     scheduling,
+    task_stats,
     tasks,
     webhooks,
     workers,
@@ -41,6 +42,7 @@ from hewer.engine.api.rest.context import (
 from hewer.engine.api.rest.errors import BadRequest, Handler, Unauthorized, error_middleware
 from hewer.engine.api.rest.protocols import RunControl
 from hewer.engine.services.auth import Authenticator, AuthError
+from hewer.engine.services.autoscaling import Autoscaling
 from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.events import Events
 from hewer.engine.services.reads import Reads
@@ -116,6 +118,7 @@ def build_app(
     secret_box: SecretBox | None = None,
     scheduling_service: Scheduling | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    autoscaling: Autoscaling | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, nul_middleware, auth_middleware],
@@ -141,4 +144,7 @@ def build_app(
         app[scheduling.SCHEDULING] = scheduling_service
     app.router.add_routes(scheduling.routes)
     app.router.add_routes(observability.routes)
+    if autoscaling is not None:
+        app[task_stats.AUTOSCALING] = autoscaling
+    app.router.add_routes(task_stats.routes)
     return app

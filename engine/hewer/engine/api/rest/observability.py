@@ -5,8 +5,7 @@
   /api/v1/hewer/tenants/{tenant}/rate-limits/{key}`` (``{limit, duration}``).
 * ``GET /api/v1/stable/tenants/{tenant}/task-metrics``: task counts by status.
 * ``GET /api/v1/tenants/{tenant}/queue-metrics`` and ``/step-run-queue-metrics``.
-* ``GET /api/v1/tenants/{tenant}/task-stats``: queued/running tasks per task name, in the
-  format of Hatchet's "Task stats" page (for autoscalers such as KEDA).
+* ``GET /api/v1/tenants/{tenant}/task-stats``: in ``task_stats.py``.
 * ``GET /api/v1/tenants/{tenant}/prometheus-metrics``: this tenant's samples, text format.
 * ``GET /metrics`` (no token): every metric of this replica, for Prometheus.
 """
@@ -20,8 +19,6 @@ from aiohttp import web
 from hatchet_sdk.clients.rest.models.queue_metrics import QueueMetrics
 from hatchet_sdk.clients.rest.models.rate_limit import RateLimit
 from hatchet_sdk.clients.rest.models.rate_limit_list import RateLimitList
-from hatchet_sdk.clients.rest.models.task_stat import TaskStat
-from hatchet_sdk.clients.rest.models.task_status_stat import TaskStatusStat
 from hatchet_sdk.clients.rest.models.tenant_queue_metrics import TenantQueueMetrics
 from hatchet_sdk.clients.rest.models.tenant_step_run_queue_metrics import (
     TenantStepRunQueueMetrics,
@@ -159,39 +156,6 @@ async def step_run_queue_metrics(request: web.Request) -> web.Response:
         if str(r["tenant_id"]) == tenant:
             queues[r["action_id"]] = int(r["n"])
     return respond(TenantStepRunQueueMetrics(queues=queues))
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-@routes.get("/api/v1/tenants/{tenant}/task-stats")
-async def task_stats(request: web.Request) -> web.Response:
-    stats: dict[str, dict[str, Any]] = {}
-    for r in await reads(request).task_stats(tenant_id(request)):
-        entry = stats.setdefault(r["readable_id"], {})
-        n = int(r["n"])
-        if r["status"] == "QUEUED":
-            q = entry.setdefault("queued", {"total": 0, "queues": {}, "concurrency": []})
-            q["total"] += n
-            q["queues"][r["action_id"]] = q["queues"].get(r["action_id"], 0) + n
-            oldest = r["oldest_queued"]
-        else:
-            q = entry.setdefault("running", {"total": 0, "concurrency": []})
-            q["total"] += n
-            oldest = r["oldest_running"]
-        if oldest is not None and (q.get("oldest") is None or oldest < q["oldest"]):
-            q["oldest"] = oldest
-    body = {
-        name: dump(
-            TaskStat(
-                queued=None if "queued" not in s else TaskStatusStat.model_validate(s["queued"]),
-                running=None if "running" not in s else TaskStatusStat.model_validate(s["running"]),
-            )
-        )
-        for name, s in stats.items()
-    }
-    return respond(body)
 
 
 async def refresh_gauges(db: Reads) -> None:

@@ -310,15 +310,6 @@ JOIN workflows w ON w.id = r.workflow_id
 WHERE t.tenant_id = $1 AND t.status IN ('QUEUED', 'RUNNING')
 GROUP BY w.name, t.status;
 
--- name: task_stats
--- Queued and running tasks per task name (readable id) and, for queued ones, per action.
-SELECT t.readable_id, t.status, t.action_id, count(*)::int AS n,
-       min(coalesce(t.queued_at, t.created_at)) AS oldest_queued,
-       min(coalesce(t.started_at, t.assigned_at)) AS oldest_running
-FROM tasks t
-WHERE t.tenant_id = $1 AND t.status IN ('QUEUED', 'RUNNING')
-GROUP BY t.readable_id, t.status, t.action_id;
-
 -- name: worker_slot_totals
 -- Slots of live workers per tenant: total and in use.
 SELECT w.tenant_id,
