@@ -45,7 +45,13 @@ class FakeEngine:
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, Exception):
             raise answer
-        return _pool_answer(answer)
+        answer = _pool_answer(answer)
+        # the engine remembers pauses: later answers show them
+        paused = {w for verb, w in self.calls if verb == "pause"} - {
+            w for verb, w in self.calls if verb == "resume"
+        }
+        workers = [{**w, "paused": w["paused"] or w["id"] in paused} for w in answer["workers"]]
+        return {**answer, "workers": workers}
 
     async def wait_pool(self, pool: str, **_: Any) -> dict[str, Any]:
         return self._next()
@@ -152,3 +158,24 @@ async def test_new_work_mid_drain_resumes_the_victims(events: list[tuple[str, st
     assert engine.calls == [("pause", "w-a"), ("resume", "w-a")]
     assert ("scale", 1) not in kube.calls and kube.replicas >= 2
     assert "DrainCancelled" in {r for r, _ in events}
+
+
+async def test_a_drain_that_times_out_resumes_and_holds(events: list[tuple[str, str]]) -> None:
+    pool = {
+        "workflows": ["w"],
+        "autoscaling": AutoscalingSpec(
+            max_replicas=4, target_per_replica=2, scale_down_stabilization_seconds=0,
+            drain_timeout_seconds=0,
+        ),
+    }  # fmt: skip
+    kube = FakeKube(3, ["a", "b", "c"])
+    idle_a = stats(0, [("a", 0, False), ("b", 1, False), ("c", 0, False)])
+    busy_a = stats(0, [("a", 1, False), ("b", 1, False), ("c", 0, False)])
+    # the pass and the drain's first read see a and c idle; then a task reaches a (it was
+    # assigned before the pause): still fewer workers wanted, but a cannot go
+    engine = FakeEngine([idle_a, idle_a, busy_a])
+    decision = await scaler(engine, kube).step(pool)
+    assert decision is not None and (decision.desired, decision.reason) == (3, "DrainTimeout")
+    assert engine.calls == [("pause", "w-a"), ("resume", "w-a")]  # one step: one victim
+    assert kube.calls == []  # nothing marked, nothing removed
+    assert kube.status["lastDecision"].startswith("DrainTimeout: workers still busy")

@@ -189,12 +189,16 @@ class PoolAutoscaler:
                 if not chosen:
                     return self._held(decision, current, "BusyWorkers", "no idle worker to remove")
                 victims = [v.name for v in chosen]
-            # a victim that registered since, or was resumed, is paused (again)
+            # a victim that registered since, or was resumed, is paused (again); a read
+            # from before a pause cannot prove the worker idle (a task may have reached it
+            # in between), so only a pass that paused nothing may end the drain
+            paused_now = False
             for name in victims:
                 view = by_name.get(name)
                 if view is not None and view.registered and not view.paused:
                     for worker_id in view.worker_ids:
                         await self.state.engine.set_worker_paused(worker_id, paused=True)
+                        paused_now = True
             self.observation = observation_of(stats, self.clock())
             again = decide(
                 spec=spec,
@@ -213,9 +217,9 @@ class PoolAutoscaler:
                 return again
             others_ready = all(v.ready for v in views if v.name not in victims)
             drained = all(by_name[n].running == 0 for n in victims if n in by_name)
-            if drained and others_ready:
+            if drained and others_ready and not paused_now:
                 break
-            if self.clock() > deadline:
+            if self.clock() > deadline and not paused_now:  # one read after any pause
                 await self._resume(stats, victims)
                 return self._held(
                     decision,
