@@ -34,6 +34,7 @@ from placement_workflows import (
     RELEASE,
     RELEASE_HOLD_SECONDS,
     STICKY_HARD,
+    Gate,
     Hold,
     define_placement,
 )
@@ -79,7 +80,7 @@ async def worker_id(hatchet: Hatchet, name: str) -> str:
 async def test_hard_sticky_waits_for_its_worker(
     hatchet: Hatchet, placement: dict[str, Any], crew: dict[str, WorkerProc], mark_dir: Path
 ) -> None:
-    ref = await placement[STICKY_HARD].aio_run(wait_for_result=False)
+    ref = await placement[STICKY_HARD].aio_run(Gate(gated=True), wait_for_result=False)
     run_id = ref.workflow_run_id
 
     async def first_worker() -> str | None:
@@ -87,8 +88,10 @@ async def test_hard_sticky_waits_for_its_worker(
 
     name = await eventually(first_worker, within=30, what="the first task to start")
     wid = await worker_id(hatchet, name)
-    # while `first` runs, pause its worker: the idle other worker may not take `second`
+    # while `first` waits for the go, pause its worker: the idle other worker may not take
+    # `second`
     await hatchet.workers.aio_pause(wid)
+    (mark_dir / f"{run_id}.go").touch()  # now `first` may finish
     try:
 
         async def second_queued() -> bool:
@@ -108,7 +111,7 @@ async def test_hard_sticky_waits_for_its_worker(
 
     # and every run of the DAG stays on the worker its first task chose
     results = await asyncio.wait_for(
-        asyncio.gather(*(placement[STICKY_HARD].aio_run() for _ in range(4))), timeout=60
+        asyncio.gather(*(placement[STICKY_HARD].aio_run(Gate()) for _ in range(4))), timeout=60
     )
     for r in results:
         assert len({r[t]["worker_id"] for t in ("first", "second", "third")}) == 1, r

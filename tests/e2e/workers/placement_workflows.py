@@ -8,7 +8,9 @@ the workers share the machine).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 from e2e_workflows import mark, worker_name
@@ -28,7 +30,7 @@ AFFINITY = "e2e-affinity"
 RELEASE = "e2e-release"
 PRIORITY = "e2e-priority"
 
-FIRST_TASK_SECONDS = 2.0
+GATE_SECONDS = 30.0
 RELEASE_HOLD_SECONDS = 4.0
 
 
@@ -36,25 +38,40 @@ class Hold(BaseModel):
     seconds: float = 0.0
 
 
+class Gate(BaseModel):
+    # wait for the test's "<run id>.go" file in the mark directory before finishing
+    gated: bool = False
+
+
+async def wait_for_go(ctx: Context, *, within: float) -> None:
+    directory = os.environ.get("E2E_MARK_DIR")
+    go = Path(directory or ".") / f"{ctx.workflow_run_id}.go"
+    for _ in range(int(within * 10)):  # polls a file: the test is another process
+        if go.exists():
+            return
+        await asyncio.sleep(0.1)
+
+
 def where(ctx: Context) -> dict[str, Any]:
     return {"worker_name": worker_name(), "worker_id": ctx.worker_id, "started": time.time()}
 
 
 def define_placement(hatchet: Hatchet) -> dict[str, BaseWorkflow[Any]]:
-    sticky = hatchet.workflow(name=STICKY_HARD, sticky=StickyStrategy.HARD)
+    sticky = hatchet.workflow(name=STICKY_HARD, sticky=StickyStrategy.HARD, input_validator=Gate)
 
     @sticky.task()
-    async def first(input: EmptyModel, ctx: Context) -> dict[str, Any]:
+    async def first(input: Gate, ctx: Context) -> dict[str, Any]:
         mark(ctx, "first")
-        await asyncio.sleep(FIRST_TASK_SECONDS)
+        if input.gated:
+            await wait_for_go(ctx, within=GATE_SECONDS)
         return where(ctx)
 
     @sticky.task(parents=[first])
-    async def second(input: EmptyModel, ctx: Context) -> dict[str, Any]:
+    async def second(input: Gate, ctx: Context) -> dict[str, Any]:
         return where(ctx)
 
     @sticky.task(parents=[second])
-    async def third(input: EmptyModel, ctx: Context) -> dict[str, Any]:
+    async def third(input: Gate, ctx: Context) -> dict[str, Any]:
         return where(ctx)
 
     @hatchet.task(
