@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from hewer.engine.db.repository import Record, Repository, create_pool
+from hewer.engine.services.admission import Admission
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.control import RunControl
 from hewer.engine.services.definitions import Definitions
+from hewer.engine.services.enqueue import Enqueuer
 from hewer.engine.services.lifecycle import Lifecycle
+from hewer.engine.services.metrics import METRICS
 from hewer.engine.services.scheduler import Scheduler
 from hewer.engine.services.timers import Timers
 from hewer.engine.services.triggers import TriggerRequest, Triggers
@@ -39,20 +42,29 @@ class Replica:
     control: RunControl
     scheduler: Scheduler
     timers: Timers
+    admission: Admission
 
     @classmethod
     async def start(
         cls, dsn: str, *, heartbeat_timeout: float = 30.0, pool_size: int = 5
     ) -> Replica:
-        repo = Repository(await create_pool(dsn, size=pool_size))
+        repo = Repository(await create_pool(dsn, size=pool_size), observer=METRICS)
         bus = Bus(repo=repo, dsn=dsn)
         hub = WorkerHub()
         definitions = Definitions(repo)
-        lifecycle = Lifecycle(repo=repo, bus=bus, definitions=definitions)
-        triggers = Triggers(repo=repo, bus=bus, definitions=definitions)
+        enqueuer = Enqueuer(repo=repo, bus=bus, definitions=definitions)
+        lifecycle = Lifecycle(repo=repo, bus=bus, definitions=definitions, enqueuer=enqueuer)
+        triggers = Triggers(repo=repo, bus=bus, definitions=definitions, enqueuer=enqueuer)
         control = RunControl(
-            repo=repo, bus=bus, definitions=definitions, lifecycle=lifecycle, triggers=triggers
+            repo=repo,
+            bus=bus,
+            definitions=definitions,
+            lifecycle=lifecycle,
+            triggers=triggers,
+            enqueuer=enqueuer,
         )
+        admission = Admission(repo=repo, bus=bus, enqueuer=enqueuer)
+        admission.canceller = control
         engine_id = f"engine-{uuid.uuid4()}"
         scheduler = Scheduler(repo=repo, hub=hub, engine_id=engine_id)
         timers = Timers(repo=repo, lifecycle=lifecycle, heartbeat_timeout=heartbeat_timeout)
@@ -67,16 +79,21 @@ class Replica:
             control=control,
             scheduler=scheduler,
             timers=timers,
+            admission=admission,
         )
         scheduler.on_undeliverable = replica._requeue_undeliverable
         bus.subscribe("queue", scheduler.on_bus)
         bus.subscribe("slots", scheduler.on_bus)
         bus.subscribe("resync", scheduler.on_bus)
         bus.subscribe("worker", replica.hub.on_bus)
+        bus.subscribe("admit", admission.on_bus)
+        bus.subscribe("resync", admission.on_bus)
         await bus.start()
+        admission.start()
         return replica
 
     async def close(self) -> None:
+        await self.admission.stop()
         await self.scheduler.stop()
         await self.timers.stop()
         await self.bus.close()

@@ -20,6 +20,10 @@ from hatchet_sdk.clients.rest.models.api_errors import APIErrors
 from hewer.engine.api.rest.app import build_app
 from hewer.engine.db.repository import Repository, create_pool
 from hewer.engine.services.auth import Authenticator
+from hewer.engine.services.definitions import Definitions
+from hewer.engine.services.metrics import METRICS
+from hewer.engine.services.reads import Reads
+from hewer.engine.services.tenant_objects import TenantObjects
 
 SINCE = "2000-01-01T00:00:00.000000+0000"  # what the Python client's %z produces
 
@@ -393,7 +397,7 @@ async def _populate(repo: Repository, tenant_a: str, tenant_b: str) -> dict[str,
 
 @pytest_asyncio.fixture
 async def world(dsn: str) -> AsyncIterator[World]:
-    repo = Repository(await create_pool(dsn, size=4))
+    repo = Repository(await create_pool(dsn, size=4), observer=METRICS)
     tenant_a = await repo.ensure_tenant("tenant-a")
     tenant_b = await repo.ensure_tenant("tenant-b")
     auth = Authenticator(
@@ -404,7 +408,17 @@ async def world(dsn: str) -> AsyncIterator[World]:
     )
     control = FakeControl(repo=repo)
     ids = await _populate(repo, tenant_a, tenant_b)
-    client = TestClient(TestServer(build_app(repo=repo, control=control, auth=auth)))
+    client = TestClient(
+        TestServer(
+            build_app(
+                reads=Reads(repo),
+                objects=TenantObjects(repo),
+                definitions=Definitions(repo),
+                control=control,
+                auth=auth,
+            )
+        )
+    )
     await client.start_server()
     try:
         yield World(

@@ -17,6 +17,8 @@ from typing import Any
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 from hatchet_sdk.clients.rest.models.api_errors import APIErrors
+from hatchet_sdk.clients.rest.models.event import Event
+from hatchet_sdk.clients.rest.models.events import Events as EventsModel
 from hatchet_sdk.clients.rest.models.v1_cel_debug_response import V1CELDebugResponse
 from hatchet_sdk.clients.rest.models.v1_event_list import V1EventList
 from hatchet_sdk.clients.rest.models.v1_filter import V1Filter
@@ -27,8 +29,11 @@ from tests.integration.harness import Replica
 
 from hewer.engine.api.rest.app import build_app
 from hewer.engine.services.auth import Authenticator
+from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.events import Events, NewEvent
+from hewer.engine.services.reads import Reads
 from hewer.engine.services.secrets import SecretBox
+from hewer.engine.services.tenant_objects import TenantObjects
 
 
 def workflow(name: str, keys: list[str], **extra: Any) -> dict[str, Any]:
@@ -88,7 +93,13 @@ async def world(dsn: str) -> AsyncIterator[World]:
     events = Events(repo=repo, triggers=replica.triggers)
     box = await SecretBox.create(repo=repo, configured_key=None)
     app = build_app(
-        repo=repo, control=replica.control, auth=auth, events_service=events, secret_box=box
+        reads=Reads(repo),
+        objects=TenantObjects(repo),
+        definitions=Definitions(repo),
+        control=replica.control,
+        auth=auth,
+        events_service=events,
+        secret_box=box,
     )
     client = TestClient(TestServer(app))
     await client.start_server()
@@ -363,3 +374,53 @@ async def test_hmac_and_api_key_webhooks(world: World) -> None:
     resp = await world.client.post(f"{world.base}/webhooks/keyed", json={}, headers={"x-key": "j"})
     assert resp.status == 403
     assert await world.count("SELECT count(*) FROM events") == 2
+
+
+async def test_rest_event_push_one_and_bulk(world: World) -> None:
+    """``POST /api/v1/tenants/{tenant}/events`` and ``.../events/bulk``, as Hatchet's REST API
+    has them: the events are stored and trigger the workflows listening for their key."""
+    await world.replica.register(world.tenant, workflow("pushed", ["order:*"]))
+    base = f"/api/v1/tenants/{world.tenant}/events"
+    headers = {"Authorization": f"Bearer {world.token}"}
+
+    resp = await world.client.post(
+        base,
+        headers=headers,
+        json={"key": "order:paid", "data": {"id": 7}, "additionalMetadata": {"src": "curl"}},
+    )
+    body = await resp.json()
+    assert resp.status == 200, body
+    event = Event.from_dict(body)
+    assert event is not None
+    assert (event.key, event.tenant_id) == ("order:paid", world.tenant)
+    assert event.additional_metadata == {"src": "curl"}
+    runs = await world.count(
+        "SELECT count(*) FROM workflow_runs WHERE triggering_event_id = $1", event.metadata.id
+    )
+    assert runs == 1
+
+    resp = await world.client.post(
+        base + "/bulk",
+        headers=headers,
+        json={"events": [{"key": "order:a", "data": {}}, {"key": "other", "data": {"x": 1}}]},
+    )
+    body = await resp.json()
+    assert resp.status == 200, body
+    pushed = EventsModel.from_dict(body)
+    assert pushed is not None
+    assert [e.key for e in pushed.events] == ["order:a", "other"]
+    stored = await world.count(
+        "SELECT count(*) FROM events WHERE tenant_id = $1 AND key = ANY($2::text[])",
+        world.tenant,
+        ["order:a", "other"],
+    )
+    assert stored == 2
+
+    # bad input is a 400 that names the problem, and stores nothing
+    for bad in ({"data": {}}, {"key": "k", "data": []}, {"key": "", "data": {}}):
+        resp = await world.client.post(base, headers=headers, json=bad)
+        assert resp.status == 400, await resp.text()
+    resp = await world.client.post(base + "/bulk", headers=headers, json={"events": []})
+    assert resp.status == 400
+    resp = await world.client.post(base, json={"key": "k", "data": {}})
+    assert resp.status == 401

@@ -25,14 +25,17 @@ from hewer.engine.api.rest.app import build_app
 from hewer.engine.api.rest.observability import refresh_gauges
 from hewer.engine.db.base import QueueEntry
 from hewer.engine.services.auth import Authenticator
+from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.events import Events, NewEvent
 from hewer.engine.services.metrics import METRICS
+from hewer.engine.services.reads import Reads
 from hewer.engine.services.retention import Retention
 from hewer.engine.services.scheduling import (
     NotFoundError,
     Scheduling,
     SchedulingError,
 )
+from hewer.engine.services.tenant_objects import TenantObjects
 from hewer.engine.services.triggers import TriggerError
 
 WORKFLOW = {"name": "ticked", "tasks": [{"readable_id": "run", "action": "ticked:run"}]}
@@ -279,7 +282,7 @@ async def test_metrics_parse_and_the_queue_gauge_follows_the_load(
     await engine.register(tenant, WORKFLOW)
 
     async def depth() -> float:
-        await refresh_gauges(engine.repo)
+        await refresh_gauges(Reads(engine.repo))
         text = METRICS.render().decode()
         found = 0.0
         names = set()
@@ -385,7 +388,9 @@ async def rest_client(engine: Replica, tenant: str) -> AsyncIterator[Call]:
     )
     headers = {"Authorization": f"Bearer {await auth.issue(tenant_id=tenant)}"}
     app = build_app(
-        repo=engine.repo,
+        reads=Reads(engine.repo),
+        objects=TenantObjects(engine.repo),
+        definitions=Definitions(engine.repo),
         control=engine.control,
         auth=auth,
         scheduling_service=scheduling_of(engine),

@@ -9,7 +9,8 @@ import pytest
 from hewer.engine.core.tokens import InvalidToken, TokenClaims, mint_token, verify_token
 
 SECRET = b"0123456789abcdef0123456789abcdef"
-NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+# PyJWT checks expiry against the clock, so tokens are minted around the real time
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def _mint(**overrides: object) -> str:
@@ -38,7 +39,7 @@ def _encode(value: dict[str, object]) -> str:
 
 
 def test_round_trip() -> None:
-    claims = verify_token(_mint(), secret=SECRET, now=NOW)
+    claims = verify_token(_mint(), secret=SECRET)
     assert claims == TokenClaims(
         tenant_id="707d0855-80ab-4e1f-a156-f1c4546cbf52",
         token_id="tok-1",
@@ -65,15 +66,41 @@ def test_no_padding_and_url_safe() -> None:
 
 
 def test_expired() -> None:
-    token = _mint(expires_at=NOW + timedelta(seconds=10))
-    verify_token(token, secret=SECRET, now=NOW + timedelta(seconds=9))
+    verify_token(_mint(expires_at=NOW + timedelta(seconds=60)), secret=SECRET)
+    token = _mint(expires_at=NOW - timedelta(seconds=1), issued_at=NOW - timedelta(days=1))
     with pytest.raises(InvalidToken, match=r"^token expired$"):
-        verify_token(token, secret=SECRET, now=NOW + timedelta(seconds=10))
+        verify_token(token, secret=SECRET)
+
+
+def test_expired_even_with_a_valid_signature_and_forged_longer_exp() -> None:
+    header, _claims, sig = _mint(expires_at=NOW - timedelta(seconds=1)).split(".")
+    payload = _segments(_mint())[1]
+    with pytest.raises(InvalidToken, match=r"^bad signature$"):
+        verify_token(f"{header}.{_encode(payload)}.{sig}", secret=SECRET)
+
+
+def test_missing_required_claim() -> None:
+    import jwt
+
+    token = jwt.encode({"sub": "t", "exp": int(NOW.timestamp()) + 60}, SECRET, algorithm="HS256")
+    with pytest.raises(InvalidToken, match=r"^malformed token$"):
+        verify_token(token, secret=SECRET)
+
+
+def test_same_token_bytes_as_the_hand_written_encoder() -> None:
+    """Tokens keep their format: the header and the sorted, compact claims of before."""
+    token = _mint()
+    header_b64, claims_b64, _ = token.split(".")
+    compact = json.dumps(_segments(token)[1], separators=(",", ":"), sort_keys=True).encode()
+    assert (
+        header_b64 == base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=").decode()
+    )
+    assert claims_b64 == base64.urlsafe_b64encode(compact).rstrip(b"=").decode()
 
 
 def test_bad_signature_wrong_secret() -> None:
     with pytest.raises(InvalidToken, match=r"^bad signature$"):
-        verify_token(_mint(), secret=b"another-secret-another-secret!!", now=NOW)
+        verify_token(_mint(), secret=b"another-secret-another-secret!!!")
 
 
 def test_bad_signature_tampered_claims() -> None:
@@ -81,7 +108,7 @@ def test_bad_signature_tampered_claims() -> None:
     payload = _segments(_mint())[1]
     payload["sub"] = "someone-else"
     with pytest.raises(InvalidToken, match=r"^bad signature$"):
-        verify_token(f"{header}.{_encode(payload)}.{sig}", secret=SECRET, now=NOW)
+        verify_token(f"{header}.{_encode(payload)}.{sig}", secret=SECRET)
 
 
 @pytest.mark.parametrize("alg", ["none", "HS512", "RS256", None])
@@ -89,7 +116,7 @@ def test_unsupported_alg(alg: str | None) -> None:
     _, claims, sig = _mint().split(".")
     header = _encode({"alg": alg, "typ": "JWT"})
     with pytest.raises(InvalidToken, match=r"^unsupported alg$"):
-        verify_token(f"{header}.{claims}.{sig}", secret=SECRET, now=NOW)
+        verify_token(f"{header}.{claims}.{sig}", secret=SECRET)
 
 
 @pytest.mark.parametrize(
@@ -98,14 +125,14 @@ def test_unsupported_alg(alg: str | None) -> None:
 )
 def test_malformed(token: str) -> None:
     with pytest.raises(InvalidToken, match=r"^malformed token$"):
-        verify_token(token, secret=SECRET, now=NOW)
+        verify_token(token, secret=SECRET)
 
 
 def test_header_not_an_object() -> None:
     token = _mint()
     bad = base64.urlsafe_b64encode(b"[1,2]").rstrip(b"=").decode()
     with pytest.raises(InvalidToken, match=r"^malformed token$"):
-        verify_token(bad + token[token.index(".") :], secret=SECRET, now=NOW)
+        verify_token(bad + token[token.index(".") :], secret=SECRET)
 
 
 def test_naive_datetimes_rejected() -> None:

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from hewer.engine.core.batches import InvalidBatchConfig, parse_batch_config
+from hewer.engine.core.concurrency import ConcurrencySpec, InvalidConcurrency, parse_specs
 from hewer.engine.core.durations import InvalidDuration, parse_duration_or
 from hewer.engine.core.model import StepKind, StepSpec
+from hewer.engine.core.rate_limits import InvalidRateLimit, TaskRateLimit, parse_task_rate_limits
 
 DEFAULT_TIMEOUT_SECONDS = 60
 DEFAULT_SCHEDULE_TIMEOUT_SECONDS = 300
@@ -37,6 +39,7 @@ class WorkflowSpec:
     steps: tuple[StepSpec, ...]
     checksum: str
     unenforced: tuple[str, ...]
+    concurrency: tuple[ConcurrencySpec, ...] = ()
 
 
 def checksum(definition: Mapping[str, Any]) -> str:
@@ -66,6 +69,7 @@ def parse_workflow(definition: Mapping[str, Any]) -> WorkflowSpec:
             )
         )
     _check_graph(name, steps)
+    concurrency = workflow_concurrency(definition, where=f"workflow {name!r}")
     sticky = definition.get("sticky")
     return WorkflowSpec(
         name=name,
@@ -77,7 +81,54 @@ def parse_workflow(definition: Mapping[str, Any]) -> WorkflowSpec:
         steps=tuple(steps),
         checksum=checksum(definition),
         unenforced=tuple(_unenforced(definition)),
+        concurrency=concurrency,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPolicies:
+    """The scheduling policies of a stored registration, re-read when a version loads."""
+
+    concurrency: tuple[ConcurrencySpec, ...]
+    step_concurrency: dict[str, tuple[ConcurrencySpec, ...]]
+    step_rate_limits: dict[str, tuple[TaskRateLimit, ...]]
+
+
+def stored_policies(definition: Mapping[str, Any]) -> StoredPolicies:
+    name = str(definition.get("name", ""))
+    tasks = list(definition.get("tasks", []))
+    if definition.get("on_failure_task"):
+        tasks.append(definition["on_failure_task"])
+    step_concurrency: dict[str, tuple[ConcurrencySpec, ...]] = {}
+    step_rate_limits: dict[str, tuple[TaskRateLimit, ...]] = {}
+    for task in tasks:
+        readable_id = str(task.get("readable_id", "")).strip()
+        where = f"task {readable_id!r}"
+        try:
+            specs = parse_specs(task.get("concurrency"), where=where)
+            limits = parse_task_rate_limits(task.get("rate_limits"), where=where)
+        except (InvalidConcurrency, InvalidRateLimit) as exc:
+            raise InvalidDefinition(str(exc)) from None
+        if specs:
+            step_concurrency[readable_id] = specs
+        if limits:
+            step_rate_limits[readable_id] = limits
+    return StoredPolicies(
+        concurrency=workflow_concurrency(definition, where=f"workflow {name!r}"),
+        step_concurrency=step_concurrency,
+        step_rate_limits=step_rate_limits,
+    )
+
+
+def workflow_concurrency(
+    definition: Mapping[str, Any], *, where: str
+) -> tuple[ConcurrencySpec, ...]:
+    """Workflow-level strategies: ``concurrency_arr`` (newer SDKs) or ``concurrency``."""
+    raw = definition.get("concurrency_arr") or definition.get("concurrency")
+    try:
+        return parse_specs(raw, where=where)
+    except InvalidConcurrency as exc:
+        raise InvalidDefinition(str(exc)) from None
 
 
 def _parse_step(
@@ -111,6 +162,11 @@ def _parse_step(
     if any(v <= 0 for v in requests.values()):
         raise InvalidDefinition(f"{where}: slot_requests units must be positive")
     try:
+        concurrency = parse_specs(task.get("concurrency"), where=where)
+        rate_limits = parse_task_rate_limits(task.get("rate_limits"), where=where)
+    except (InvalidConcurrency, InvalidRateLimit) as exc:
+        raise InvalidDefinition(str(exc)) from None
+    try:
         batch = parse_batch_config(task.get("batch"))
     except InvalidBatchConfig as exc:
         raise InvalidDefinition(f"{where}: {exc}") from None
@@ -127,6 +183,8 @@ def _parse_step(
         backoff_max_seconds=int(max_seconds) if max_seconds is not None else None,
         is_durable=is_durable,
         slot_requests=requests,
+        concurrency=concurrency,
+        rate_limits=rate_limits,
         batch=batch,
     )
 
@@ -167,18 +225,13 @@ def _unenforced(definition: Mapping[str, Any]) -> list[str]:
     """Stored settings that a later engine version enforces; logged once at registration."""
     found: list[str] = []
     top_level = {
-        "concurrency": "workflow concurrency",
-        "concurrency_arr": "workflow concurrency",
         "sticky": "sticky placement",
-        "idempotency": "idempotency keys",
     }
     for key, label in top_level.items():
         if definition.get(key) and label not in found:
             found.append(label)
     per_task = {
-        "rate_limits": "rate limits",
         "worker_labels": "desired worker labels",
-        "concurrency": "task concurrency",
         "conditions": "task conditions",
     }
     tasks = list(definition.get("tasks", []))
@@ -188,4 +241,8 @@ def _unenforced(definition: Mapping[str, Any]) -> list[str]:
         for key, label in per_task.items():
             if task.get(key) and label not in found:
                 found.append(label)
+        # the batch flusher assigns without the scheduler's rate-limit debit (yet)
+        label = "rate limits of batch tasks"
+        if task.get("batch") is not None and task.get("rate_limits") and label not in found:
+            found.append(label)
     return found

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from hewer.engine.core.batches import BatchConfig
+from hewer.engine.core.concurrency import ConcurrencySpec
+from hewer.engine.core.rate_limits import TaskRateLimit
 
 
 class TaskStatus(StrEnum):
@@ -45,6 +47,8 @@ class StepSpec:
     is_durable: bool
     slot_requests: dict[str, int] = field(default_factory=lambda: {"default": 1})
     batch: BatchConfig | None = None  # a batch task (core/batches.py)
+    concurrency: tuple[ConcurrencySpec, ...] = ()
+    rate_limits: tuple[TaskRateLimit, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +68,8 @@ class WorkflowVersionDef:
     default_priority: int
     sticky: str | None
     steps: tuple[StepDef, ...]
+    # workflow-level strategies; a single-task workflow applies them to its task
+    concurrency: tuple[ConcurrencySpec, ...] = ()
 
     def step(self, readable_id: str) -> StepDef:
         for step in self.steps:

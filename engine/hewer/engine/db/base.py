@@ -8,10 +8,10 @@ round trips as it has primitives, and batched primitives take arrays (``unnest``
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import asyncpg
 
@@ -90,6 +90,7 @@ class QueueEntry:
     desired_worker_id: str | None
     delay_seconds: float
     schedule_timeout_seconds: int
+    rate_limits: str | None = None  # JSON list of ResolvedLimit, when the step has any
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +104,22 @@ class TaskEvent:
     worker_id: str | None = None
 
 
+class WriteObserver(Protocol):
+    """Told about the task events and finished runs the repository writes: the engine's
+    metrics (``services/metrics.py``), passed in by the assembly so db imports no service."""
+
+    def task_events(self, tenant_id: str, events: Iterable[Any]) -> None: ...
+
+    def run_finished(
+        self, tenant_id: str, workflow_name: str, status: str, duration_ms: float
+    ) -> None: ...
+
+
 class RepositoryBase:
-    """What every repository mixin relies on: the pool."""
+    """What every repository mixin relies on: the pool and the write observer."""
 
     pool: asyncpg.Pool
+    observer: WriteObserver
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from hewer.engine.core.definition import WorkflowSpec
+from hewer.engine.core.definition import InvalidDefinition, WorkflowSpec, stored_policies
 from hewer.engine.core.model import StepDef, StepKind, WorkflowVersionDef
 from hewer.engine.db.base import (
     Conn,
@@ -107,6 +107,11 @@ class DefinitionQueries(BatchQueries, RepositoryBase):
             raise KeyError(version_id)
         rows = await target.fetch(query("load_version_steps"), version_id)
         batches = await self.step_batch_configs_of_version(conn, version_id)
+        try:
+            policies = stored_policies(dict(head["definition"]))
+        except InvalidDefinition as exc:
+            # stored by an engine that did not validate these settings yet
+            raise InvalidDefinition(f"workflow version {version_id}: {exc}") from None
         steps = tuple(
             StepDef(
                 id=str(r["id"]),
@@ -123,6 +128,8 @@ class DefinitionQueries(BatchQueries, RepositoryBase):
                 is_durable=r["is_durable"],
                 slot_requests=dict(r["slot_requests"]),
                 batch=batches.get(str(r["id"])),
+                concurrency=policies.step_concurrency.get(r["readable_id"], ()),
+                rate_limits=policies.step_rate_limits.get(r["readable_id"], ()),
             )
             for r in rows
         )
@@ -133,6 +140,7 @@ class DefinitionQueries(BatchQueries, RepositoryBase):
             default_priority=head["default_priority"],
             sticky=head["sticky"],
             steps=steps,
+            concurrency=policies.concurrency,
         )
 
     async def latest_version_by_name(self, tenant_id: str, name: str) -> Record | None:

@@ -17,13 +17,18 @@ from hewer.engine.db.base import (
     QueueEntry,
     Record,
     TaskEvent,
+    WriteObserver,
     create_pool,
 )
 from hewer.engine.db.batches_repo import BatchQueries
+from hewer.engine.db.concurrency_repo import ConcurrencyQueries
 from hewer.engine.db.declared_repo import DeclaredQueries
 from hewer.engine.db.definitions_repo import DefinitionQueries
 from hewer.engine.db.events_repo import EventQueries
+from hewer.engine.db.idempotency_repo import IdempotencyQueries
+from hewer.engine.db.rate_limits_repo import RateLimitQueries
 from hewer.engine.db.reads import ReadQueries
+from hewer.engine.db.recovery_repo import RecoveryQueries
 from hewer.engine.db.runs_repo import RunQueries
 from hewer.engine.db.schedule_repo import ScheduleQueries
 from hewer.engine.db.workers_repo import WorkerQueries
@@ -36,6 +41,7 @@ __all__ = [
     "Record",
     "Repository",
     "TaskEvent",
+    "WriteObserver",
     "create_pool",
 ]
 
@@ -49,9 +55,14 @@ class Repository(
     DeclaredQueries,
     ScheduleQueries,
     BatchQueries,
+    ConcurrencyQueries,
+    RateLimitQueries,
+    RecoveryQueries,
+    IdempotencyQueries,
 ):
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, observer: WriteObserver) -> None:
         self.pool = pool
+        self.observer = observer
 
     async def close(self) -> None:
         await self.pool.close()

@@ -17,7 +17,6 @@ from hewer.engine.db.base import (
     TaskEvent,
 )
 from hewer.engine.db.queries import query
-from hewer.engine.services.metrics import METRICS
 
 
 class RunQueries(RepositoryBase):
@@ -89,6 +88,7 @@ class RunQueries(RepositoryBase):
             [e.desired_worker_id for e in entries],
             [e.delay_seconds for e in entries],
             [e.schedule_timeout_seconds for e in entries],
+            [e.rate_limits for e in entries],
         )
 
     async def insert_task_events(
@@ -96,7 +96,7 @@ class RunQueries(RepositoryBase):
     ) -> None:
         if not events:
             return
-        METRICS.task_events(tenant_id, events)
+        self.observer.task_events(tenant_id, events)
         await conn.execute(
             query("insert_task_events"),
             tenant_id,
@@ -210,8 +210,10 @@ class RunQueries(RepositoryBase):
 
     # -- operator actions ---------------------------------------------------------------------
 
-    async def active_tasks_for_ids(self, *, tenant_id: str, ids: Sequence[str]) -> list[str]:
-        rows = await self.pool.fetch(query("active_tasks_for_ids"), tenant_id, list(ids))
+    async def active_tasks_for_ids(
+        self, *, tenant_id: str, ids: Sequence[str], conn: Conn | None = None
+    ) -> list[str]:
+        rows = await (conn or self.pool).fetch(query("active_tasks_for_ids"), tenant_id, list(ids))
         return [str(r["id"]) for r in rows]
 
     async def replay_targets(self, *, tenant_id: str, ids: Sequence[str]) -> list[Record]:
@@ -250,7 +252,7 @@ class RunQueries(RepositoryBase):
             list(tenant_ids),
             list(reporters),
         )
-        _observe_durations([r for r in rows if r["run_finished"]])
+        self._observe_durations([r for r in rows if r["run_finished"]])
         return list(rows)
 
     async def start_tasks(
@@ -341,7 +343,7 @@ class RunQueries(RepositoryBase):
             [s.value for s in statuses],
             list(finished),
         )
-        _observe_durations(finished_rows)
+        self._observe_durations(finished_rows)
 
     async def local_worker_capacity(
         self, *, worker_ids: Sequence[str], heartbeat_window: float
@@ -352,10 +354,9 @@ class RunQueries(RepositoryBase):
             )
         )
 
-
-def _observe_durations(rows: Sequence[Record]) -> None:
-    """Feed finished runs to the workflow-duration histogram (DAGs and single tasks alike)."""
-    for row in rows:
-        METRICS.run_finished(
-            str(row["tenant_id"]), row["workflow_name"], row["status"], row["duration_ms"]
-        )
+    def _observe_durations(self, rows: Sequence[Record]) -> None:
+        """Feed finished runs to the workflow-duration histogram (DAGs and single tasks)."""
+        for row in rows:
+            self.observer.run_finished(
+                str(row["tenant_id"]), row["workflow_name"], row["status"], row["duration_ms"]
+            )

@@ -104,7 +104,7 @@ class Authenticator:
 
     async def _check(self, token: str) -> Identity:
         try:
-            claims = verify_token(token, secret=self._secret, now=datetime.now(UTC))
+            claims = verify_token(token, secret=self._secret)
         except InvalidToken as exc:
             raise AuthError(f"invalid auth token: {exc}") from None
         row = await self._repo.get_api_token(claims.token_id)

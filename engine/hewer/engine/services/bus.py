@@ -3,6 +3,7 @@
 Every engine replica listens on one channel. A message is ``{"t": kind, ...}``; kinds:
 
 * ``queue``   a tenant's queue gained items (wake the scheduler)
+* ``admit``   a tenant's concurrency slots changed (wake admission)
 * ``slots``   a worker's slots were freed (wake the scheduler)
 * ``worker``  something to send to a worker's stream (e.g. a cancel), for whoever holds it
 * ``run``     a workflow run finished (answer result subscribers)
@@ -28,7 +29,7 @@ from hewer.engine.db.repository import Conn, Repository
 
 CHANNEL = "hewer_bus"
 _MAX_INLINE = 7000  # NOTIFY payloads must stay under 8000 bytes
-_IDEMPOTENT_KINDS = frozenset({"queue", "slots", "run"})
+_IDEMPOTENT_KINDS = frozenset({"queue", "slots", "run", "admit"})
 _PRUNE_EVERY_TICKS = 60  # seconds between deletes of parked bodies
 
 Handler = Callable[[dict[str, Any]], Awaitable[None] | None]

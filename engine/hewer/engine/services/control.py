@@ -9,12 +9,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from hewer.engine.core.model import StepKind, TaskStatus, WorkflowVersionDef
-from hewer.engine.db.repository import QueueEntry, Repository, TaskEvent
+from hewer.engine.db.repository import Conn, Repository, TaskEvent
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.definitions import Definitions
+from hewer.engine.services.enqueue import Enqueue, Enqueuer
 from hewer.engine.services.lifecycle import Lifecycle
-from hewer.engine.services.task_messages import opt, slot_requests
-from hewer.engine.services.triggers import TriggerError, TriggerRequest, Triggers
+from hewer.engine.services.task_messages import opt
+from hewer.engine.services.triggers import (
+    IdempotencyCollision,
+    TriggerError,
+    TriggerRequest,
+    Triggers,
+)
 
 
 class RunControl:
@@ -26,17 +32,29 @@ class RunControl:
         definitions: Definitions,
         lifecycle: Lifecycle,
         triggers: Triggers,
+        enqueuer: Enqueuer,
     ) -> None:
+        self._enqueuer = enqueuer
         self._repo = repo
         self._bus = bus
         self._defs = definitions
         self._lifecycle = lifecycle
         self._triggers = triggers
 
-    async def cancel(self, *, tenant_id: str, external_ids: Sequence[str]) -> list[str]:
-        task_ids = await self._repo.active_tasks_for_ids(tenant_id=tenant_id, ids=external_ids)
+    async def cancel(
+        self,
+        *,
+        tenant_id: str,
+        external_ids: Sequence[str],
+        reason: str = "cancelled by request",
+        conn: Conn | None = None,
+    ) -> list[str]:
+        """Cancel the active tasks of the named runs or tasks (``conn``: in that transaction)."""
+        task_ids = await self._repo.active_tasks_for_ids(
+            tenant_id=tenant_id, ids=external_ids, conn=conn
+        )
         return await self._lifecycle.cancel(
-            tenant_id=tenant_id, task_ids=task_ids, reason="cancelled by request"
+            tenant_id=tenant_id, task_ids=task_ids, reason=reason, conn=conn
         )
 
     async def trigger(
@@ -60,6 +78,8 @@ class RunControl:
                     )
                 ],
             )
+        except IdempotencyCollision:
+            raise  # REST answers 409 naming the run that holds the key
         except TriggerError as exc:
             raise ValueError(str(exc)) from None
         return ids[0]
@@ -124,21 +144,21 @@ class RunControl:
                         reset.append(row)
             if not reset:
                 return []
-            await self._repo.insert_queue_items(
+            await self._repo.set_runs_status(
+                conn, run_ids=[run_id], statuses=[TaskStatus.QUEUED], finished=[False]
+            )
+            await self._enqueuer.enqueue(
                 conn,
                 tenant_id=tenant_id,
-                entries=[
-                    QueueEntry(
+                items=[
+                    Enqueue(
                         task_id=str(r["id"]),
+                        run_id=run_id,
                         retry_count=r["retry_count"],
-                        action_id=r["action_id"],
+                        version_id=version.id,
+                        step_id=str(r["step_id"]),
                         priority=r["priority"],
-                        slot_requests=slot_requests(r["slot_requests"]),
                         desired_worker_id=opt(run["desired_worker_id"]),
-                        delay_seconds=0,
-                        schedule_timeout_seconds=version.step_by_id(
-                            str(r["step_id"])
-                        ).schedule_timeout_seconds,
                     )
                     for r in reset
                 ],
@@ -156,9 +176,6 @@ class RunControl:
                     )
                     for r in reset
                 ],
-            )
-            await self._repo.set_runs_status(
-                conn, run_ids=[run_id], statuses=[TaskStatus.QUEUED], finished=[False]
             )
             await self._bus.publish(conn, {"t": "queue", "tenant": tenant_id, "delay": 0})
         return [str(r["id"]) for r in reset]

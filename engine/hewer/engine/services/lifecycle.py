@@ -10,24 +10,25 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from hewer.engine.core.dag import progress
 from hewer.engine.core.model import TaskStatus
 from hewer.engine.core.retry import decide_retry
-from hewer.engine.db.repository import Conn, NewTaskRow, QueueEntry, Record, Repository, TaskEvent
+from hewer.engine.db.repository import Conn, NewTaskRow, Record, Repository, TaskEvent
 from hewer.engine.services.batching import Batcher
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.definitions import Definitions
+from hewer.engine.services.enqueue import Enqueue, Enqueuer
 from hewer.engine.services.task_messages import (
     cancel_message,
     finished_task_messages,
     inline_run_result,
     opt,
     run_event,
-    slot_requests,
     stale_message,
     task_event,
 )
@@ -66,10 +67,13 @@ class _Report:
 
 
 class Lifecycle:
-    def __init__(self, *, repo: Repository, bus: Bus, definitions: Definitions) -> None:
+    def __init__(
+        self, *, repo: Repository, bus: Bus, definitions: Definitions, enqueuer: Enqueuer
+    ) -> None:
         self._repo = repo
         self._bus = bus
         self._defs = definitions
+        self._enqueuer = enqueuer
         self._starts: Batcher[_Report, None] = Batcher(self._write_starts, name="starts")
         self._completions: Batcher[_Report, None] = Batcher(
             self._write_completions, name="completions"
@@ -215,8 +219,8 @@ class Lifecycle:
                 await self._queue_retry(
                     conn,
                     row,
+                    version_id=str(task["workflow_version_id"]),
                     previous_worker=opt(task["worker_id"]),
-                    step_timeout=step.schedule_timeout_seconds,
                     delay=decision.delay_seconds,
                 )
                 if cancel_on_worker and task["worker_id"]:
@@ -259,14 +263,13 @@ class Lifecycle:
             )
             if row is None:
                 return False
-            version = await self._defs.version(str(task["workflow_version_id"]), conn=conn)
-            step = version.step_by_id(str(row["step_id"]))
             await self._queue_retry(
                 conn,
                 row,
+                version_id=str(task["workflow_version_id"]),
                 previous_worker=opt(task["worker_id"]),
-                step_timeout=step.schedule_timeout_seconds,
                 delay=0,
+                keep_queue_position=True,
             )
             await self._repo.insert_task_events(
                 conn,
@@ -292,25 +295,47 @@ class Lifecycle:
 
     # -- cancellation ----------------------------------------------------------------------
 
-    async def cancel(self, *, tenant_id: str, task_ids: Sequence[str], reason: str) -> list[str]:
-        """Cancel queued or running tasks; running ones get a cancel sent to their worker."""
+    async def cancel(
+        self,
+        *,
+        tenant_id: str,
+        task_ids: Sequence[str],
+        reason: str,
+        conn: Conn | None = None,
+    ) -> list[str]:
+        """Cancel queued or running tasks; running ones get a cancel sent to their worker.
+
+        With ``conn`` every cancellation is part of the caller's transaction (admission
+        cancels the losers of a concurrency key in the transaction that admits the winner).
+        """
         cancelled: list[str] = []
         for task_id in task_ids:
-            async with self._repo.transaction() as conn:
-                rows = await self._repo.cancel_task(conn, tenant_id=tenant_id, task_id=task_id)
+            async with self._unit(conn) as conn_:
+                rows = await self._repo.cancel_task(conn_, tenant_id=tenant_id, task_id=task_id)
                 if not rows:
                     continue
                 row = rows[0]
                 cancelled.append(str(row["id"]))
                 await self._repo.insert_task_events(
-                    conn, tenant_id=tenant_id, events=[task_event(row, "CANCELLED", message=reason)]
+                    conn_,
+                    tenant_id=tenant_id,
+                    events=[task_event(row, "CANCELLED", message=reason)],
                 )
                 if row["previous_status"] == TaskStatus.RUNNING.value and row["worker_id"]:
-                    await self._bus.publish(conn, cancel_message(row))
-                await self._advance_and_publish(conn, row, status=TaskStatus.CANCELLED, payload="")
+                    await self._bus.publish(conn_, cancel_message(row))
+                await self._advance_and_publish(conn_, row, status=TaskStatus.CANCELLED, payload="")
         return cancelled
 
     # -- internals ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _unit(self, conn: Conn | None) -> AsyncIterator[Conn]:
+        if conn is None:
+            async with self._repo.transaction() as own:
+                yield own
+        else:
+            async with conn.transaction():
+                yield conn
 
     async def _finish_attempt(
         self,
@@ -343,27 +368,39 @@ class Lifecycle:
         conn: Conn,
         row: Record,
         *,
+        version_id: str,
         previous_worker: str | None,
-        step_timeout: int,
         delay: float,
+        keep_queue_position: bool = False,
     ) -> None:
+        """Queue the task's next attempt. ``keep_queue_position``: a lost attempt (not a
+        retry after a failure) goes back under its previous queue position (fair recovery)."""
         run = await self._repo.run_priority(conn, str(row["workflow_run_id"]))
-        await self._repo.insert_queue_items(
+        outcome = await self._enqueuer.enqueue(
             conn,
             tenant_id=str(row["tenant_id"]),
-            entries=[
-                QueueEntry(
+            items=[
+                Enqueue(
                     task_id=str(row["id"]),
+                    run_id=str(row["workflow_run_id"]),
                     retry_count=row["retry_count"],
-                    action_id=row["action_id"],
+                    version_id=version_id,
+                    step_id=str(row["step_id"]),
                     priority=row["priority"],
-                    slot_requests=slot_requests(row["slot_requests"]),
                     desired_worker_id=None if run is None else opt(run["desired_worker_id"]),
                     delay_seconds=delay,
-                    schedule_timeout_seconds=step_timeout,
+                    requeued=True,
+                    keep_queue_position=keep_queue_position,
                 )
             ],
         )
+        if outcome.failed:
+            await self._advance_and_publish(
+                conn,
+                outcome.failed[0],
+                status=TaskStatus.FAILED,
+                payload=str(outcome.failed[0]["error"]),
+            )
         if previous_worker:
             await self._bus.publish(conn, {"t": "slots", "worker": previous_worker})
         await self._bus.publish(
@@ -418,13 +455,20 @@ class Lifecycle:
             finished_flags.append(step.finished)
             if step.finished:
                 messages.append({"t": "run", "run": run_id, "status": step.run_status.value})
+        version_of = {run_id: str(runs[run_id]["workflow_version_id"]) for run_id in run_ids}
+        unqueued: list[_Finished] = []
         for tenant_id, rows in new_rows.items():
-            await self._create_tasks(conn, tenant_id=tenant_id, rows=rows)
+            failed = await self._create_tasks(
+                conn, tenant_id=tenant_id, rows=rows, version_of=version_of
+            )
+            unqueued += [_Finished(r, TaskStatus.FAILED, str(r["error"])) for r in failed]
             if any(r.task.status is TaskStatus.QUEUED for r in rows):
                 messages.append({"t": "queue", "tenant": tenant_id, "delay": 0})
         await self._repo.set_runs_status(
             conn, run_ids=run_ids, statuses=statuses, finished=finished_flags
         )
+        if unqueued:  # children that could not be admitted (a bad concurrency key) failed
+            messages += await self._advance_many(conn, unqueued)
         return messages
 
     async def _advance_and_publish(
@@ -439,22 +483,28 @@ class Lifecycle:
         await self._bus.publish(conn, {"t": "multi", "m": messages})
 
     async def _create_tasks(
-        self, conn: Conn, *, tenant_id: str, rows: Sequence[NewTaskRow]
-    ) -> None:
+        self,
+        conn: Conn,
+        *,
+        tenant_id: str,
+        rows: Sequence[NewTaskRow],
+        version_of: dict[str, str],
+    ) -> list[Record]:
+        """Insert DAG tasks and enqueue the queued ones; returns those that failed instead."""
         await self._repo.insert_tasks(conn, tenant_id=tenant_id, tasks=rows)
-        await self._repo.insert_queue_items(
+        outcome = await self._enqueuer.enqueue(
             conn,
             tenant_id=tenant_id,
-            entries=[
-                QueueEntry(
+            items=[
+                Enqueue(
                     task_id=r.id,
+                    run_id=r.run_id,
                     retry_count=0,
-                    action_id=r.task.step.action_id,
+                    version_id=version_of[r.run_id],
+                    step_id=r.task.step.id,
                     priority=r.priority,
-                    slot_requests=r.task.step.slot_requests,
                     desired_worker_id=r.desired_worker_id,
-                    delay_seconds=0,
-                    schedule_timeout_seconds=r.task.step.schedule_timeout_seconds,
+                    parents=r.task.payload_extra.get("parents", {}),
                 )
                 for r in rows
                 if r.task.status is TaskStatus.QUEUED
@@ -472,3 +522,4 @@ class Lifecycle:
             for r in rows
         ]
         await self._repo.insert_task_events(conn, tenant_id=tenant_id, events=events)
+        return outcome.failed

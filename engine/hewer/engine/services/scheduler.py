@@ -16,6 +16,7 @@ from typing import Any
 from hewer.engine.core.assignment import QueuedItem, WorkerCapacity, assign, free_capacity
 from hewer.engine.db.repository import Record, Repository
 from hewer.engine.services.metrics import METRICS
+from hewer.engine.services.rate_limiting import RateLimitGate
 from hewer.engine.services.workers import ActionKind, ActionMessage, WorkerHub
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class Scheduler:
         self._repo = repo
         self._hub = hub
         self._engine_id = engine_id
+        self._rate_limits = RateLimitGate(repo)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._timers: set[asyncio.TimerHandle] = set()
@@ -122,10 +124,20 @@ class Scheduler:
             claimed = await self._repo.claim_queue_items(conn, tenant_id=tenant_id, limits=limits)
             if not claimed:
                 return False
-            items = [_queued_item(r) for r in claimed]
+            checked = await self._rate_limits.check(conn, tenant_id=tenant_id, rows=claimed)
+            if checked.next_refill_in is not None:
+                self.wake(checked.next_refill_in)
+            items = [_queued_item(r) for r in checked.allowed]
             decided = assign(items, capacities)
             if not decided:
-                return False
+                # deferring items is progress: what they hid may be claimable now
+                return checked.next_refill_in is not None
+            await self._rate_limits.debit(
+                conn,
+                tenant_id=tenant_id,
+                checked=checked,
+                assigned=[a.item.queue_id for a in decided],
+            )
             rows = await self._repo.assign_tasks(
                 conn,
                 queue_ids=[a.item.queue_id for a in decided],

@@ -15,15 +15,23 @@ from hatchet_sdk.contracts.v1.workflows_pb2_grpc import AdminServiceServicer
 from hatchet_sdk.contracts.workflows_pb2_grpc import WorkflowServiceServicer
 
 from hewer.engine.api.grpc.common import GrpcContextAuth, abort, require_uuid
+from hewer.engine.api.grpc.idempotency import abort_collision
 from hewer.engine.core.dag import aggregate_status
 from hewer.engine.core.definition import InvalidDefinition
 from hewer.engine.core.model import TaskStatus
 from hewer.engine.core.rate_limits import check_rate_limit
-from hewer.engine.db.repository import Repository
 from hewer.engine.services.control import RunControl
 from hewer.engine.services.definitions import Definitions
+from hewer.engine.services.reads import Reads
 from hewer.engine.services.scheduling import NotFoundError, Scheduling, SchedulingError
-from hewer.engine.services.triggers import TriggerError, TriggerRequest, Triggers, parse_json_object
+from hewer.engine.services.tenant_objects import TenantObjects
+from hewer.engine.services.triggers import (
+    IdempotencyCollision,
+    TriggerError,
+    TriggerRequest,
+    Triggers,
+    parse_json_object,
+)
 
 log = logging.getLogger(__name__)
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -72,14 +80,14 @@ class AdminService(AdminServiceServicer):  # type: ignore[misc]
         self,
         *,
         auth: GrpcContextAuth,
-        repo: Repository,
+        reads: Reads,
         definitions: Definitions,
         triggers: Triggers,
         control: RunControl,
         max_payload_bytes: int,
     ) -> None:
         self._auth = auth
-        self._repo = repo
+        self._reads = reads
         self._defs = definitions
         self._triggers = triggers
         self._control = control
@@ -104,13 +112,15 @@ class AdminService(AdminServiceServicer):  # type: ignore[misc]
         tenant_id = await self._auth.tenant(context)
         run_id = require_uuid(request.external_id, what="external_id")
         run = (
-            None if run_id is None else await self._repo.get_run(tenant_id=tenant_id, run_id=run_id)
+            None
+            if run_id is None
+            else await self._reads.get_run(tenant_id=tenant_id, run_id=run_id)
         )
         if run is None or run_id is None:
             await abort(
                 context, grpc.StatusCode.NOT_FOUND, f"workflow run {request.external_id} not found"
             )
-        tasks = await self._repo.run_tasks_detail(run_id)
+        tasks = await self._reads.run_tasks_detail(run_id)
         statuses = [TaskStatus(t["status"]) for t in tasks]
         response = v1.GetRunDetailsResponse(
             input=(run["input"] or "{}").encode(),
@@ -175,6 +185,8 @@ class AdminService(AdminServiceServicer):  # type: ignore[misc]
                 priority=request.priority if request.HasField("priority") else None,
             )
             ids = await self._triggers.trigger(tenant_id=tenant_id, requests=[trigger])
+        except IdempotencyCollision as exc:
+            await abort_collision(context, exc, bulk=False)
         except TriggerError as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return v1.TriggerWorkflowRunResponse(external_id=ids[0])
@@ -197,13 +209,13 @@ class WorkflowService(WorkflowServiceServicer):  # type: ignore[misc]
         triggers: Triggers,
         max_payload_bytes: int,
         scheduling: Scheduling | None = None,
-        repo: Repository | None = None,
+        objects: TenantObjects | None = None,
     ) -> None:
         self._auth = auth
         self._triggers = triggers
         self._max = max_payload_bytes
         self._scheduling = scheduling
-        self._repo = repo
+        self._objects = objects
 
     async def TriggerWorkflow(
         self, request: trigger_pb2.TriggerWorkflowRequest, context: Ctx
@@ -214,6 +226,8 @@ class WorkflowService(WorkflowServiceServicer):  # type: ignore[misc]
                 tenant_id=tenant_id,
                 requests=[trigger_request_from_proto(request, max_bytes=self._max)],
             )
+        except IdempotencyCollision as exc:
+            await abort_collision(context, exc, bulk=False)
         except TriggerError as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return v0.TriggerWorkflowResponse(workflow_run_id=ids[0])
@@ -229,6 +243,8 @@ class WorkflowService(WorkflowServiceServicer):  # type: ignore[misc]
                 trigger_request_from_proto(r, max_bytes=self._max) for r in request.workflows
             ]
             ids = await self._triggers.trigger(tenant_id=tenant_id, requests=requests)
+        except IdempotencyCollision as exc:
+            await abort_collision(context, exc, bulk=True)
         except TriggerError as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return v0.BulkTriggerWorkflowResponse(workflow_run_ids=ids)
@@ -275,7 +291,7 @@ class WorkflowService(WorkflowServiceServicer):  # type: ignore[misc]
         self, request: v0.PutRateLimitRequest, context: Ctx
     ) -> v0.PutRateLimitResponse:
         tenant_id = await self._auth.tenant(context)
-        if self._repo is None:
+        if self._objects is None:
             await abort(context, grpc.StatusCode.UNIMPLEMENTED, "rate limits are not enabled")
         try:
             key, limit, duration = check_rate_limit(
@@ -283,7 +299,7 @@ class WorkflowService(WorkflowServiceServicer):  # type: ignore[misc]
             )
         except ValueError as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        await self._repo.upsert_rate_limit(
+        await self._objects.upsert_rate_limit(
             tenant_id=tenant_id, key=key, limit=limit, duration=duration
         )
         return v0.PutRateLimitResponse()

@@ -15,7 +15,6 @@ from hatchet_sdk.contracts import dispatcher_pb2_grpc
 from hewer.engine.api.grpc.common import GrpcContextAuth, abort, require_uuid, timestamp
 from hewer.engine.api.grpc.streams import RunStreams
 from hewer.engine.core.durations import InvalidDuration, parse_duration
-from hewer.engine.db.repository import Repository
 from hewer.engine.services.batch_reports import (
     BatchEventKind,
     BatchItemReport,
@@ -24,6 +23,7 @@ from hewer.engine.services.batch_reports import (
 )
 from hewer.engine.services.lifecycle import Lifecycle, NotHolder, StaleAttempt, TaskNotFound
 from hewer.engine.services.scheduler import Scheduler
+from hewer.engine.services.worker_registry import WorkerRegistry
 from hewer.engine.services.workers import ActionKind, ActionMessage, WorkerHub, WorkerSession
 
 log = logging.getLogger(__name__)
@@ -100,21 +100,24 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
         self,
         *,
         auth: GrpcContextAuth,
-        repo: Repository,
+        workers: WorkerRegistry,
         hub: WorkerHub,
         scheduler: Scheduler,
         lifecycle: Lifecycle,
         streams: RunStreams,
         engine_id: str,
+        max_payload_bytes: int,
+        batch_reports: BatchReports,
     ) -> None:
         self._auth = auth
-        self._repo = repo
+        self._workers = workers
         self._hub = hub
         self._scheduler = scheduler
         self._lifecycle = lifecycle
         self._streams = streams
         self._engine_id = engine_id
-        self._batch_reports = BatchReports(repo=repo, lifecycle=lifecycle)
+        self._max_payload = max_payload_bytes
+        self._batch_reports = batch_reports
 
     async def GetVersion(
         self, request: pb.GetVersionRequest, context: Ctx
@@ -141,7 +144,7 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "worker_name is required")
         worker_id = str(uuid.uuid4())
         runtime = request.runtime_info
-        await self._repo.insert_worker(
+        await self._workers.insert_worker(
             worker_id=worker_id,
             tenant_id=tenant_id,
             name=request.worker_name,
@@ -170,7 +173,7 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
         worker = (
             None
             if worker_id is None
-            else await self._repo.get_worker(tenant_id=tenant_id, worker_id=worker_id)
+            else await self._workers.get_worker(tenant_id=tenant_id, worker_id=worker_id)
         )
         if worker is None or worker_id is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, f"worker {request.worker_id} not found")
@@ -179,16 +182,14 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
             tenant_id=tenant_id,
             actions=frozenset(worker["actions"]),
             slot_config={str(k): int(v) for k, v in dict(worker["slot_config"]).items()},
-            batch_actions=frozenset(
-                await self._repo.batch_configs_of_actions(
-                    tenant_id=tenant_id, action_ids=list(worker["actions"])
-                )
+            batch_actions=await self._batch_reports.batch_actions(
+                tenant_id=tenant_id, action_ids=list(worker["actions"])
             ),
         )
         replaced = self._hub.attach(session)
         if replaced is not None:
             await self._requeue_undelivered(replaced)
-        await self._repo.worker_listening(
+        await self._workers.worker_listening(
             tenant_id=tenant_id, worker_id=worker_id, engine_id=self._engine_id
         )
         self._scheduler.wake()
@@ -201,7 +202,9 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
                 await asyncio.shield(self._disconnected(session))
 
     async def _disconnected(self, session: WorkerSession) -> None:
-        await self._repo.worker_disconnected(worker_id=session.worker_id, engine_id=self._engine_id)
+        await self._workers.worker_disconnected(
+            worker_id=session.worker_id, engine_id=self._engine_id
+        )
         await self._requeue_undelivered(session)
 
     async def _requeue_undelivered(self, session: WorkerSession) -> None:
@@ -229,7 +232,7 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
         row = (
             None
             if worker_id is None
-            else await self._repo.worker_heartbeat(tenant_id=tenant_id, worker_id=worker_id)
+            else await self._workers.worker_heartbeat(tenant_id=tenant_id, worker_id=worker_id)
         )
         if row is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, f"worker {request.worker_id} not found")
@@ -259,13 +262,27 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
             if request.HasField("retry_count"):
                 retry_count = request.retry_count
             else:
-                task = await self._repo.get_task(task_id, tenant_id=tenant_id)
-                if task is None:
-                    raise TaskNotFound(f"task {task_id} not found")
-                retry_count = task["retry_count"]
+                retry_count = await self._workers.current_retry_count(
+                    tenant_id=tenant_id, task_id=task_id
+                )
             if kind == pb.STEP_EVENT_TYPE_STARTED:
                 await self._lifecycle.started(
                     tenant_id=tenant_id, task_id=task_id, retry_count=retry_count
+                )
+            elif kind == pb.STEP_EVENT_TYPE_COMPLETED and self._too_large(request.event_payload):
+                # stored, it would make every later dispatch of its children fail: fail it now
+                await self._workers.check_holder(
+                    tenant_id=tenant_id, task_id=task_id, retry_count=retry_count, reporter=reporter
+                )
+                await self._lifecycle.failed(
+                    tenant_id=tenant_id,
+                    task_id=task_id,
+                    retry_count=retry_count,
+                    error=(
+                        f"task output is {len(request.event_payload.encode())} bytes, larger "
+                        f"than HEWER_MAX_PAYLOAD_BYTES ({self._max_payload})"
+                    ),
+                    non_retryable=True,
                 )
             elif kind == pb.STEP_EVENT_TYPE_COMPLETED:
                 await self._lifecycle.completed(
@@ -276,7 +293,7 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
                     reporter=reporter,
                 )
             elif kind in (pb.STEP_EVENT_TYPE_FAILED, pb.STEP_EVENT_TYPE_CANCELLED):
-                await self._check_holder(
+                await self._workers.check_holder(
                     tenant_id=tenant_id, task_id=task_id, retry_count=retry_count, reporter=reporter
                 )
                 if kind == pb.STEP_EVENT_TYPE_FAILED:
@@ -300,17 +317,9 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
             await abort(context, grpc.StatusCode.PERMISSION_DENIED, str(exc))
         return pb.ActionEventResponse(tenant_id=tenant_id, worker_id=request.worker_id)
 
-    async def _check_holder(
-        self, *, tenant_id: str, task_id: str, retry_count: int, reporter: str | None
-    ) -> None:
-        task = await self._repo.get_task(task_id, tenant_id=tenant_id)
-        if task is None:
-            raise TaskNotFound(f"task {task_id} not found")
-        holder = task["worker_id"]
-        if reporter and holder and str(holder) != reporter and retry_count == task["retry_count"]:
-            raise NotHolder(
-                f"task {task_id} attempt {retry_count} is not held by worker {reporter}"
-            )
+    def _too_large(self, output: str) -> bool:
+        # len(str) <= len(utf-8 bytes): skip encoding the common small output
+        return len(output) > self._max_payload or len(output.encode()) > self._max_payload
 
     async def SendBatchActionEvent(
         self, request: pb.BatchActionEvent, context: Ctx
@@ -385,7 +394,7 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
         timeout_at = (
             None
             if task_id is None
-            else await self._repo.refresh_timeout(
+            else await self._workers.refresh_timeout(
                 tenant_id=tenant_id, task_id=task_id, seconds=seconds
             )
         )
@@ -405,7 +414,7 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
         worker = (
             None
             if task_id is None
-            else await self._repo.release_slot(tenant_id=tenant_id, task_id=task_id)
+            else await self._workers.release_slot(tenant_id=tenant_id, task_id=task_id)
         )
         if worker is None:
             await abort(
@@ -424,7 +433,7 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
     ) -> pb.UpsertWorkerLabelsResponse:
         tenant_id = await self._auth.tenant(context)
         worker_id = require_uuid(request.worker_id, what="worker_id")
-        ok = worker_id is not None and await self._repo.merge_worker_labels(
+        ok = worker_id is not None and await self._workers.merge_worker_labels(
             tenant_id=tenant_id, worker_id=worker_id, labels=labels_from_proto(request.labels)
         )
         if not ok:

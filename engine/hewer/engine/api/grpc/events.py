@@ -13,10 +13,10 @@ from hatchet_sdk.contracts import events_pb2 as pb
 from hatchet_sdk.contracts.events_pb2_grpc import EventsServiceServicer
 
 from hewer.engine.api.grpc.common import GrpcContextAuth, abort, require_uuid, timestamp
-from hewer.engine.db.repository import Repository
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.events import Events, NewEvent, StoredEvent
 from hewer.engine.services.triggers import TriggerError, parse_json_object
+from hewer.engine.services.worker_registry import WorkerRegistry
 
 log = logging.getLogger(__name__)
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -29,13 +29,13 @@ class EventsService(EventsServiceServicer):  # type: ignore[misc]
         self,
         *,
         auth: GrpcContextAuth,
-        repo: Repository,
+        workers: WorkerRegistry,
         events: Events,
         bus: Bus,
         max_payload_bytes: int,
     ) -> None:
         self._auth = auth
-        self._repo = repo
+        self._workers = workers
         self._events = events
         self._bus = bus
         self._max = max_payload_bytes
@@ -91,7 +91,7 @@ class EventsService(EventsServiceServicer):  # type: ignore[misc]
             if request.HasField("created_at")
             else datetime.now(UTC)
         )
-        stored = task_id is not None and await self._repo.insert_log_line(
+        stored = task_id is not None and await self._workers.insert_log_line(
             tenant_id=tenant_id,
             task_id=task_id,
             retry_count=request.task_retry_count if request.HasField("task_retry_count") else None,
@@ -132,7 +132,7 @@ class EventsService(EventsServiceServicer):  # type: ignore[misc]
         key = (tenant_id, task_id)
         run_id = self._run_of_task.get(key)
         if run_id is None:
-            run_id = await self._repo.task_run_id(tenant_id=tenant_id, task_id=task_id)
+            run_id = await self._workers.task_run_id(tenant_id=tenant_id, task_id=task_id)
             if run_id is not None:
                 self._run_of_task[key] = run_id
                 if len(self._run_of_task) > _RUN_CACHE_SIZE:

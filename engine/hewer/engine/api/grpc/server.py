@@ -8,9 +8,11 @@ from hatchet_sdk.contracts.v1 import dispatcher_pb2_grpc as v1_dispatcher_grpc
 from hatchet_sdk.contracts.v1 import workflows_pb2_grpc as v1_workflows_grpc
 
 from hewer.engine.api.grpc.admin import AdminService, WorkflowService
+from hewer.engine.api.grpc.boundary import BoundaryInterceptor
 from hewer.engine.api.grpc.dispatcher import DispatcherService
 from hewer.engine.api.grpc.durable import DurableService
 from hewer.engine.api.grpc.events import EventsService
+from hewer.engine.services.auth import Authenticator
 
 # The SDKs ping every 10 s even without calls; grpcio's defaults answer that with GOAWAY
 # "too_many_pings" (protocol.md §1.0).
@@ -25,6 +27,7 @@ KEEPALIVE_OPTIONS = [
 
 def build_grpc_server(
     *,
+    auth: Authenticator,
     max_message_bytes: int,
     dispatcher: DispatcherService,
     admin: AdminService,
@@ -32,14 +35,18 @@ def build_grpc_server(
     events: EventsService,
     durable: DurableService,
 ) -> grpc.aio.Server:
-    # leave room above the payload limit for the envelope; the services check payload size
+    # Receive up to twice the payload limit (plus the envelope) so that the services see an
+    # oversized input or task output and answer with a message naming HEWER_MAX_PAYLOAD_BYTES
+    # (and fail such a task at once) instead of grpcio's bare RESOURCE_EXHAUSTED.
+    receive_limit = 2 * max_message_bytes + 64 * 1024
     limit = max_message_bytes + 64 * 1024
     server = grpc.aio.server(
+        interceptors=[BoundaryInterceptor(auth)],
         options=[
             *KEEPALIVE_OPTIONS,
-            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_receive_message_length", receive_limit),
             ("grpc.max_send_message_length", limit),
-        ]
+        ],
     )
     dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)  # type: ignore[attr-defined]
     v1_workflows_grpc.add_AdminServiceServicer_to_server(admin, server)

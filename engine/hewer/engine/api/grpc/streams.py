@@ -12,7 +12,7 @@ import grpc
 from hatchet_sdk.contracts import dispatcher_pb2 as pb
 
 from hewer.engine.api.grpc.common import abort, require_uuid, timestamp
-from hewer.engine.db.repository import Repository
+from hewer.engine.services.reads import Reads
 from hewer.engine.services.subscriptions import (
     EventWatchers,
     ResultWatchers,
@@ -58,8 +58,8 @@ def result_to_proto(result: RunResult) -> pb.WorkflowRunEvent:
 
 
 class RunStreams:
-    def __init__(self, *, repo: Repository, results: ResultWatchers, events: EventWatchers) -> None:
-        self._repo = repo
+    def __init__(self, *, reads: Reads, results: ResultWatchers, events: EventWatchers) -> None:
+        self._reads = reads
         self._results = results
         self._events = events
 
@@ -99,7 +99,7 @@ class RunStreams:
             )
         run = None
         for attempt in range(RUN_LOOKUP_ATTEMPTS):
-            run = await self._repo.get_run(tenant_id=tenant_id, run_id=run_id)
+            run = await self._reads.get_run(tenant_id=tenant_id, run_id=run_id)
             if run is not None:
                 break
             if attempt < RUN_LOOKUP_ATTEMPTS - 1:
@@ -108,7 +108,7 @@ class RunStreams:
             await abort(context, grpc.StatusCode.NOT_FOUND, f"workflow run {run_id} not found")
         queue = self._events.watch(run_id)
         try:
-            run = await self._repo.get_run(tenant_id=tenant_id, run_id=run_id)
+            run = await self._reads.get_run(tenant_id=tenant_id, run_id=run_id)
             if run is None or run["finished_at"] is not None:
                 return  # already over: nothing live to stream
             order = _StreamOrder()
@@ -116,7 +116,7 @@ class RunStreams:
                 try:
                     event = await asyncio.wait_for(queue.get(), timeout=FINISH_CHECK_SECONDS)
                 except TimeoutError:
-                    run = await self._repo.get_run(tenant_id=tenant_id, run_id=run_id)
+                    run = await self._reads.get_run(tenant_id=tenant_id, run_id=run_id)
                     if run is None or run["finished_at"] is None:
                         continue
                     event = RunEvent(

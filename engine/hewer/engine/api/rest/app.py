@@ -2,15 +2,20 @@
 
 Layout: ``runs`` (workflow-run listing, details, trigger), ``tasks`` (task details, logs,
 cancel and replay), ``workflows`` (definitions and the tenant), ``workers`` and ``events``.
-Reads go to the repository; state changes go through :class:`RunControl`.
+Reads go through :class:`Reads`, tenant settings through :class:`TenantObjects`; run state
+changes go through :class:`RunControl`.
 """
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from hewer.engine.api.rest import (
     cel,
+    event_push,
     events,
     filters,
     hewer_ops,
@@ -27,22 +32,56 @@ from hewer.engine.api.rest.context import (
     CONTROL,
     EVENTS,
     IDENTITY,
-    REPO,
+    MAX_PAYLOAD,
+    OBJECTS,
+    READS,
     SECRETS,
     check_path_tenant,
 )
-from hewer.engine.api.rest.errors import Handler, Unauthorized, error_middleware
+from hewer.engine.api.rest.errors import BadRequest, Handler, Unauthorized, error_middleware
 from hewer.engine.api.rest.protocols import RunControl
-from hewer.engine.db.repository import Repository
 from hewer.engine.services.auth import Authenticator, AuthError
 from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.events import Events
+from hewer.engine.services.reads import Reads
 from hewer.engine.services.scheduling import Scheduling
 from hewer.engine.services.secrets import SecretBox
+from hewer.engine.services.tenant_objects import TenantObjects
 
 # Probes answer without a token: kubelets and load balancers have none.
 _PUBLIC_PATHS = frozenset({"/api/ready", "/api/live", "/metrics"})
-_MAX_BODY_BYTES = 8 * 1024 * 1024
+# room above HEWER_MAX_PAYLOAD_BYTES for the rest of a request body (names, metadata)
+_BODY_ENVELOPE_BYTES = 64 * 1024
+DEFAULT_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+
+
+@web.middleware
+async def nul_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """PostgreSQL cannot store NUL characters: refuse them in the path and query up front."""
+    if "\x00" in request.path or any(
+        "\x00" in key or "\x00" in value for key, value in request.query.items()
+    ):
+        raise BadRequest("the path and query must not contain NUL characters (\\u0000)")
+    return await handler(request)
+
+
+class _BadHttpMessageFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse (request line or headers too long, bad
+    framing) as an ERROR with a traceback, after answering 400: one warning line is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "bad HTTP request answered 400: %s", (exc.message,)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_bad_http_messages() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _BadHttpMessageFilter) for f in server_log.filters):
+        server_log.addFilter(_BadHttpMessageFilter())
 
 
 @web.middleware
@@ -68,28 +107,34 @@ async def _ok(request: web.Request) -> web.Response:
 
 def build_app(
     *,
-    repo: Repository,
+    reads: Reads,
+    objects: TenantObjects,
     control: RunControl,
     auth: Authenticator,
-    definitions: Definitions | None = None,
+    definitions: Definitions,
     events_service: Events | None = None,
     secret_box: SecretBox | None = None,
     scheduling_service: Scheduling | None = None,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware], client_max_size=_MAX_BODY_BYTES
+        middlewares=[error_middleware, nul_middleware, auth_middleware],
+        client_max_size=max_payload_bytes + _BODY_ENVELOPE_BYTES,
     )
-    app[REPO] = repo
+    app[MAX_PAYLOAD] = max_payload_bytes
+    quiet_bad_http_messages()
+    app[READS] = reads
+    app[OBJECTS] = objects
     app[CONTROL] = control
     app[AUTH] = auth
     if events_service is not None:
         app[EVENTS] = events_service
     if secret_box is not None:
         app[SECRETS] = secret_box
-    app[hewer_ops.DEFINITIONS] = definitions if definitions is not None else Definitions(repo)
+    app[hewer_ops.DEFINITIONS] = definitions
     app.router.add_get("/api/ready", _ok)
     app.router.add_get("/api/live", _ok)
-    for module in (runs, tasks, workflows, workers, events, filters, webhooks, cel):
+    for module in (runs, tasks, workflows, workers, events, event_push, filters, webhooks, cel):
         app.router.add_routes(module.routes)
     app.router.add_routes(hewer_ops.routes)
     if scheduling_service is not None:

@@ -16,22 +16,30 @@ from hewer.engine.api.rest.convert import dump
 from hewer.engine.api.rest.errors import ApiError, Forbidden, Unauthorized
 from hewer.engine.api.rest.params import parse_uuid
 from hewer.engine.api.rest.protocols import RunControl
-from hewer.engine.db.repository import Repository
 from hewer.engine.services.auth import Authenticator, Identity
 from hewer.engine.services.events import Events
+from hewer.engine.services.reads import Reads
 from hewer.engine.services.secrets import SecretBox
+from hewer.engine.services.tenant_objects import TenantObjects
 
-REPO = web.AppKey("repo", Repository)
+READS = web.AppKey("reads", Reads)
+OBJECTS = web.AppKey("objects", TenantObjects)
 CONTROL = web.AppKey[RunControl]("control")
 AUTH = web.AppKey("auth", Authenticator)
 IDENTITY = web.RequestKey("identity", Identity)
+# HEWER_MAX_PAYLOAD_BYTES: the largest run input / event payload accepted
+MAX_PAYLOAD = web.AppKey("max_payload_bytes", int)
 # event push (filters, webhooks) and secrets at rest; absent in apps built without them
 EVENTS = web.AppKey("events", Events)
 SECRETS = web.AppKey("secrets", SecretBox)
 
 
-def repo(request: web.Request) -> Repository:
-    return request.app[REPO]
+def reads(request: web.Request) -> Reads:
+    return request.app[READS]
+
+
+def objects(request: web.Request) -> TenantObjects:
+    return request.app[OBJECTS]
 
 
 def control(request: web.Request) -> RunControl:
@@ -50,6 +58,20 @@ def secrets(request: web.Request) -> SecretBox:
     if found is None:
         raise ApiError(503, "secret storage is not available on this server")
     return found
+
+
+def max_payload_bytes(request: web.Request) -> int:
+    return request.app[MAX_PAYLOAD]
+
+
+def check_payload_size(request: web.Request, value: Any, *, what: str) -> None:
+    """413 naming the limit when ``value`` encodes to more than HEWER_MAX_PAYLOAD_BYTES."""
+    limit = max_payload_bytes(request)
+    size = len(json.dumps(value).encode())
+    if size > limit:
+        raise ApiError(
+            413, f"{what} is {size} bytes, larger than HEWER_MAX_PAYLOAD_BYTES ({limit})"
+        )
 
 
 def identity(request: web.Request) -> Identity:

@@ -79,6 +79,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise  # redirects and the like pass through untouched
         message = _DEFAULT_MESSAGES.get(exc.status, exc.reason or "error")
+        if exc.status == 413 and exc.text:
+            # aiohttp's text names the limit: HEWER_MAX_PAYLOAD_BYTES plus 64 KiB of envelope
+            message = f"{message} (HEWER_MAX_PAYLOAD_BYTES plus 64 KiB): {exc.text}"
         response = error_response(exc.status, message)
         if exc.status == 405:
             allow = exc.headers.get("Allow")

@@ -15,11 +15,11 @@ from hatchet_sdk.clients.rest.models.v1_event_workflow_run_summary import (
     V1EventWorkflowRunSummary,
 )
 
-from hewer.engine.api.rest.context import path_uuid, repo, respond, tenant_id
+from hewer.engine.api.rest.context import path_uuid, reads, respond, tenant_id
 from hewer.engine.api.rest.convert import Row, as_object, meta, pagination
 from hewer.engine.api.rest.errors import NotFound
 from hewer.engine.api.rest.params import Query, parse_kv_list, parse_statuses
-from hewer.engine.db.reads import EventFilter
+from hewer.engine.services.reads import EventFilter
 
 routes = web.RouteTableDef()
 
@@ -68,7 +68,7 @@ def event_filter_from_query(q: Query) -> EventFilter:
 
 @routes.get("/api/v1/stable/tenants/{tenant}/events")
 async def list_events(request: web.Request) -> web.Response:
-    db, tenant = repo(request), tenant_id(request)
+    db, tenant = reads(request), tenant_id(request)
     q = Query(request.query)
     f = event_filter_from_query(q)
     offset = q.integer("offset", default=0)
@@ -86,7 +86,7 @@ async def list_events(request: web.Request) -> web.Response:
 @routes.get("/api/v1/stable/tenants/{tenant}/events/{event}")
 async def get_event(request: web.Request) -> web.Response:
     event_id = path_uuid(request, "event")
-    found = await repo(request).rest_events(tenant_id(request), [event_id])
+    found = await reads(request).rest_events(tenant_id(request), [event_id])
     if not found:
         raise NotFound(f"event {event_id} not found")
     return respond(event_model(found[0]))

@@ -14,7 +14,7 @@ from hatchet_sdk.clients.rest.models.v1_filter import V1Filter
 from hatchet_sdk.clients.rest.models.v1_filter_list import V1FilterList
 from hatchet_sdk.clients.rest.models.v1_update_filter_request import V1UpdateFilterRequest
 
-from hewer.engine.api.rest.context import path_uuid, repo, respond, tenant_id
+from hewer.engine.api.rest.context import objects, path_uuid, reads, respond, tenant_id
 from hewer.engine.api.rest.convert import Row, as_object, meta, pagination
 from hewer.engine.api.rest.errors import BadRequest, NotFound
 from hewer.engine.api.rest.params import Query, parse_uuid, read_json, validate_body
@@ -62,7 +62,7 @@ async def create_filter(request: web.Request) -> web.Response:
     workflow_id = parse_uuid(body.workflow_id, "workflowId")
     if not body.scope:
         raise BadRequest("scope is required")
-    row = await repo(request).insert_filter(
+    row = await objects(request).insert_filter(
         tenant_id=tenant_id(request),
         workflow_id=workflow_id,
         scope=body.scope,
@@ -79,7 +79,7 @@ async def list_filters(request: web.Request) -> web.Response:
     q = Query(request.query)
     offset = q.integer("offset", default=0)
     limit = q.integer("limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
-    total, rows = await repo(request).page_filters(
+    total, rows = await reads(request).page_filters(
         tenant_id(request),
         workflow_ids=q.id_values("workflowIds", "workflow_ids"),
         scopes=q.many("scopes"),
@@ -97,7 +97,7 @@ async def list_filters(request: web.Request) -> web.Response:
 @routes.get(BASE + "/{filter}")
 async def get_filter(request: web.Request) -> web.Response:
     filter_id = path_uuid(request, "filter")
-    row = await repo(request).get_filter(tenant_id(request), filter_id)
+    row = await reads(request).get_filter(tenant_id(request), filter_id)
     if row is None:
         raise NotFound(f"filter {filter_id} not found")
     return respond(filter_model(row))
@@ -109,7 +109,7 @@ async def update_filter(request: web.Request) -> web.Response:
     body = validate_body(V1UpdateFilterRequest, await read_json(request))
     if body.scope is not None and not body.scope:
         raise BadRequest("scope must not be empty")
-    row = await repo(request).update_filter(
+    row = await objects(request).update_filter(
         tenant_id(request),
         filter_id,
         expression=None if body.expression is None else _checked(body.expression),
@@ -124,7 +124,7 @@ async def update_filter(request: web.Request) -> web.Response:
 @routes.delete(BASE + "/{filter}")
 async def delete_filter(request: web.Request) -> web.Response:
     filter_id = path_uuid(request, "filter")
-    row = await repo(request).delete_filter(tenant_id(request), filter_id)
+    row = await objects(request).delete_filter(tenant_id(request), filter_id)
     if row is None:
         raise NotFound(f"filter {filter_id} not found")
     return respond(filter_model(row))

@@ -19,7 +19,7 @@ from aiohttp import web
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from hatchet_sdk.contracts.v1.workflows_pb2 import CreateWorkflowVersionRequest
 
-from hewer.engine.api.rest.context import AUTH, path_uuid, repo, respond, tenant_id
+from hewer.engine.api.rest.context import AUTH, objects, path_uuid, reads, respond, tenant_id
 from hewer.engine.api.rest.errors import ApiError, BadRequest, NotFound
 from hewer.engine.api.rest.params import read_json
 from hewer.engine.core.definition import InvalidDefinition
@@ -71,7 +71,7 @@ def _definitions(request: web.Request) -> Definitions:
 
 
 async def _declared_state(request: web.Request, name: str) -> dict[str, Any]:
-    db, tenant = repo(request), tenant_id(request)
+    db, tenant = reads(request), tenant_id(request)
     row = await db.get_declared_workflow(tenant, name)
     if row is None:
         raise NotFound(f"workflow {name!r} is not declared")
@@ -99,7 +99,7 @@ async def put_declared_workflow(request: web.Request) -> web.Response:
         raise BadRequest(
             f"definition.name {definition['name']!r} differs from the path's name {name!r}"
         )
-    db, tenant = repo(request), tenant_id(request)
+    db, tenant = reads(request), tenant_id(request)
     existing = await db.get_declared_workflow(tenant, name)
     if existing is not None and existing["resource"] != resource:
         raise Conflict(f"workflow {name!r} is already declared by {existing['resource']}")
@@ -120,13 +120,14 @@ async def get_declared_workflow(request: web.Request) -> web.Response:
 @routes.delete(_BASE + "/declared-workflows/{name}")
 async def delete_declared_workflow(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    db, tenant = repo(request), tenant_id(request)
-    row = await db.get_declared_workflow(tenant, name)
+    tenant = tenant_id(request)
+    row = await reads(request).get_declared_workflow(tenant, name)
     if row is None:
         raise NotFound(f"workflow {name!r} is not declared")
     wanted = request.query.get("resource")
     if wanted and wanted != row["resource"]:
         raise Conflict(f"workflow {name!r} is declared by {row['resource']}, not {wanted}")
+    db = objects(request)
     workflow_id = await db.delete_workflow_by_name(tenant, name)
     if workflow_id is not None:
         await db.forget_owned_object(tenant_id=tenant, kind="workflow", object_id=workflow_id)
@@ -155,7 +156,7 @@ async def create_token(request: web.Request) -> web.Response:
     except AuthError as exc:  # pragma: no cover - a token we just minted
         raise ApiError(500, f"minted token does not verify: {exc}") from None
     if resource is not None:
-        await repo(request).record_owned_object(
+        await objects(request).record_owned_object(
             tenant_id=tenant, kind="token", object_id=token_id, resource=resource
         )
     return respond({"token": token, "tokenId": token_id, "name": name})
@@ -164,7 +165,7 @@ async def create_token(request: web.Request) -> web.Response:
 @routes.delete(_BASE + "/tokens/{token_id}")
 async def revoke_token(request: web.Request) -> web.Response:
     token_id = path_uuid(request, "token_id")
-    db, tenant = repo(request), tenant_id(request)
+    db, tenant = objects(request), tenant_id(request)
     revoked = await db.revoke_tenant_api_token(tenant_id=tenant, token_id=token_id)
     if not revoked:
         raise NotFound(f"token {token_id} not found")
@@ -184,7 +185,7 @@ def _kind(request: web.Request) -> str:
 
 @routes.get(_BASE + "/owned")
 async def list_owned(request: web.Request) -> web.Response:
-    rows = await repo(request).owned_objects_of(
+    rows = await reads(request).owned_objects_of(
         tenant_id(request), request.query.get("resource") or None
     )
     return respond(
@@ -203,7 +204,7 @@ async def record_owned(request: web.Request) -> web.Response:
     body = await read_json(request)
     resource = _resource(body.get("resource") if isinstance(body, dict) else None)
     object_id = request.match_info["object_id"]
-    await repo(request).record_owned_object(
+    await objects(request).record_owned_object(
         tenant_id=tenant_id(request), kind=kind, object_id=object_id, resource=resource
     )
     return respond({"kind": kind, "objectId": object_id, "resource": resource})
@@ -213,7 +214,7 @@ async def record_owned(request: web.Request) -> web.Response:
 async def forget_owned(request: web.Request) -> web.Response:
     kind = _kind(request)
     object_id = request.match_info["object_id"]
-    found = await repo(request).forget_owned_object(
+    found = await objects(request).forget_owned_object(
         tenant_id=tenant_id(request), kind=kind, object_id=object_id
     )
     if not found:

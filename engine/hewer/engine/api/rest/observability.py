@@ -29,13 +29,13 @@ from hatchet_sdk.clients.rest.models.tenant_step_run_queue_metrics import (
 from hatchet_sdk.clients.rest.models.v1_task_run_metric import V1TaskRunMetric
 from hatchet_sdk.clients.rest.models.v1_task_status import V1TaskStatus
 
-from hewer.engine.api.rest.context import repo, respond, tenant_id
+from hewer.engine.api.rest.context import objects, reads, respond, tenant_id
 from hewer.engine.api.rest.convert import dump, pagination
 from hewer.engine.api.rest.errors import BadRequest, NotFound
 from hewer.engine.api.rest.params import Query, read_json
 from hewer.engine.core.rate_limits import check_rate_limit
-from hewer.engine.db.repository import Repository
 from hewer.engine.services.metrics import CONTENT_TYPE, METRICS
+from hewer.engine.services.reads import Reads
 
 routes = web.RouteTableDef()
 
@@ -54,7 +54,7 @@ async def list_rate_limits(request: web.Request) -> web.Response:
     direction = (q.one("orderByDirection") or "asc").upper()
     if direction not in ("ASC", "DESC"):
         raise BadRequest("orderByDirection must be asc or desc")
-    rows = await repo(request).page_rate_limits(
+    rows = await reads(request).page_rate_limits(
         tenant_id(request),
         search=q.one("search") or None,
         order_by=order_by,
@@ -92,7 +92,7 @@ async def put_rate_limit(request: web.Request) -> web.Response:
         )
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    await repo(request).upsert_rate_limit(
+    await objects(request).upsert_rate_limit(
         tenant_id=tenant_id(request), key=key, limit=limit, duration=duration
     )
     return respond({"key": key, "limit": limit, "duration": duration})
@@ -101,7 +101,7 @@ async def put_rate_limit(request: web.Request) -> web.Response:
 @routes.delete("/api/v1/hewer/tenants/{tenant}/rate-limits/{key}")
 async def delete_rate_limit(request: web.Request) -> web.Response:
     key = request.match_info["key"]
-    if not await repo(request).delete_rate_limit(tenant_id=tenant_id(request), key=key):
+    if not await objects(request).delete_rate_limit(tenant_id=tenant_id(request), key=key):
         raise NotFound(f"rate limit {key!r} not found")
     return web.Response(status=204)
 
@@ -110,7 +110,7 @@ async def delete_rate_limit(request: web.Request) -> web.Response:
 async def task_metrics(request: web.Request) -> web.Response:
     q = Query(request.query)
     since = q.timestamp("since") or datetime.now(UTC) - timedelta(days=1)
-    counts = await repo(request).task_status_counts(
+    counts = await reads(request).task_status_counts(
         tenant_id(request),
         since=since,
         until=q.timestamp("until"),
@@ -134,7 +134,7 @@ async def task_metrics(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/tenants/{tenant}/queue-metrics")
 async def queue_metrics(request: web.Request) -> web.Response:
-    rows = await repo(request).workflow_queue_metrics(tenant_id(request))
+    rows = await reads(request).workflow_queue_metrics(tenant_id(request))
     per: dict[str, dict[str, int]] = {}
     for r in rows:
         per.setdefault(r["name"], {})[r["status"]] = int(r["n"])
@@ -155,7 +155,7 @@ async def queue_metrics(request: web.Request) -> web.Response:
 async def step_run_queue_metrics(request: web.Request) -> web.Response:
     tenant = tenant_id(request)
     queues: dict[str, Any] = {}
-    for r in await repo(request).queue_depths():
+    for r in await reads(request).queue_depths():
         if str(r["tenant_id"]) == tenant:
             queues[r["action_id"]] = int(r["n"])
     return respond(TenantStepRunQueueMetrics(queues=queues))
@@ -168,7 +168,7 @@ def _iso(value: datetime | None) -> str | None:
 @routes.get("/api/v1/tenants/{tenant}/task-stats")
 async def task_stats(request: web.Request) -> web.Response:
     stats: dict[str, dict[str, Any]] = {}
-    for r in await repo(request).task_stats(tenant_id(request)):
+    for r in await reads(request).task_stats(tenant_id(request)):
         entry = stats.setdefault(r["readable_id"], {})
         n = int(r["n"])
         if r["status"] == "QUEUED":
@@ -194,14 +194,14 @@ async def task_stats(request: web.Request) -> web.Response:
     return respond(body)
 
 
-async def refresh_gauges(db: Repository) -> None:
+async def refresh_gauges(db: Reads) -> None:
     METRICS.set_queue_depths(await db.queue_depths())
     METRICS.set_worker_slots(await db.worker_slot_totals())
 
 
 @routes.get("/api/v1/tenants/{tenant}/prometheus-metrics")
 async def tenant_prometheus(request: web.Request) -> web.Response:
-    await refresh_gauges(repo(request))
+    await refresh_gauges(reads(request))
     return web.Response(
         body=METRICS.render_tenant(tenant_id(request)),
         headers={"Content-Type": CONTENT_TYPE},
@@ -210,5 +210,5 @@ async def tenant_prometheus(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def prometheus(request: web.Request) -> web.Response:
-    await refresh_gauges(repo(request))
+    await refresh_gauges(reads(request))
     return web.Response(body=METRICS.render(), headers={"Content-Type": CONTENT_TYPE})

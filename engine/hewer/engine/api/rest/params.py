@@ -8,7 +8,6 @@ the parameter, never a 500.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -20,7 +19,8 @@ from multidict import MultiMapping
 from pydantic import BaseModel, ValidationError
 
 from hewer.engine.api.rest.errors import BadRequest
-from hewer.engine.db.reads import RunFilter
+from hewer.engine.core.json_input import JsonInputError, decode_json
+from hewer.engine.services.reads import RunFilter
 
 E = TypeVar("E", bound=Enum)
 M = TypeVar("M", bound=BaseModel)
@@ -210,9 +210,9 @@ async def read_json(request: web.Request) -> Any:
     if not raw.strip():
         raise BadRequest("request body is required")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("request body is not valid JSON") from None
+        return decode_json(raw, what="request body")
+    except JsonInputError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def validate_body(model: type[M], body: Any) -> M:

@@ -18,7 +18,14 @@ from hatchet_sdk.clients.rest.models.v1_trigger_workflow_run_request import (
 )
 from hatchet_sdk.clients.rest.models.v1_workflow_run_details import V1WorkflowRunDetails
 
-from hewer.engine.api.rest.context import control, path_uuid, repo, respond, tenant_id
+from hewer.engine.api.rest.context import (
+    check_payload_size,
+    control,
+    path_uuid,
+    reads,
+    respond,
+    tenant_id,
+)
 from hewer.engine.api.rest.convert import (
     pagination,
     run_summary,
@@ -27,7 +34,7 @@ from hewer.engine.api.rest.convert import (
     task_summary,
     workflow_run,
 )
-from hewer.engine.api.rest.errors import BadRequest, NotFound
+from hewer.engine.api.rest.errors import ApiError, BadRequest, NotFound
 from hewer.engine.api.rest.params import (
     MAX_BULK_IDS,
     Query,
@@ -35,8 +42,8 @@ from hewer.engine.api.rest.params import (
     run_filter_from_query,
     validate_body,
 )
-from hewer.engine.db.reads import Record, RunFilter
-from hewer.engine.db.repository import Repository
+from hewer.engine.services.reads import Reads, Record, RunFilter
+from hewer.engine.services.triggers import IdempotencyCollision
 
 routes = web.RouteTableDef()
 
@@ -45,7 +52,7 @@ DEFAULT_LIMIT = 50
 
 
 async def list_summaries(
-    db: Repository,
+    db: Reads,
     tenant: str,
     f: RunFilter,
     *,
@@ -75,7 +82,7 @@ async def list_summaries(
     return page.total, rows
 
 
-async def run_details(db: Repository, tenant: str, run_id: str) -> V1WorkflowRunDetails | None:
+async def run_details(db: Reads, tenant: str, run_id: str) -> V1WorkflowRunDetails | None:
     found = await db.rest_runs(tenant, [run_id])
     if not found:
         return None
@@ -91,9 +98,9 @@ async def run_details(db: Repository, tenant: str, run_id: str) -> V1WorkflowRun
     )
 
 
-async def _resolve_run(request: web.Request) -> tuple[Repository, str, str]:
+async def _resolve_run(request: web.Request) -> tuple[Reads, str, str]:
     """``(repo, tenant, run id)`` for a path id that may name a run or one of its tasks."""
-    db, tenant = repo(request), tenant_id(request)
+    db, tenant = reads(request), tenant_id(request)
     given = path_uuid(request, "run")
     run_id = await db.rest_resolve_run(tenant, given)
     if run_id is None:
@@ -108,7 +115,7 @@ async def list_runs(request: web.Request) -> web.Response:
     offset = q.integer("offset", default=0)
     limit = q.integer("limit", default=DEFAULT_LIMIT, maximum=MAX_BULK_IDS)
     total, rows = await list_summaries(
-        repo(request),
+        reads(request),
         tenant_id(request),
         f,
         only_tasks=q.flag("only_tasks", default=False),
@@ -124,7 +131,7 @@ async def list_runs(request: web.Request) -> web.Response:
 @routes.get("/api/v1/stable/tenants/{tenant}/workflow-runs/external-ids")
 async def list_run_ids(request: web.Request) -> web.Response:
     f = run_filter_from_query(Query(request.query))
-    page = await repo(request).rest_page_runs(tenant_id(request), f, offset=0, limit=MAX_BULK_IDS)
+    page = await reads(request).rest_page_runs(tenant_id(request), f, offset=0, limit=MAX_BULK_IDS)
     return respond(page.ids)
 
 
@@ -150,6 +157,7 @@ async def get_run_status(request: web.Request) -> web.Response:
 @routes.post("/api/v1/stable/tenants/{tenant}/workflow-runs/trigger")
 async def trigger_run(request: web.Request) -> web.Response:
     body = validate_body(V1TriggerWorkflowRunRequest, await read_json(request))
+    check_payload_size(request, body.input, what="input")
     tenant = tenant_id(request)
     try:
         run_id = await control(request).trigger(
@@ -159,9 +167,11 @@ async def trigger_run(request: web.Request) -> web.Response:
             additional_metadata=dict(body.additional_metadata or {}),
             priority=body.priority,
         )
+    except IdempotencyCollision as exc:
+        raise ApiError(409, str(exc)) from None
     except ValueError as exc:
         raise BadRequest(str(exc) or "invalid trigger request") from None
-    details = await run_details(repo(request), tenant, run_id)
+    details = await run_details(reads(request), tenant, run_id)
     if details is None:
         raise NotFound(f"workflow run {run_id} not found")
     return respond(details)

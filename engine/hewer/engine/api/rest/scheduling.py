@@ -49,7 +49,7 @@ from hatchet_sdk.clients.rest.models.update_scheduled_workflow_run_request impor
 )
 from hatchet_sdk.clients.rest.models.workflow_run_status import WorkflowRunStatus
 
-from hewer.engine.api.rest.context import path_uuid, repo, respond, tenant_id
+from hewer.engine.api.rest.context import path_uuid, reads, respond, tenant_id
 from hewer.engine.api.rest.convert import Row, as_object, meta, pagination
 from hewer.engine.api.rest.errors import ApiError, BadRequest, NotFound
 from hewer.engine.api.rest.params import Query, parse_kv_list, read_json, validate_body
@@ -154,7 +154,7 @@ def _metadata_filter(q: Query) -> dict[str, str] | None:
 
 
 async def _cron(request: web.Request, cron_id: str) -> CronWorkflows:
-    rows = await repo(request).get_crons(tenant_id(request), [cron_id])
+    rows = await reads(request).get_crons(tenant_id(request), [cron_id])
     if not rows:
         raise NotFound(f"cron {cron_id} not found")
     return cron_model(rows[0])
@@ -162,7 +162,7 @@ async def _cron(request: web.Request, cron_id: str) -> CronWorkflows:
 
 @routes.get(_BASE + "/crons")
 async def list_crons(request: web.Request) -> web.Response:
-    db, tenant = repo(request), tenant_id(request)
+    db, tenant = reads(request), tenant_id(request)
     q = Query(request.query)
     offset = q.integer("offset", default=0)
     limit = q.integer("limit", default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
@@ -229,7 +229,7 @@ async def trigger_cron(request: web.Request) -> web.Response:
 
 
 async def _scheduled(request: web.Request, scheduled_id: str) -> ScheduledWorkflows:
-    rows = await repo(request).get_scheduled(tenant_id(request), [scheduled_id])
+    rows = await reads(request).get_scheduled(tenant_id(request), [scheduled_id])
     if not rows:
         raise NotFound(f"scheduled run {scheduled_id} not found")
     return scheduled_model(rows[0])
@@ -250,7 +250,7 @@ def _scheduled_statuses(q: Query) -> list[str] | None:
 
 @routes.get(_BASE + "/scheduled")
 async def list_scheduled(request: web.Request) -> web.Response:
-    db, tenant = repo(request), tenant_id(request)
+    db, tenant = reads(request), tenant_id(request)
     q = Query(request.query)
     offset = q.integer("offset", default=0)
     limit = q.integer("limit", default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
@@ -284,7 +284,7 @@ async def bulk_delete_scheduled(request: web.Request) -> web.Response:
     ids: list[str] = list(body.scheduled_workflow_run_ids or [])
     if body.filter is not None:
         f = body.filter
-        page = await repo(request).page_scheduled(
+        page = await reads(request).page_scheduled(
             tenant,
             workflow_id=f.workflow_id,
             parent_task_id=f.parent_step_run_id,

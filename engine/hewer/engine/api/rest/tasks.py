@@ -23,7 +23,7 @@ from hatchet_sdk.clients.rest.models.v1_replay_task_request import V1ReplayTaskR
 from hatchet_sdk.clients.rest.models.v1_replayed_tasks import V1ReplayedTasks
 from hatchet_sdk.clients.rest.models.v1_task_filter import V1TaskFilter
 
-from hewer.engine.api.rest.context import control, path_uuid, repo, respond, tenant_id
+from hewer.engine.api.rest.context import control, path_uuid, reads, respond, tenant_id
 from hewer.engine.api.rest.convert import Row, as_object, display_name, task_summary
 from hewer.engine.api.rest.errors import BadRequest, NotFound
 from hewer.engine.api.rest.params import (
@@ -36,7 +36,7 @@ from hewer.engine.api.rest.params import (
     read_json,
     validate_body,
 )
-from hewer.engine.db.reads import LogFilter, RunFilter
+from hewer.engine.services.reads import LogFilter, RunFilter
 
 routes = web.RouteTableDef()
 
@@ -102,7 +102,7 @@ async def _target_ids(
         raise BadRequest("externalIds or filter is required")
     ids = [parse_uuid(i, "externalIds") for i in body.external_ids or ()]
     if body.filter is not None:
-        page = await repo(request).rest_page_runs(
+        page = await reads(request).rest_page_runs(
             tenant_id(request), filter_from_body(body.filter), offset=0, limit=MAX_BULK_IDS
         )
         ids.extend(page.ids)
@@ -137,7 +137,7 @@ async def replay_tasks(request: web.Request) -> web.Response:
 @routes.get("/api/v1/stable/tasks/{task}")
 async def get_task(request: web.Request) -> web.Response:
     task = path_uuid(request, "task")
-    found = await repo(request).rest_tasks(tenant_id(request), task_ids=[task])
+    found = await reads(request).rest_tasks(tenant_id(request), task_ids=[task])
     if not found:
         raise NotFound(f"task {task} not found")
     return respond(task_summary(found[0]))
@@ -145,7 +145,7 @@ async def get_task(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/stable/tasks/{task}/logs")
 async def list_task_logs(request: web.Request) -> web.Response:
-    db, tenant = repo(request), tenant_id(request)
+    db, tenant = reads(request), tenant_id(request)
     task = path_uuid(request, "task")
     found = await db.rest_tasks(tenant, task_ids=[task])
     if not found:

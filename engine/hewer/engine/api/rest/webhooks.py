@@ -22,7 +22,7 @@ from hatchet_sdk.clients.rest.models.v1_webhook_basic_auth import V1WebhookBasic
 from hatchet_sdk.clients.rest.models.v1_webhook_hmac_auth import V1WebhookHMACAuth
 from hatchet_sdk.clients.rest.models.v1_webhook_list import V1WebhookList
 
-from hewer.engine.api.rest.context import events, repo, respond, secrets, tenant_id
+from hewer.engine.api.rest.context import events, objects, reads, respond, secrets, tenant_id
 from hewer.engine.api.rest.convert import Row, as_object, dump, meta, pagination
 from hewer.engine.api.rest.errors import ApiError, BadRequest, Forbidden, NotFound
 from hewer.engine.api.rest.events import event_model
@@ -30,9 +30,9 @@ from hewer.engine.api.rest.params import Query, parse_uuid, read_json, validate_
 from hewer.engine.core import webhooks as hooks
 from hewer.engine.core.cel import CelError, evaluate_string
 from hewer.engine.core.cel import check as check_cel
-from hewer.engine.db.events_repo import NewWebhook
 from hewer.engine.services.events import NewEvent
 from hewer.engine.services.secrets import SecretError
+from hewer.engine.services.tenant_objects import NewWebhook
 from hewer.engine.services.triggers import TriggerError
 
 routes = web.RouteTableDef()
@@ -129,7 +129,7 @@ async def create_webhook(request: web.Request) -> web.Response:
     else:
         raise BadRequest(f"authType must be one of {', '.join(hooks.AUTH_TYPES)}")
     secret = str(fields.pop("secret"))
-    row = await repo(request).insert_webhook(
+    row = await objects(request).insert_webhook(
         tenant_id(request),
         NewWebhook(
             name=name,
@@ -153,7 +153,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
     q = Query(request.query)
     offset = q.integer("offset", default=0)
     limit = q.integer("limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
-    rows = await repo(request).list_webhooks(
+    rows = await reads(request).list_webhooks(
         tenant_id(request),
         names=q.many("webhookNames", "webhook_names"),
         source_names=q.many("sourceNames", "source_names"),
@@ -172,7 +172,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
 @routes.get(BASE + "/{webhook}")
 async def get_webhook(request: web.Request) -> web.Response:
     name = request.match_info["webhook"]
-    row = await repo(request).get_webhook(tenant_id(request), name)
+    row = await reads(request).get_webhook(tenant_id(request), name)
     if row is None:
         raise NotFound(f"webhook {name!r} not found")
     return respond(webhook_model(row))
@@ -194,7 +194,7 @@ async def update_webhook(request: web.Request) -> web.Response:
     static: tuple[dict[str, Any] | None] | None = None
     if "staticPayload" in given:
         static = (body.static_payload,)
-    row = await repo(request).update_webhook(
+    row = await objects(request).update_webhook(
         tenant_id(request),
         name,
         event_key_expression=body.event_key_expression or None,
@@ -210,7 +210,7 @@ async def update_webhook(request: web.Request) -> web.Response:
 @routes.delete(BASE + "/{webhook}")
 async def delete_webhook(request: web.Request) -> web.Response:
     name = request.match_info["webhook"]
-    row = await repo(request).delete_webhook(tenant_id(request), name)
+    row = await objects(request).delete_webhook(tenant_id(request), name)
     if row is None:
         raise NotFound(f"webhook {name!r} not found")
     return respond(webhook_model(row))
@@ -221,7 +221,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
     """The sender's endpoint; authenticated by the webhook's own method, not a token."""
     tenant = parse_uuid(request.match_info["tenant"], "tenant")
     name = request.match_info["webhook"]
-    db = repo(request)
+    db = reads(request)
     row = await db.get_webhook(tenant, name)
     if row is None:
         raise NotFound(f"webhook {name!r} not found")

@@ -23,7 +23,7 @@ from hatchet_sdk.clients.rest.models.worker_status import WorkerStatus
 from hatchet_sdk.clients.rest.models.worker_type import WorkerType
 from pydantic import ValidationError
 
-from hewer.engine.api.rest.context import control, path_uuid, repo, respond, tenant_id
+from hewer.engine.api.rest.context import control, path_uuid, reads, respond, tenant_id
 from hewer.engine.api.rest.convert import Row, as_object, meta, pagination
 from hewer.engine.api.rest.errors import NotFound
 from hewer.engine.api.rest.params import (
@@ -133,7 +133,7 @@ def matches_labels(worker: Worker, wanted: Mapping[str, str]) -> bool:
 
 
 async def _workers(request: web.Request, worker_id: str | None = None) -> list[Worker]:
-    db, tenant = repo(request), tenant_id(request)
+    db, tenant = reads(request), tenant_id(request)
     rows = await db.rest_workers(tenant, worker_id=worker_id)
     used = await db.rest_worker_used_slots(tenant, [str(r["id"]) for r in rows])
     return [worker_model(r, used=used.get(str(r["id"]), {})) for r in rows]

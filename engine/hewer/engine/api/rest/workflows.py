@@ -23,7 +23,7 @@ from hatchet_sdk.clients.rest.models.workflow_triggers import WorkflowTriggers
 from hatchet_sdk.clients.rest.models.workflow_version import WorkflowVersion
 from hatchet_sdk.clients.rest.models.workflow_version_meta import WorkflowVersionMeta
 
-from hewer.engine.api.rest.context import path_uuid, repo, respond, tenant_id
+from hewer.engine.api.rest.context import objects, path_uuid, reads, respond, tenant_id
 from hewer.engine.api.rest.convert import Row, as_object, meta, pagination
 from hewer.engine.api.rest.errors import BadRequest, NotFound
 from hewer.engine.api.rest.params import Query, read_json
@@ -142,7 +142,7 @@ def tenant_model(row: Row) -> Tenant:
 
 async def _workflow(request: web.Request) -> Row:
     workflow_id = path_uuid(request, "workflow")
-    found = await repo(request).rest_workflows(tenant_id(request), [workflow_id])
+    found = await reads(request).rest_workflows(tenant_id(request), [workflow_id])
     if not found:
         raise NotFound(f"workflow {workflow_id} not found")
     return found[0]
@@ -150,7 +150,7 @@ async def _workflow(request: web.Request) -> Row:
 
 @routes.get("/api/v1/tenants/{tenant}/workflows")
 async def list_workflows(request: web.Request) -> web.Response:
-    db, tenant = repo(request), tenant_id(request)
+    db, tenant = reads(request), tenant_id(request)
     q = Query(request.query)
     offset = q.integer("offset", default=0)
     limit = q.integer("limit", default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
@@ -167,14 +167,14 @@ async def list_workflows(request: web.Request) -> web.Response:
 @routes.get("/api/v1/workflows/{workflow}")
 async def get_workflow(request: web.Request) -> web.Response:
     workflow = await _workflow(request)
-    versions = await repo(request).rest_workflow_versions(tenant_id(request), str(workflow["id"]))
+    versions = await reads(request).rest_workflow_versions(tenant_id(request), str(workflow["id"]))
     return respond(workflow_model(workflow, versions=versions))
 
 
 @routes.get("/api/v1/workflows/{workflow}/versions")
 async def get_workflow_version(request: web.Request) -> web.Response:
     workflow = await _workflow(request)
-    db, tenant = repo(request), tenant_id(request)
+    db, tenant = reads(request), tenant_id(request)
     wanted = Query(request.query).id_value("version")
     versions = await db.rest_workflow_versions(tenant, str(workflow["id"]), version_id=wanted)
     if not versions:
@@ -188,7 +188,7 @@ async def get_workflow_version(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/tenants/{tenant}")
 async def get_tenant(request: web.Request) -> web.Response:
-    row = await repo(request).get_tenant(tenant_id(request))
+    row = await reads(request).get_tenant(tenant_id(request))
     if row is None:
         raise NotFound("tenant not found")
     return respond(tenant_model(row))
@@ -240,7 +240,7 @@ async def update_workflow(request: web.Request) -> web.Response:
 async def delete_workflow(request: web.Request) -> web.Response:
     """Delete a workflow with its versions, crons, schedules and runs."""
     workflow_id = path_uuid(request, "workflow")
-    if not await repo(request).delete_workflow(
+    if not await objects(request).delete_workflow(
         tenant_id=tenant_id(request), workflow_id=workflow_id
     ):
         raise NotFound(f"workflow {workflow_id} not found")

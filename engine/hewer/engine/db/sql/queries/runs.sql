@@ -40,17 +40,18 @@ FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text
 -- is then set aside by it; without the lock it could slip past both.
 INSERT INTO queue_items
     (tenant_id, task_id, retry_count, action_id, priority, slot_requests, desired_worker_id,
-     available_at, schedule_timeout_at, paused, pause_expires_at)
+     available_at, schedule_timeout_at, paused, pause_expires_at, rate_limits)
 SELECT $1, q.task_id, q.retry_count, q.action_id, q.priority, q.slot_requests::jsonb,
        q.desired_worker_id,
        now() + make_interval(secs => q.delay_seconds),
        now() + make_interval(secs => q.delay_seconds + q.schedule_timeout_seconds),
        coalesce(w.is_paused, false),
-       CASE WHEN w.is_paused THEN now() + make_interval(secs => w.paused_queue_ttl_seconds) END
+       CASE WHEN w.is_paused THEN now() + make_interval(secs => w.paused_queue_ttl_seconds) END,
+       q.rate_limits::jsonb
 FROM unnest($2::uuid[], $3::int[], $4::text[], $5::int[], $6::text[], $7::uuid[], $8::float8[],
-            $9::int[])
+            $9::int[], $10::text[])
      AS q(task_id, retry_count, action_id, priority, slot_requests, desired_worker_id,
-          delay_seconds, schedule_timeout_seconds)
+          delay_seconds, schedule_timeout_seconds, rate_limits)
 LEFT JOIN LATERAL (
     SELECT wf.is_paused, wf.paused_queue_ttl_seconds
     FROM tasks t
@@ -73,10 +74,10 @@ SELECT pg_notify($1, $2);
 -- name: claim_queue_items
 -- Up to a.lim ready items per action, skipping rows another replica is claiming.
 SELECT q.id, q.task_id, q.action_id, q.priority, q.slot_requests::text AS slot_requests,
-       q.desired_worker_id
+       q.desired_worker_id, q.rate_limits::text AS rate_limits
 FROM unnest($2::text[], $3::int[]) AS a(action_id, lim)
 CROSS JOIN LATERAL (
-    SELECT id, task_id, action_id, priority, slot_requests, desired_worker_id
+    SELECT id, task_id, action_id, priority, slot_requests, desired_worker_id, rate_limits
     FROM queue_items
     WHERE tenant_id = $1 AND action_id = a.action_id AND available_at <= now()
       AND NOT paused
@@ -91,12 +92,13 @@ WITH a AS (
 ), deleted AS (
     DELETE FROM queue_items q USING a
     WHERE q.id = a.queue_id
-    RETURNING q.task_id, q.retry_count, a.worker_id
+    RETURNING q.id AS queue_id, q.task_id, q.retry_count, a.worker_id
 ), updated AS (
     UPDATE tasks t
     SET status = 'RUNNING', worker_id = d.worker_id, slot_held = true, assigned_at = now(),
         started_at = NULL, timeout_at = now() + make_interval(secs => t.timeout_seconds),
-        invocation_count = t.invocation_count + 1
+        invocation_count = t.invocation_count + 1,
+        queue_order = d.queue_id  -- kept for a lost attempt's re-queue (recovery.sql)
     FROM deleted d
     WHERE t.id = d.task_id AND t.retry_count = d.retry_count AND t.status = 'QUEUED'
     RETURNING t.id, t.tenant_id, t.workflow_run_id, t.step_id, t.readable_id, t.action_id,

@@ -236,7 +236,11 @@ RETURNING key;
 DELETE FROM rate_limits WHERE tenant_id = $1 AND key = $2 RETURNING key;
 
 -- name: page_rate_limits
-SELECT key, tenant_id, limit_value, duration, value, last_refill, count(*) OVER () AS total
+-- value: units used in the current window (none once the window has passed)
+SELECT key, tenant_id, limit_value, duration,
+       CASE WHEN now() - last_refill >= ('1 ' || duration)::interval THEN 0 ELSE value END
+           AS value,
+       last_refill, count(*) OVER () AS total
 FROM rate_limits
 WHERE tenant_id = $1 AND ($2::text IS NULL OR key ILIKE '%' || $2 || '%')
 ORDER BY

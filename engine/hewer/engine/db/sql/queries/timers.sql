@@ -8,7 +8,17 @@ ORDER BY timeout_at
 LIMIT $1;
 
 -- name: schedule_timed_out
-SELECT task_id, tenant_id FROM queue_items WHERE schedule_timeout_at < now() LIMIT $1;
+-- Queued too long: in the queue, or waiting for a concurrency slot (a run's slot holds back
+-- the run's queued tasks).
+(SELECT task_id, tenant_id FROM queue_items WHERE schedule_timeout_at < now() LIMIT $1)
+UNION
+(SELECT t.id AS task_id, t.tenant_id
+ FROM concurrency_slots s
+ JOIN tasks t ON t.id = s.holder_id
+              OR (s.holder_kind = 'run' AND t.workflow_run_id = s.holder_id
+                  AND t.status = 'QUEUED')
+ WHERE NOT s.admitted AND s.schedule_timeout_at < now()
+ LIMIT $1);
 
 -- name: tasks_of_dead_workers
 SELECT t.id, t.tenant_id, t.retry_count, t.worker_id
@@ -26,7 +36,8 @@ WHERE is_active
 -- name: next_deadline
 SELECT least(
     (SELECT min(timeout_at) FROM tasks WHERE status = 'RUNNING'),
-    (SELECT min(schedule_timeout_at) FROM queue_items)
+    (SELECT min(schedule_timeout_at) FROM queue_items),
+    (SELECT min(schedule_timeout_at) FROM concurrency_slots WHERE NOT admitted)
 );
 
 -- name: refresh_timeout

@@ -57,7 +57,8 @@ JOIN LATERAL (
 WHERE w.tenant_id = $1 AND w.name = $2 AND w.deleted_at IS NULL;
 
 -- name: load_version
-SELECT v.id, v.workflow_id, w.name AS workflow_name, v.default_priority, v.sticky, v.tenant_id
+SELECT v.id, v.workflow_id, w.name AS workflow_name, v.default_priority, v.sticky, v.tenant_id,
+       v.definition
 FROM workflow_versions v
 JOIN workflows w ON w.id = v.workflow_id
 WHERE v.id = $1;

@@ -1,0 +1,118 @@
+"""What workers tell the engine outside the task lifecycle: registration, their action stream
+opening and closing, heartbeats, labels, slot release, timeout refresh and log lines; and the
+rule that only the worker holding an attempt may fail or cancel it.
+
+The gRPC dispatcher calls this service, never the repository (``lint-imports`` checks it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from hewer.engine.db.base import Record
+from hewer.engine.db.repository import Repository
+from hewer.engine.services.lifecycle import NotHolder, TaskNotFound
+
+
+class WorkerRegistry:
+    def __init__(self, repo: Repository) -> None:
+        self._repo = repo
+
+    async def insert_worker(
+        self,
+        *,
+        worker_id: str,
+        tenant_id: str,
+        name: str,
+        actions: Sequence[str],
+        slot_config: dict[str, int],
+        labels: dict[str, Any],
+        runtime_info: dict[str, Any],
+    ) -> None:
+        await self._repo.insert_worker(
+            worker_id=worker_id,
+            tenant_id=tenant_id,
+            name=name,
+            actions=actions,
+            slot_config=slot_config,
+            labels=labels,
+            runtime_info=runtime_info,
+        )
+
+    async def get_worker(self, *, tenant_id: str, worker_id: str) -> Record | None:
+        return await self._repo.get_worker(tenant_id=tenant_id, worker_id=worker_id)
+
+    async def worker_listening(self, *, tenant_id: str, worker_id: str, engine_id: str) -> bool:
+        return await self._repo.worker_listening(
+            tenant_id=tenant_id, worker_id=worker_id, engine_id=engine_id
+        )
+
+    async def worker_disconnected(self, *, worker_id: str, engine_id: str) -> None:
+        await self._repo.worker_disconnected(worker_id=worker_id, engine_id=engine_id)
+
+    async def worker_heartbeat(self, *, tenant_id: str, worker_id: str) -> Record | None:
+        return await self._repo.worker_heartbeat(tenant_id=tenant_id, worker_id=worker_id)
+
+    async def current_retry_count(self, *, tenant_id: str, task_id: str) -> int:
+        """The task's current attempt, for step events that do not name theirs."""
+        task = await self._repo.get_task(task_id, tenant_id=tenant_id)
+        if task is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        return int(task["retry_count"])
+
+    async def check_holder(
+        self, *, tenant_id: str, task_id: str, retry_count: int, reporter: str | None
+    ) -> None:
+        """Raise :class:`NotHolder` when ``reporter`` reports on the current attempt of a task
+        another worker holds (the SDK may omit the worker id: then anyone may)."""
+        task = await self._repo.get_task(task_id, tenant_id=tenant_id)
+        if task is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        holder = task["worker_id"]
+        if reporter and holder and str(holder) != reporter and retry_count == task["retry_count"]:
+            raise NotHolder(
+                f"task {task_id} attempt {retry_count} is not held by worker {reporter}"
+            )
+
+    async def refresh_timeout(
+        self, *, tenant_id: str, task_id: str, seconds: float
+    ) -> datetime | None:
+        return await self._repo.refresh_timeout(
+            tenant_id=tenant_id, task_id=task_id, seconds=seconds
+        )
+
+    async def release_slot(self, *, tenant_id: str, task_id: str) -> str | None:
+        return await self._repo.release_slot(tenant_id=tenant_id, task_id=task_id)
+
+    async def merge_worker_labels(
+        self, *, tenant_id: str, worker_id: str, labels: dict[str, Any]
+    ) -> bool:
+        return await self._repo.merge_worker_labels(
+            tenant_id=tenant_id, worker_id=worker_id, labels=labels
+        )
+
+    async def insert_log_line(
+        self,
+        *,
+        tenant_id: str,
+        task_id: str,
+        retry_count: int | None,
+        level: str,
+        message: str,
+        metadata: dict[str, Any],
+        created_at: datetime,
+    ) -> bool:
+        return await self._repo.insert_log_line(
+            tenant_id=tenant_id,
+            task_id=task_id,
+            retry_count=retry_count,
+            level=level,
+            message=message,
+            metadata=metadata,
+            created_at=created_at,
+        )
+
+    async def task_run_id(self, *, tenant_id: str, task_id: str) -> str | None:
+        return await self._repo.task_run_id(tenant_id=tenant_id, task_id=task_id)
