@@ -83,9 +83,6 @@ def test_registration_refuses_a_bad_batch_config_and_keeps_a_good_one() -> None:
     spec = parse_workflow({"name": "w", "tasks": [task]})
     assert spec.steps[0].batch == BatchConfig(max_size=4, group_key="input.k")
     assert spec.unenforced == ()
-    task["rate_limits"] = [{"key": "k", "units": 1}]
-    spec = parse_workflow({"name": "w", "tasks": [task]})
-    assert spec.unenforced == ("rate limits of batch tasks",)
 
 
 # -- group keys -------------------------------------------------------------------------------

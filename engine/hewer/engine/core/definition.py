@@ -241,8 +241,4 @@ def _unenforced(definition: Mapping[str, Any]) -> list[str]:
         for key, label in per_task.items():
             if task.get(key) and label not in found:
                 found.append(label)
-        # the batch flusher assigns without the scheduler's rate-limit debit (yet)
-        label = "rate limits of batch tasks"
-        if task.get("batch") is not None and task.get("rate_limits") and label not in found:
-            found.append(label)
     return found

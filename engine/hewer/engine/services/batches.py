@@ -41,6 +41,7 @@ from hewer.engine.db.repository import Conn, Record, Repository
 from hewer.engine.services.lifecycle import Lifecycle
 from hewer.engine.services.loops import DeadlineLoop
 from hewer.engine.services.metrics import METRICS
+from hewer.engine.services.rate_limiting import RateLimitGate
 from hewer.engine.services.scheduler import ASSIGN_HEARTBEAT_WINDOW, build_action_payload
 from hewer.engine.services.task_messages import slot_requests
 from hewer.engine.services.workers import (
@@ -82,6 +83,7 @@ class BatchFlusher(DeadlineLoop):
         self._lifecycle = lifecycle
         self._engine_id = engine_id
         self._assign_lock = assign_lock
+        self._rate_limits = RateLimitGate(repo)
         self._due: float | None = None  # loop time of the nearest interval deadline
         self._timers: set[asyncio.TimerHandle] = set()
         self.on_undeliverable: Undeliverable | None = None
@@ -211,6 +213,15 @@ class BatchFlusher(DeadlineLoop):
                 ]
                 if len(prepared) < len(rows):
                     self.wake()  # items that arrived since: prepared on the next pass
+                # rate limits apply per member, as to a task alone: an item its buckets
+                # cannot pay for now is deferred to the refill and leaves its group
+                checked = await self._rate_limits.check(
+                    conn, tenant_id=tenant_id, rows=[p.row for p in prepared]
+                )
+                if checked.next_refill_in is not None:
+                    self._due_in(checked.next_refill_in)
+                allowed = {r["id"] for r in checked.allowed}
+                prepared = [p for p in prepared if p.row["id"] in allowed]
                 running: dict[str, int] = {}
                 if config.group_max_runs is not None and prepared:
                     running = await self._repo.running_batches_per_key(
@@ -236,6 +247,7 @@ class BatchFlusher(DeadlineLoop):
                 if plan.next_deadline is not None:
                     self._due_in(plan.next_deadline - now)
                 by_id = {p.row["id"]: p.row for p in prepared}
+                assigned: list[int] = []
                 for planned in plan.batches:
                     first = by_id[planned.queue_ids[0]]
                     decided = assign(
@@ -265,6 +277,10 @@ class BatchFlusher(DeadlineLoop):
                         METRICS.assigned_rows(tenant_id, members)
                         message = _start_batch(tenant_id, batch_id, planned, members)
                         sends.append((worker_id, message))
+                        assigned.extend(planned.queue_ids)
+                await self._rate_limits.debit(
+                    conn, tenant_id=tenant_id, checked=checked, assigned=assigned
+                )
         await self._deliver(sends)
         return bool(sends)
 

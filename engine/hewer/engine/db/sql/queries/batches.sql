@@ -62,7 +62,7 @@ SELECT pg_advisory_xact_lock(hashtextextended('hewer-batch:' || $1::text || ':' 
 
 -- name: pending_batch_items
 SELECT q.id, q.task_id, q.retry_count, q.priority, q.slot_requests::text AS slot_requests,
-       q.desired_worker_id, q.batch_key, q.batch_bytes,
+       q.desired_worker_id, q.rate_limits::text AS rate_limits, q.batch_key, q.batch_bytes,
        extract(epoch FROM q.available_at)::float8 AS ready_at,
        extract(epoch FROM clock_timestamp())::float8 AS db_now
 FROM queue_items q
