@@ -316,6 +316,7 @@ def start_worker(
     slots: int = 10,
     token: str | None = None,
     wait: bool = True,
+    labels: Mapping[str, str | int] | None = None,
 ) -> Iterator[WorkerProc]:
     """Run ``workers/worker.py`` in its own process group; ready when ``/health`` is 200.
 
@@ -347,6 +348,7 @@ def start_worker(
                 ",".join(workflows),
                 "--slots",
                 str(slots),
+                *[f"--label={k}={v}" for k, v in (labels or {}).items()],
             ],
             env=env,
             cwd=mark_dir,  # the SDK reads .env files from its working directory

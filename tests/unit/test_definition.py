@@ -111,12 +111,34 @@ def test_durable_tasks_use_durable_slots_by_default() -> None:
     assert [s.is_durable for s in spec.steps] == [True, False, True]
 
 
-@pytest.mark.parametrize(("given", "stored"), [(None, 1), (0, 1), (1, 1), (2, 2), (3, 3)])
+@pytest.mark.parametrize(("given", "stored"), [(None, 1), (1, 1), (2, 2), (3, 3)])
 def test_default_priority(given: int | None, stored: int) -> None:
     definition: dict[str, Any] = {"name": "wf", "tasks": [task("a")]}
     if given is not None:
         definition["default_priority"] = given
     assert parse_workflow(definition).default_priority == stored
+
+
+@pytest.mark.parametrize("given", [0, 4, -1])
+def test_default_priority_out_of_range_is_refused(given: int) -> None:
+    with pytest.raises(InvalidDefinition, match=f"default_priority must be 1..3, got {given}"):
+        parse_workflow({"name": "wf", "tasks": [task("a")], "default_priority": given})
+
+
+def test_unknown_sticky_strategy_is_refused() -> None:
+    with pytest.raises(InvalidDefinition, match="sticky must be one of SOFT, HARD"):
+        parse_workflow({"name": "wf", "tasks": [task("a")], "sticky": "STICKY"})
+
+
+def test_worker_labels_are_parsed_and_bad_comparators_refused() -> None:
+    labels = {"memory": {"int_value": 512, "comparator": "GREATER_THAN"}}
+    spec = parse_workflow({"name": "wf", "tasks": [task("a", worker_labels=labels)]})
+    assert [(d.key, d.value, d.comparator.value) for d in spec.steps[0].desired_labels] == [
+        ("memory", 512, "GREATER_THAN")
+    ]
+    bad = {"model": {"str_value": "big", "comparator": "GREATER_THAN"}}
+    with pytest.raises(InvalidDefinition, match=r"task 'a'.*'model'.*compares integers"):
+        parse_workflow({"name": "wf", "tasks": [task("a", worker_labels=bad)]})
 
 
 def test_sticky_is_kept() -> None:

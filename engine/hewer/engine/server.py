@@ -144,11 +144,11 @@ async def run_engine(
                 )
 
     scheduler.on_undeliverable = requeue
+    bus.subscribe("admit", admission.on_bus)
+    bus.subscribe("resync", admission.on_bus)
     batches.on_undeliverable = requeue
     for kind in ("queue", "slots", "resync"):
         bus.subscribe(kind, batches.on_bus)
-    bus.subscribe("admit", admission.on_bus)
-    bus.subscribe("resync", admission.on_bus)
     bus.subscribe("queue", scheduler.on_bus)
     bus.subscribe("slots", scheduler.on_bus)
     bus.subscribe("resync", scheduler.on_bus)
@@ -226,8 +226,8 @@ async def run_engine(
 
     await bus.start()
     scheduler.start()
-    batches.start()
     admission.start()
+    batches.start()
     timers.start()
     scheduling.start()
     retention.start()
@@ -272,8 +272,8 @@ async def run_engine(
         await retention.stop()
         await scheduling.stop()
         await timers.stop()
-        await batches.stop()
         await admission.stop()
+        await batches.stop()
         await scheduler.stop()
         await bus.close()
         await repo.close()

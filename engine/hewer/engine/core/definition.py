@@ -17,6 +17,7 @@ from hewer.engine.core.batches import InvalidBatchConfig, parse_batch_config
 from hewer.engine.core.concurrency import ConcurrencySpec, InvalidConcurrency, parse_specs
 from hewer.engine.core.durations import InvalidDuration, parse_duration_or
 from hewer.engine.core.model import StepKind, StepSpec
+from hewer.engine.core.placement import STICKY_STRATEGIES, InvalidLabel, parse_desired_labels
 from hewer.engine.core.rate_limits import InvalidRateLimit, TaskRateLimit, parse_task_rate_limits
 
 DEFAULT_TIMEOUT_SECONDS = 60
@@ -54,7 +55,9 @@ def parse_workflow(definition: Mapping[str, Any]) -> WorkflowSpec:
     tasks = list(definition.get("tasks", []))
     if not tasks:
         raise InvalidDefinition(f"workflow {name!r} has no tasks")
-    priority = int(definition.get("default_priority", 0) or 1)
+    # absent means 1; an explicit 0 is out of range like 4 (the SDK never sends it unasked)
+    raw_priority = definition.get("default_priority")
+    priority = 1 if raw_priority is None else int(raw_priority)
     if not 1 <= priority <= 3:
         raise InvalidDefinition(f"workflow {name!r}: default_priority must be 1..3, got {priority}")
 
@@ -71,6 +74,11 @@ def parse_workflow(definition: Mapping[str, Any]) -> WorkflowSpec:
     _check_graph(name, steps)
     concurrency = workflow_concurrency(definition, where=f"workflow {name!r}")
     sticky = definition.get("sticky")
+    if sticky and sticky not in STICKY_STRATEGIES:
+        raise InvalidDefinition(
+            f"workflow {name!r}: sticky must be one of {', '.join(STICKY_STRATEGIES)}, "
+            f"got {sticky!r}"
+        )
     return WorkflowSpec(
         name=name,
         description=str(definition.get("description", "")),
@@ -164,7 +172,8 @@ def _parse_step(
     try:
         concurrency = parse_specs(task.get("concurrency"), where=where)
         rate_limits = parse_task_rate_limits(task.get("rate_limits"), where=where)
-    except (InvalidConcurrency, InvalidRateLimit) as exc:
+        labels = parse_desired_labels(task.get("worker_labels"), where=where)
+    except (InvalidConcurrency, InvalidRateLimit, InvalidLabel) as exc:
         raise InvalidDefinition(str(exc)) from None
     try:
         batch = parse_batch_config(task.get("batch"))
@@ -185,6 +194,7 @@ def _parse_step(
         slot_requests=requests,
         concurrency=concurrency,
         rate_limits=rate_limits,
+        desired_labels=labels,
         batch=batch,
     )
 
@@ -224,14 +234,7 @@ def _check_graph(workflow: str, steps: list[StepSpec]) -> None:
 def _unenforced(definition: Mapping[str, Any]) -> list[str]:
     """Stored settings that a later engine version enforces; logged once at registration."""
     found: list[str] = []
-    top_level = {
-        "sticky": "sticky placement",
-    }
-    for key, label in top_level.items():
-        if definition.get(key) and label not in found:
-            found.append(label)
     per_task = {
-        "worker_labels": "desired worker labels",
         "conditions": "task conditions",
     }
     tasks = list(definition.get("tasks", []))

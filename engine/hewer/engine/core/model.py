@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hewer.engine.core.placement import DesiredLabel
 
 from hewer.engine.core.batches import BatchConfig
 from hewer.engine.core.concurrency import ConcurrencySpec
@@ -46,9 +50,11 @@ class StepSpec:
     backoff_max_seconds: int | None
     is_durable: bool
     slot_requests: dict[str, int] = field(default_factory=lambda: {"default": 1})
-    batch: BatchConfig | None = None  # a batch task (core/batches.py)
     concurrency: tuple[ConcurrencySpec, ...] = ()
     rate_limits: tuple[TaskRateLimit, ...] = ()
+    # desired worker labels from registration (a trigger's own labels replace them)
+    desired_labels: tuple[DesiredLabel, ...] = ()
+    batch: BatchConfig | None = None  # a batch task (core/batches.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,3 +113,5 @@ class TaskSnapshot:
     output: str | None
     error: str | None
     is_skipped: bool = False
+    # the worker that ran it (sticky DAG children inherit their first parent's)
+    worker_id: str | None = None

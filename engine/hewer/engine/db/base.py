@@ -69,6 +69,8 @@ class NewRun:
     desired_worker_id: str | None = None
     event_id: str | None = None
     event_key: str | None = None
+    # trigger-time desired worker labels (core.placement's stored form), replacing the steps'
+    desired_worker_labels: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 from hewer.engine.core.definition import InvalidDefinition, WorkflowSpec, stored_policies
 from hewer.engine.core.model import StepDef, StepKind, WorkflowVersionDef
+from hewer.engine.core.placement import labels_to_json
 from hewer.engine.db.base import (
     Conn,
     Record,
@@ -74,6 +75,7 @@ class DefinitionQueries(BatchQueries, RepositoryBase):
                 [s.is_durable for s in steps],
                 [json.dumps(s.slot_requests) for s in steps],
                 [json.dumps(list(s.parents)) for s in steps],
+                [labels_to_json(s.desired_labels) for s in steps],
             )
             id_of = {s.readable_id: sid for s, sid in zip(steps, step_ids, strict=True)}
             await self.insert_step_batch_configs(
@@ -106,12 +108,12 @@ class DefinitionQueries(BatchQueries, RepositoryBase):
         if head is None:
             raise KeyError(version_id)
         rows = await target.fetch(query("load_version_steps"), version_id)
-        batches = await self.step_batch_configs_of_version(conn, version_id)
         try:
             policies = stored_policies(dict(head["definition"]))
         except InvalidDefinition as exc:
             # stored by an engine that did not validate these settings yet
             raise InvalidDefinition(f"workflow version {version_id}: {exc}") from None
+        batches = await self.step_batch_configs_of_version(conn, version_id)
         steps = tuple(
             StepDef(
                 id=str(r["id"]),
@@ -127,9 +129,9 @@ class DefinitionQueries(BatchQueries, RepositoryBase):
                 backoff_max_seconds=r["backoff_max_seconds"],
                 is_durable=r["is_durable"],
                 slot_requests=dict(r["slot_requests"]),
-                batch=batches.get(str(r["id"])),
                 concurrency=policies.step_concurrency.get(r["readable_id"], ()),
                 rate_limits=policies.step_rate_limits.get(r["readable_id"], ()),
+                batch=batches.get(str(r["id"])),
             )
             for r in rows
         )

@@ -54,11 +54,11 @@ class Repository(
     EventQueries,
     DeclaredQueries,
     ScheduleQueries,
-    BatchQueries,
     ConcurrencyQueries,
     RateLimitQueries,
     RecoveryQueries,
     IdempotencyQueries,
+    BatchQueries,
 ):
     def __init__(self, pool: asyncpg.Pool, *, observer: WriteObserver) -> None:
         self.pool = pool

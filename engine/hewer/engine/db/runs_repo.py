@@ -41,6 +41,7 @@ class RunQueries(RepositoryBase):
             [r.desired_worker_id for r in runs],
             [r.event_id for r in runs],
             [r.event_key for r in runs],
+            [r.desired_worker_labels for r in runs],
         )
         return {str(r["id"]) for r in rows}
 
@@ -113,7 +114,14 @@ class RunQueries(RepositoryBase):
         await conn.execute(query("notify"), channel, payload)
 
     async def claim_queue_items(
-        self, conn: Conn, *, tenant_id: str, limits: dict[str, int]
+        self,
+        conn: Conn,
+        *,
+        tenant_id: str,
+        limits: dict[str, int],
+        local_workers: Sequence[str] = (),
+        exclude: Sequence[int] = (),
+        soft_pin_seconds: float = 2.0,
     ) -> list[Record]:
         return list(
             await conn.fetch(
@@ -121,6 +129,9 @@ class RunQueries(RepositoryBase):
                 tenant_id,
                 list(limits.keys()),
                 list(limits.values()),
+                list(local_workers),
+                list(exclude),
+                soft_pin_seconds,
             )
         )
 
@@ -305,6 +316,7 @@ class RunQueries(RepositoryBase):
             [workflow_of_run[t.run_id] for t in tasks],
             notify_channel,
             notify_payload,
+            [r.desired_worker_labels for r in runs],
         )
 
     async def lock_runs(self, conn: Conn, run_ids: Sequence[str]) -> dict[str, Record]:
@@ -325,6 +337,7 @@ class RunQueries(RepositoryBase):
                     output=r["output"],
                     error=r["error"],
                     is_skipped=r["is_skipped"],
+                    worker_id=None if r["worker_id"] is None else str(r["worker_id"]),
                 )
             )
         return snapshots

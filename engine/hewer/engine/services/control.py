@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hewer.engine.core.model import StepKind, TaskStatus, WorkflowVersionDef
+from hewer.engine.core.placement import desired_worker
 from hewer.engine.db.repository import Conn, Repository, TaskEvent
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.definitions import Definitions
@@ -158,7 +159,13 @@ class RunControl:
                         version_id=version.id,
                         step_id=str(r["step_id"]),
                         priority=r["priority"],
-                        desired_worker_id=opt(run["desired_worker_id"]),
+                        # a replayed task of a sticky DAG wants its first parent's worker
+                        desired_worker_id=desired_worker(
+                            version=version,
+                            tasks=snapshot,
+                            readable_id=version.step_by_id(str(r["step_id"])).readable_id,
+                            run_desired=opt(run["desired_worker_id"]),
+                        ),
                     )
                     for r in reset
                 ],

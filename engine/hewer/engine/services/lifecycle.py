@@ -17,6 +17,7 @@ from typing import Any
 
 from hewer.engine.core.dag import progress
 from hewer.engine.core.model import TaskStatus
+from hewer.engine.core.placement import desired_worker
 from hewer.engine.core.retry import decide_retry
 from hewer.engine.db.repository import Conn, NewTaskRow, Record, Repository, TaskEvent
 from hewer.engine.services.batching import Batcher
@@ -376,6 +377,17 @@ class Lifecycle:
         """Queue the task's next attempt. ``keep_queue_position``: a lost attempt (not a
         retry after a failure) goes back under its previous queue position (fair recovery)."""
         run = await self._repo.run_priority(conn, str(row["workflow_run_id"]))
+        desired = None if run is None else opt(run["desired_worker_id"])
+        if run is not None:
+            version = await self._defs.version(str(run["workflow_version_id"]), conn=conn)
+            if version.sticky:  # a sticky DAG task's retry keeps its inherited worker
+                run_id = str(row["workflow_run_id"])
+                desired = desired_worker(
+                    version=version,
+                    tasks=(await self._repo.run_task_snapshots(conn, [run_id]))[run_id],
+                    readable_id=row["readable_id"],
+                    run_desired=desired,
+                )
         outcome = await self._enqueuer.enqueue(
             conn,
             tenant_id=str(row["tenant_id"]),
@@ -387,7 +399,7 @@ class Lifecycle:
                     version_id=version_id,
                     step_id=str(row["step_id"]),
                     priority=row["priority"],
-                    desired_worker_id=None if run is None else opt(run["desired_worker_id"]),
+                    desired_worker_id=desired,
                     delay_seconds=delay,
                     requeued=True,
                     keep_queue_position=keep_queue_position,
@@ -448,7 +460,12 @@ class Lifecycle:
                         run_id=run_id,
                         task=new,
                         priority=int(run["priority"]),
-                        desired_worker_id=opt(run["desired_worker_id"]),
+                        desired_worker_id=desired_worker(
+                            version=version,
+                            tasks=snapshots[run_id],
+                            readable_id=new.step.readable_id,
+                            run_desired=opt(run["desired_worker_id"]),
+                        ),
                     )
                 )
             statuses.append(step.run_status)

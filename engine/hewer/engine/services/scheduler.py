@@ -13,8 +13,16 @@ import json
 import logging
 from typing import Any
 
-from hewer.engine.core.assignment import QueuedItem, WorkerCapacity, assign, free_capacity
-from hewer.engine.db.repository import Record, Repository
+from hewer.engine.core.assignment import (
+    Assignment,
+    QueuedItem,
+    WorkerCapacity,
+    assign,
+    free_capacity,
+    further_limits,
+)
+from hewer.engine.core.placement import labels_from_json
+from hewer.engine.db.repository import Conn, Record, Repository
 from hewer.engine.services.metrics import METRICS
 from hewer.engine.services.rate_limiting import RateLimitGate
 from hewer.engine.services.workers import ActionKind, ActionMessage, WorkerHub
@@ -24,6 +32,9 @@ log = logging.getLogger(__name__)
 MAX_PER_ACTION = 500
 ASSIGN_HEARTBEAT_WINDOW = 10.0  # seconds; workers beat every 4 s
 SAFETY_TICK = 1.0
+PLACEMENT_PASSES = 3  # claim passes per round past items placement held back
+# a task softly pinned to a live worker of another replica is left to that replica this long
+SOFT_PIN_SECONDS = 2.0
 
 
 class Scheduler:
@@ -101,11 +112,13 @@ class Scheduler:
             for r in states
             if not r["is_paused"] and r["alive"] and r["engine_id"] == self._engine_id
         }
+        labels = {str(r["id"]): dict(r["labels"] or {}) for r in states}
         capacities = [
             WorkerCapacity(
                 worker_id=s.worker_id,
                 actions=s.actions - s.batch_actions,  # batch actions: services/batches.py
                 free=free_capacity(s.slot_config, used[s.worker_id]),
+                labels=labels[s.worker_id],
             )
             for s in sessions
             if s.worker_id in used
@@ -121,23 +134,9 @@ class Scheduler:
             return False
         async with self._repo.transaction() as conn:
             METRICS.queue_round(tenant_id)
-            claimed = await self._repo.claim_queue_items(conn, tenant_id=tenant_id, limits=limits)
-            if not claimed:
-                return False
-            checked = await self._rate_limits.check(conn, tenant_id=tenant_id, rows=claimed)
-            if checked.next_refill_in is not None:
-                self.wake(checked.next_refill_in)
-            items = [_queued_item(r) for r in checked.allowed]
-            decided = assign(items, capacities)
+            decided = await self._claim_and_assign(conn, tenant_id, limits, capacities)
             if not decided:
-                # deferring items is progress: what they hid may be claimable now
-                return checked.next_refill_in is not None
-            await self._rate_limits.debit(
-                conn,
-                tenant_id=tenant_id,
-                checked=checked,
-                assigned=[a.item.queue_id for a in decided],
-            )
+                return False
             rows = await self._repo.assign_tasks(
                 conn,
                 queue_ids=[a.item.queue_id for a in decided],
@@ -153,6 +152,54 @@ class Scheduler:
             await self.on_undeliverable(undeliverable)
         return bool(rows)
 
+    async def _claim_and_assign(
+        self,
+        conn: Conn,
+        tenant_id: str,
+        limits: dict[str, int],
+        capacities: list[WorkerCapacity],
+    ) -> list[Assignment]:
+        """Claim and assign; claim again (a few passes) past items placement held back.
+
+        Claims take as many items per action as there is room, so a head of items no
+        worker here may take now (a required label, a full desired worker) would hide the
+        items behind it; each further pass claims past what earlier passes hold.
+        """
+        local = [c.worker_id for c in capacities]
+        decided: list[Assignment] = []
+        seen: list[int] = []
+        for _ in range(PLACEMENT_PASSES):
+            claimed = await self._repo.claim_queue_items(
+                conn,
+                tenant_id=tenant_id,
+                limits=limits,
+                local_workers=local,
+                exclude=seen,
+                soft_pin_seconds=SOFT_PIN_SECONDS,
+            )
+            seen += [int(r["id"]) for r in claimed]
+            checked = await self._rate_limits.check(conn, tenant_id=tenant_id, rows=claimed)
+            if checked.next_refill_in is not None:
+                self.wake(checked.next_refill_in)
+            placed = assign([_queued_item(r) for r in checked.allowed], capacities)
+            await self._rate_limits.debit(
+                conn,
+                tenant_id=tenant_id,
+                checked=checked,
+                assigned=[a.item.queue_id for a in placed],
+            )
+            decided += placed
+            limits = further_limits(
+                claimed=[str(r["action_id"]) for r in claimed],
+                placed=[a.item.action_id for a in placed],
+                limits=limits,
+                capacities=capacities,
+                most=MAX_PER_ACTION,
+            )
+            if not limits:
+                break
+        return decided
+
 
 def _queued_item(row: Record) -> QueuedItem:
     requests = json.loads(row["slot_requests"])
@@ -165,6 +212,8 @@ def _queued_item(row: Record) -> QueuedItem:
         desired_worker_id=None
         if row["desired_worker_id"] is None
         else str(row["desired_worker_id"]),
+        sticky=row["sticky"],
+        labels=labels_from_json(row["desired_labels"]),
     )
 
 

@@ -14,6 +14,7 @@ from hewer.engine.core.dag import initial_tasks
 from hewer.engine.core.idempotency import Collision, IdempotencyKeyError
 from hewer.engine.core.json_input import JsonInputError, decode_json
 from hewer.engine.core.model import TaskStatus
+from hewer.engine.core.placement import DesiredLabel, labels_to_json
 from hewer.engine.db.repository import (
     Conn,
     NewRun,
@@ -61,6 +62,8 @@ class TriggerRequest:
     child_index: int | None = None
     child_key: str | None = None
     desired_worker_id: str | None = None
+    # replace the steps' registered labels for every task of the run
+    desired_worker_labels: tuple[DesiredLabel, ...] = ()
     event_id: str | None = None
     event_key: str | None = None
     # the payload of the event filter that started the run (``ctx.filter_payload``)
@@ -184,6 +187,7 @@ class Triggers:
                     child_key=req.child_key,
                     dedupe_key=dedupe_key,
                     desired_worker_id=req.desired_worker_id,
+                    desired_worker_labels=labels_to_json(req.desired_worker_labels),
                     event_id=req.event_id,
                     event_key=req.event_key,
                 )

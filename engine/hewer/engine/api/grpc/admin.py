@@ -19,6 +19,7 @@ from hewer.engine.api.grpc.idempotency import abort_collision
 from hewer.engine.core.dag import aggregate_status
 from hewer.engine.core.definition import InvalidDefinition
 from hewer.engine.core.model import TaskStatus
+from hewer.engine.core.placement import DesiredLabel, InvalidLabel, parse_desired_labels
 from hewer.engine.core.rate_limits import check_rate_limit
 from hewer.engine.services.control import RunControl
 from hewer.engine.services.definitions import Definitions
@@ -65,7 +66,17 @@ def trigger_request_from_proto(
         desired_worker_id=_uuid_or_error(request.desired_worker_id, "desired_worker_id")
         if request.HasField("desired_worker_id") and request.desired_worker_id
         else None,
+        desired_worker_labels=desired_labels_from_proto(request.desired_worker_labels),
     )
+
+
+def desired_labels_from_proto(labels: Any) -> tuple[DesiredLabel, ...]:
+    """A trigger's ``desired_worker_labels`` map; a bad label is the caller's error."""
+    raw = {k: MessageToDict(v, preserving_proto_field_name=True) for k, v in labels.items()}
+    try:
+        return parse_desired_labels(raw, where="trigger")
+    except InvalidLabel as exc:
+        raise TriggerError(str(exc)) from None
 
 
 def _uuid_or_error(value: str, what: str) -> str:
@@ -183,6 +194,7 @@ class AdminService(AdminServiceServicer):  # type: ignore[misc]
                     request.additional_metadata, what="additional_metadata", max_bytes=self._max
                 ),
                 priority=request.priority if request.HasField("priority") else None,
+                desired_worker_labels=desired_labels_from_proto(request.desired_worker_labels),
             )
             ids = await self._triggers.trigger(tenant_id=tenant_id, requests=[trigger])
         except IdempotencyCollision as exc:

@@ -4,15 +4,15 @@
 INSERT INTO workflow_runs
     (id, tenant_id, workflow_id, workflow_version_id, status, input, additional_metadata,
      priority, parent_task_id, parent_run_id, child_index, child_key, dedupe_key,
-     desired_worker_id, triggering_event_id, triggering_event_key)
+     desired_worker_id, triggering_event_id, triggering_event_key, desired_worker_labels)
 SELECT r.id, $1, r.workflow_id, r.version_id, 'QUEUED', r.input::jsonb, r.metadata::jsonb,
        r.priority, r.parent_task_id, r.parent_run_id, r.child_index, r.child_key, r.dedupe_key,
-       r.desired_worker_id, r.event_id, r.event_key
+       r.desired_worker_id, r.event_id, r.event_key, r.labels::jsonb
 FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int[], $8::uuid[],
             $9::uuid[], $10::int[], $11::text[], $12::text[], $13::uuid[], $14::uuid[],
-            $15::text[])
+            $15::text[], $16::text[])
      AS r(id, workflow_id, version_id, input, metadata, priority, parent_task_id, parent_run_id,
-          child_index, child_key, dedupe_key, desired_worker_id, event_id, event_key)
+          child_index, child_key, dedupe_key, desired_worker_id, event_id, event_key, labels)
 ON CONFLICT (tenant_id, dedupe_key) DO NOTHING
 RETURNING id;
 
@@ -72,19 +72,44 @@ FROM unnest($2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], $7::text[
 SELECT pg_notify($1, $2);
 
 -- name: claim_queue_items
--- Up to a.lim ready items per action, skipping rows another replica is claiming.
+-- Up to a.lim ready items per action, skipping rows another replica is claiming and the ids
+-- in $5 (claimed by an earlier pass of this round). An item pinned to a worker that is not
+-- among this replica's ($4) is left to the replica holding that worker: always when the
+-- workflow is HARD sticky (it waits for its worker), and for the first $6 seconds when the
+-- pin is a soft preference and the worker is alive (then anyone may take it). The item's
+-- sticky strategy and desired labels (the run's trigger-time ones, else the step's) are
+-- read through its task.
 SELECT q.id, q.task_id, q.action_id, q.priority, q.slot_requests::text AS slot_requests,
-       q.desired_worker_id, q.rate_limits::text AS rate_limits
+       q.desired_worker_id, q.rate_limits::text AS rate_limits, v.sticky,
+       coalesce(r.desired_worker_labels, s.desired_worker_labels)::text AS desired_labels
 FROM unnest($2::text[], $3::int[]) AS a(action_id, lim)
 CROSS JOIN LATERAL (
-    SELECT id, task_id, action_id, priority, slot_requests, desired_worker_id, rate_limits
-    FROM queue_items
-    WHERE tenant_id = $1 AND action_id = a.action_id AND available_at <= now()
-      AND NOT paused
-    ORDER BY priority DESC, id
+    SELECT qi.id, qi.task_id, qi.action_id, qi.priority, qi.slot_requests,
+           qi.desired_worker_id, qi.rate_limits
+    FROM queue_items qi
+    WHERE qi.tenant_id = $1 AND qi.action_id = a.action_id AND qi.available_at <= now()
+      AND NOT qi.paused
+      AND qi.id <> ALL($5::bigint[])
+      AND (qi.desired_worker_id IS NULL OR qi.desired_worker_id = ANY($4::uuid[])
+           OR NOT EXISTS (
+               SELECT 1
+               FROM tasks pt
+               JOIN workflow_runs pr ON pr.id = pt.workflow_run_id
+               JOIN workflow_versions pv ON pv.id = pr.workflow_version_id
+               LEFT JOIN workers pw ON pw.id = qi.desired_worker_id
+               WHERE pt.id = qi.task_id
+                 AND (pv.sticky = 'HARD'
+                      OR (pw.is_active AND NOT pw.is_paused
+                          AND qi.available_at > now() - make_interval(secs => $6))))
+      )
+    ORDER BY qi.priority DESC, qi.id
     LIMIT a.lim
-    FOR UPDATE SKIP LOCKED
-) AS q;
+    FOR UPDATE OF qi SKIP LOCKED
+) AS q
+JOIN tasks t ON t.id = q.task_id
+JOIN workflow_runs r ON r.id = t.workflow_run_id
+JOIN workflow_versions v ON v.id = r.workflow_version_id
+JOIN steps s ON s.id = t.step_id;
 
 -- name: assign_tasks
 WITH a AS (
@@ -172,7 +197,7 @@ RETURNING t.id, t.tenant_id, t.workflow_run_id, t.step_id, t.worker_id, t.retry_
           (SELECT is_durable FROM steps s WHERE s.id = t.step_id) AS is_durable;
 
 -- name: run_priority
-SELECT priority, desired_worker_id FROM workflow_runs WHERE id = $1;
+SELECT priority, desired_worker_id, workflow_version_id FROM workflow_runs WHERE id = $1;
 
 -- name: parent_context
 SELECT t.id, t.workflow_run_id, r.additional_metadata
@@ -296,13 +321,14 @@ WITH wf AS (
 ), new_runs AS (
     INSERT INTO workflow_runs
         (id, tenant_id, workflow_id, workflow_version_id, status, input, additional_metadata,
-         priority, desired_worker_id, triggering_event_id, triggering_event_key)
+         priority, desired_worker_id, triggering_event_id, triggering_event_key,
+         desired_worker_labels)
     SELECT r.id, $1, r.workflow_id, r.version_id, 'QUEUED', r.input::jsonb, r.metadata::jsonb,
-           r.priority, r.desired_worker_id, r.event_id, r.event_key
+           r.priority, r.desired_worker_id, r.event_id, r.event_key, r.labels::jsonb
     FROM unnest($3::uuid[], $2::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int[],
-                $8::uuid[], $9::uuid[], $10::text[])
+                $8::uuid[], $9::uuid[], $10::text[], $25::text[])
          AS r(id, workflow_id, version_id, input, metadata, priority, desired_worker_id,
-              event_id, event_key)
+              event_id, event_key, labels)
     RETURNING id
 ), new_tasks AS (
     INSERT INTO tasks
@@ -351,7 +377,7 @@ ORDER BY id
 FOR UPDATE;
 
 -- name: run_task_snapshots
-SELECT workflow_run_id, id, step_id, readable_id, status, output, error, is_skipped
+SELECT workflow_run_id, id, step_id, readable_id, status, output, error, is_skipped, worker_id
 FROM tasks
 WHERE workflow_run_id = ANY($1::uuid[]);
 
@@ -379,7 +405,7 @@ WHERE c.finished_at IS NOT NULL;
 
 -- name: local_worker_capacity
 -- This replica's workers: whether they may take work, and the slot units their tasks hold.
-SELECT w.id, w.is_paused, w.engine_id,
+SELECT w.id, w.is_paused, w.engine_id, w.labels,
        w.last_heartbeat_at > now() - make_interval(secs => $2) AS alive,
        coalesce(u.used, '{}'::jsonb) AS used
 FROM workers w

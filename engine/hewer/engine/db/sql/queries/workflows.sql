@@ -27,16 +27,17 @@ RETURNING id;
 INSERT INTO steps
     (id, tenant_id, workflow_version_id, readable_id, action_id, kind, position,
      timeout_seconds, schedule_timeout_seconds, retries, backoff_factor, backoff_max_seconds,
-     is_durable, slot_requests, parents)
+     is_durable, slot_requests, parents, desired_worker_labels)
 SELECT s.id, $1, $2, s.readable_id, s.action_id, s.kind, s.position,
        s.timeout_seconds, s.schedule_timeout_seconds, s.retries, s.backoff_factor,
        s.backoff_max_seconds, s.is_durable, s.slot_requests::jsonb,
-       ARRAY(SELECT jsonb_array_elements_text(s.parents::jsonb))
+       ARRAY(SELECT jsonb_array_elements_text(s.parents::jsonb)), s.desired_worker_labels::jsonb
 FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[], $8::int[], $9::int[],
-            $10::int[], $11::float8[], $12::int[], $13::bool[], $14::text[], $15::text[])
+            $10::int[], $11::float8[], $12::int[], $13::bool[], $14::text[], $15::text[],
+            $16::text[])
      AS s(id, readable_id, action_id, kind, position, timeout_seconds,
           schedule_timeout_seconds, retries, backoff_factor, backoff_max_seconds, is_durable,
-          slot_requests, parents);
+          slot_requests, parents, desired_worker_labels);
 
 -- name: insert_edges
 INSERT INTO step_edges (workflow_version_id, parent_step_id, child_step_id)
