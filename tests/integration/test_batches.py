@@ -474,3 +474,26 @@ async def test_rate_limits_apply_to_each_member_of_a_batch(nodes: list[Node]) ->
         assert (await node.replica.task_row(run_id))["status"] == "QUEUED"
         events = [e for e, _ in await node.replica.events(run_id)]
         assert events.count("REQUEUED_RATE_LIMIT") == 1
+
+
+async def test_a_batch_is_placed_by_the_labels_of_its_task(nodes: list[Node]) -> None:
+    node = nodes[0]
+    repo = node.replica.repo
+    tenant = await repo.ensure_tenant("tenant-a")
+    workflow = batch_workflow("gpu", batch_max_size=2)
+    workflow["tasks"][0]["worker_labels"] = {  # type: ignore[index]
+        "gpu": {"str_value": "yes", "required": True}
+    }
+    await node.replica.register(tenant, workflow)
+    plain = await connect(node, tenant, "gpu:b", slots=5)
+    gpu = await connect(node, tenant, "gpu:b", slots=5)
+    labelled = await repo.merge_worker_labels(
+        tenant_id=tenant, worker_id=gpu.worker_id, labels={"gpu": "yes"}
+    )
+    assert labelled
+    await node.replica.triggers.trigger(
+        tenant_id=tenant, requests=[TriggerRequest(workflow_name="gpu", input={})] * 4
+    )
+    assert await node.flusher.flush_tenant(tenant, [plain, gpu])
+    assert drain(plain) == []
+    assert [len(members(m)) for m in drain(gpu)] == [2, 2]

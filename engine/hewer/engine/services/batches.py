@@ -37,13 +37,14 @@ from hewer.engine.core.batches import (
     evaluate_group_key,
     plan_flushes,
 )
+from hewer.engine.core.placement import labels_from_json
 from hewer.engine.db.repository import Conn, Record, Repository
 from hewer.engine.services.lifecycle import Lifecycle
 from hewer.engine.services.loops import DeadlineLoop
 from hewer.engine.services.metrics import METRICS
 from hewer.engine.services.rate_limiting import RateLimitGate
 from hewer.engine.services.scheduler import ASSIGN_HEARTBEAT_WINDOW, build_action_payload
-from hewer.engine.services.task_messages import slot_requests
+from hewer.engine.services.task_messages import opt, slot_requests
 from hewer.engine.services.workers import (
     ActionKind,
     ActionMessage,
@@ -178,11 +179,13 @@ class BatchFlusher(DeadlineLoop):
             for r in states
             if not r["is_paused"] and r["alive"] and r["engine_id"] == self._engine_id
         }
+        labels = {str(r["id"]): dict(r["labels"] or {}) for r in states}
         return [
             WorkerCapacity(
                 worker_id=s.worker_id,
                 actions=frozenset({action_id}),
                 free=free_capacity(s.slot_config, used[s.worker_id]),
+                labels=labels[s.worker_id],
             )
             for s in sessions
             if s.worker_id in used
@@ -258,12 +261,17 @@ class BatchFlusher(DeadlineLoop):
                                 action_id=action_id,
                                 priority=first["priority"],
                                 slot_requests=slot_requests(first["slot_requests"]),
+                                desired_worker_id=opt(first["desired_worker_id"]),
+                                sticky=first["sticky"],
+                                labels=labels_from_json(first["desired_labels"]),
                             )
                         ],
                         capacities,
                     )
                     if not decided:
-                        break  # no free slot here: a freed one wakes this loop again
+                        # no slot here, or placement rules these workers out: a freed slot
+                        # (or the replica that holds the wanted worker) takes it later
+                        continue
                     worker_id = decided[0].worker_id
                     batch_id = str(uuid.uuid4())
                     members = await self._repo.assign_batch(
@@ -341,10 +349,6 @@ def _start_batch(
     tenant_id: str, batch_id: str, planned: PlannedBatch, members: list[Record]
 ) -> ActionMessage:
     first = members[0]
-
-    def opt(value: Any) -> str | None:
-        return None if value is None else str(value)
-
     return ActionMessage(
         kind=ActionKind.START_BATCH,
         tenant_id=tenant_id,
