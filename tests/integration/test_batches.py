@@ -447,3 +447,53 @@ async def test_a_second_replica_waits_for_the_first_before_counting_running_batc
     assert await one
     assert not await two  # key "a" has its one running batch
     assert len(drain(w1)) == 1 and drain(w2) == []
+
+
+async def test_rate_limits_apply_to_each_member_of_a_batch(nodes: list[Node]) -> None:
+    node = nodes[0]
+    repo = node.replica.repo
+    tenant = await repo.ensure_tenant("tenant-a")
+    await repo.upsert_rate_limit(tenant_id=tenant, key="api", limit=3, duration="MINUTE")
+    workflow = batch_workflow("rl", batch_max_size=10, batch_max_interval_ms=0)
+    workflow["tasks"][0]["rate_limits"] = [  # type: ignore[index]
+        {"key": "api", "units": 1, "limit_values_expr": "-1"}
+    ]
+    await node.replica.register(tenant, workflow)
+    worker = await connect(node, tenant, "rl:b", slots=5)
+    run_ids = await node.replica.triggers.trigger(
+        tenant_id=tenant, requests=[TriggerRequest(workflow_name="rl", input={})] * 5
+    )
+    assert await node.flusher.flush_tenant(tenant, [worker])
+    first = next_message_now(worker)
+    assert len(members(first)) == 3  # the bucket pays for three members
+    assert await repo.pool.fetchval("SELECT value FROM rate_limits WHERE key = 'api'") == 3
+    # the other two wait for the refill and say why; nothing more is sent meanwhile
+    assert not await node.flusher.flush_tenant(tenant, [worker])
+    waiting = [r for r in run_ids if r not in members(first)]
+    for run_id in waiting:
+        assert (await node.replica.task_row(run_id))["status"] == "QUEUED"
+        events = [e for e, _ in await node.replica.events(run_id)]
+        assert events.count("REQUEUED_RATE_LIMIT") == 1
+
+
+async def test_a_batch_is_placed_by_the_labels_of_its_task(nodes: list[Node]) -> None:
+    node = nodes[0]
+    repo = node.replica.repo
+    tenant = await repo.ensure_tenant("tenant-a")
+    workflow = batch_workflow("gpu", batch_max_size=2)
+    workflow["tasks"][0]["worker_labels"] = {  # type: ignore[index]
+        "gpu": {"str_value": "yes", "required": True}
+    }
+    await node.replica.register(tenant, workflow)
+    plain = await connect(node, tenant, "gpu:b", slots=5)
+    gpu = await connect(node, tenant, "gpu:b", slots=5)
+    labelled = await repo.merge_worker_labels(
+        tenant_id=tenant, worker_id=gpu.worker_id, labels={"gpu": "yes"}
+    )
+    assert labelled
+    await node.replica.triggers.trigger(
+        tenant_id=tenant, requests=[TriggerRequest(workflow_name="gpu", input={})] * 4
+    )
+    assert await node.flusher.flush_tenant(tenant, [plain, gpu])
+    assert drain(plain) == []
+    assert [len(members(m)) for m in drain(gpu)] == [2, 2]

@@ -82,7 +82,7 @@ def test_registration_refuses_a_bad_batch_config_and_keeps_a_good_one() -> None:
     task["batch"] = {"batch_max_size": 4, "batch_group_key": "input.k"}
     spec = parse_workflow({"name": "w", "tasks": [task]})
     assert spec.steps[0].batch == BatchConfig(max_size=4, group_key="input.k")
-    assert "batching" not in spec.unenforced
+    assert spec.unenforced == ()
 
 
 # -- group keys -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""What a worker reports about the members of a batch (``SendBatchActionEvent``).
+"""What a worker reports about the members of a batch (``SendBatchActionEvent``), and which
+of its actions are batch actions.
 
 Each item maps onto the single-task outcome paths of :class:`Lifecycle` (started, completed,
 failed with retries, cancelled), so DAG progression, outputs, retries and run results behave
@@ -44,11 +45,12 @@ class BatchReports:
         self._repo = repo
         self._lifecycle = lifecycle
 
-    async def batch_actions(self, *, tenant_id: str, action_ids: Sequence[str]) -> set[str]:
-        """Which of a worker's actions are batch tasks (the batch flusher assigns those)."""
-        return set(
-            await self._repo.batch_configs_of_actions(tenant_id=tenant_id, action_ids=action_ids)
+    async def batch_actions(self, *, tenant_id: str, action_ids: Sequence[str]) -> frozenset[str]:
+        """Which of a worker's actions are batch actions (read when its stream opens)."""
+        configs = await self._repo.batch_configs_of_actions(
+            tenant_id=tenant_id, action_ids=action_ids
         )
+        return frozenset(configs)
 
     async def report(
         self,

@@ -37,12 +37,14 @@ from hewer.engine.core.batches import (
     evaluate_group_key,
     plan_flushes,
 )
+from hewer.engine.core.placement import labels_from_json
 from hewer.engine.db.repository import Conn, Record, Repository
 from hewer.engine.services.lifecycle import Lifecycle
 from hewer.engine.services.loops import DeadlineLoop
 from hewer.engine.services.metrics import METRICS
+from hewer.engine.services.rate_limiting import RateLimitGate
 from hewer.engine.services.scheduler import ASSIGN_HEARTBEAT_WINDOW, build_action_payload
-from hewer.engine.services.task_messages import slot_requests
+from hewer.engine.services.task_messages import opt, slot_requests
 from hewer.engine.services.workers import (
     ActionKind,
     ActionMessage,
@@ -82,6 +84,7 @@ class BatchFlusher(DeadlineLoop):
         self._lifecycle = lifecycle
         self._engine_id = engine_id
         self._assign_lock = assign_lock
+        self._rate_limits = RateLimitGate(repo)
         self._due: float | None = None  # loop time of the nearest interval deadline
         self._timers: set[asyncio.TimerHandle] = set()
         self.on_undeliverable: Undeliverable | None = None
@@ -176,11 +179,13 @@ class BatchFlusher(DeadlineLoop):
             for r in states
             if not r["is_paused"] and r["alive"] and r["engine_id"] == self._engine_id
         }
+        labels = {str(r["id"]): dict(r["labels"] or {}) for r in states}
         return [
             WorkerCapacity(
                 worker_id=s.worker_id,
                 actions=frozenset({action_id}),
                 free=free_capacity(s.slot_config, used[s.worker_id]),
+                labels=labels[s.worker_id],
             )
             for s in sessions
             if s.worker_id in used
@@ -211,6 +216,15 @@ class BatchFlusher(DeadlineLoop):
                 ]
                 if len(prepared) < len(rows):
                     self.wake()  # items that arrived since: prepared on the next pass
+                # rate limits apply per member, as to a task alone: an item its buckets
+                # cannot pay for now is deferred to the refill and leaves its group
+                checked = await self._rate_limits.check(
+                    conn, tenant_id=tenant_id, rows=[p.row for p in prepared]
+                )
+                if checked.next_refill_in is not None:
+                    self._due_in(checked.next_refill_in)
+                allowed = {r["id"] for r in checked.allowed}
+                prepared = [p for p in prepared if p.row["id"] in allowed]
                 running: dict[str, int] = {}
                 if config.group_max_runs is not None and prepared:
                     running = await self._repo.running_batches_per_key(
@@ -236,6 +250,7 @@ class BatchFlusher(DeadlineLoop):
                 if plan.next_deadline is not None:
                     self._due_in(plan.next_deadline - now)
                 by_id = {p.row["id"]: p.row for p in prepared}
+                assigned: list[int] = []
                 for planned in plan.batches:
                     first = by_id[planned.queue_ids[0]]
                     decided = assign(
@@ -246,12 +261,17 @@ class BatchFlusher(DeadlineLoop):
                                 action_id=action_id,
                                 priority=first["priority"],
                                 slot_requests=slot_requests(first["slot_requests"]),
+                                desired_worker_id=opt(first["desired_worker_id"]),
+                                sticky=first["sticky"],
+                                labels=labels_from_json(first["desired_labels"]),
                             )
                         ],
                         capacities,
                     )
                     if not decided:
-                        break  # no free slot here: a freed one wakes this loop again
+                        # no slot here, or placement rules these workers out: a freed slot
+                        # (or the replica that holds the wanted worker) takes it later
+                        continue
                     worker_id = decided[0].worker_id
                     batch_id = str(uuid.uuid4())
                     members = await self._repo.assign_batch(
@@ -265,6 +285,10 @@ class BatchFlusher(DeadlineLoop):
                         METRICS.assigned_rows(tenant_id, members)
                         message = _start_batch(tenant_id, batch_id, planned, members)
                         sends.append((worker_id, message))
+                        assigned.extend(planned.queue_ids)
+                await self._rate_limits.debit(
+                    conn, tenant_id=tenant_id, checked=checked, assigned=assigned
+                )
         await self._deliver(sends)
         return bool(sends)
 
@@ -325,10 +349,6 @@ def _start_batch(
     tenant_id: str, batch_id: str, planned: PlannedBatch, members: list[Record]
 ) -> ActionMessage:
     first = members[0]
-
-    def opt(value: Any) -> str | None:
-        return None if value is None else str(value)
-
     return ActionMessage(
         kind=ActionKind.START_BATCH,
         tenant_id=tenant_id,

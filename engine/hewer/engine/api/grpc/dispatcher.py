@@ -182,10 +182,8 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
             tenant_id=tenant_id,
             actions=frozenset(worker["actions"]),
             slot_config={str(k): int(v) for k, v in dict(worker["slot_config"]).items()},
-            batch_actions=frozenset(
-                await self._batch_reports.batch_actions(
-                    tenant_id=tenant_id, action_ids=list(worker["actions"])
-                )
+            batch_actions=await self._batch_reports.batch_actions(
+                tenant_id=tenant_id, action_ids=list(worker["actions"])
             ),
         )
         replaced = self._hub.attach(session)

@@ -61,15 +61,23 @@ FOR UPDATE SKIP LOCKED;
 SELECT pg_advisory_xact_lock(hashtextextended('hewer-batch:' || $1::text || ':' || $2::text, 0));
 
 -- name: pending_batch_items
+-- With what placement needs (as claim_queue_items reads it): the workflow's sticky strategy
+-- and the desired labels (the run's trigger-time ones, else the step's). A batch is placed
+-- like its first member.
 SELECT q.id, q.task_id, q.retry_count, q.priority, q.slot_requests::text AS slot_requests,
-       q.desired_worker_id, q.batch_key, q.batch_bytes,
+       q.desired_worker_id, q.rate_limits::text AS rate_limits, q.batch_key, q.batch_bytes,
        extract(epoch FROM q.available_at)::float8 AS ready_at,
-       extract(epoch FROM clock_timestamp())::float8 AS db_now
+       extract(epoch FROM clock_timestamp())::float8 AS db_now, v.sticky,
+       coalesce(r.desired_worker_labels, s.desired_worker_labels)::text AS desired_labels
 FROM queue_items q
+JOIN tasks t ON t.id = q.task_id
+JOIN workflow_runs r ON r.id = t.workflow_run_id
+JOIN workflow_versions v ON v.id = r.workflow_version_id
+JOIN steps s ON s.id = t.step_id
 WHERE q.tenant_id = $1 AND q.action_id = $2 AND NOT q.paused AND q.available_at <= now()
 ORDER BY q.priority DESC, q.id
 LIMIT $3
-FOR UPDATE SKIP LOCKED;
+FOR UPDATE OF q SKIP LOCKED;
 
 -- name: batch_item_contexts
 -- What a group key is evaluated over, and the bytes an item adds to a START_BATCH message.
