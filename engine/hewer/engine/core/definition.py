@@ -220,7 +220,6 @@ def _unenforced(definition: Mapping[str, Any]) -> list[str]:
     found: list[str] = []
     top_level = {
         "sticky": "sticky placement",
-        "idempotency": "idempotency keys",
     }
     for key, label in top_level.items():
         if definition.get(key) and label not in found:

@@ -24,6 +24,7 @@ from hewer.engine.db.concurrency_repo import ConcurrencyQueries
 from hewer.engine.db.declared_repo import DeclaredQueries
 from hewer.engine.db.definitions_repo import DefinitionQueries
 from hewer.engine.db.events_repo import EventQueries
+from hewer.engine.db.idempotency_repo import IdempotencyQueries
 from hewer.engine.db.rate_limits_repo import RateLimitQueries
 from hewer.engine.db.reads import ReadQueries
 from hewer.engine.db.recovery_repo import RecoveryQueries
@@ -55,6 +56,7 @@ class Repository(
     ConcurrencyQueries,
     RateLimitQueries,
     RecoveryQueries,
+    IdempotencyQueries,
 ):
     def __init__(self, pool: asyncpg.Pool, *, observer: WriteObserver) -> None:
         self.pool = pool

@@ -15,7 +15,12 @@ from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.enqueue import Enqueue, Enqueuer
 from hewer.engine.services.lifecycle import Lifecycle
 from hewer.engine.services.task_messages import opt
-from hewer.engine.services.triggers import TriggerError, TriggerRequest, Triggers
+from hewer.engine.services.triggers import (
+    IdempotencyCollision,
+    TriggerError,
+    TriggerRequest,
+    Triggers,
+)
 
 
 class RunControl:
@@ -73,6 +78,8 @@ class RunControl:
                     )
                 ],
             )
+        except IdempotencyCollision:
+            raise  # REST answers 409 naming the run that holds the key
         except TriggerError as exc:
             raise ValueError(str(exc)) from None
         return ids[0]

@@ -14,6 +14,7 @@ from hewer.engine.core.cel import check as check_cel
 from hewer.engine.core.cron import InvalidCron, code_crons, next_tick
 from hewer.engine.core.definition import InvalidDefinition, parse_workflow
 from hewer.engine.core.drift import definition_diff, summarize
+from hewer.engine.core.idempotency import parse_idempotency
 from hewer.engine.core.model import WorkflowVersionDef
 from hewer.engine.db.events_repo import FilterSpec
 from hewer.engine.db.repository import Conn, Record, Repository
@@ -41,6 +42,7 @@ class Definitions:
         """
         spec = parse_workflow(definition)
         default_filters = parse_default_filters(spec.name, definition)
+        parse_idempotency(spec.name, definition)  # a bad key expression is refused here
         try:
             cron_exprs, cron_input = code_crons(definition)
         except InvalidCron as exc:

@@ -9,6 +9,9 @@ the key (exact, or with ``*`` wildcards) and
    (the payload), ``additional_metadata``, ``payload`` (the filter's), ``event_id`` and
    ``event_key``; the task sees that filter's payload as ``ctx.filter_payload``. A filter
    whose expression fails to evaluate does not match.
+
+A run whose idempotency key is held is not created and the event still succeeds (as in
+Hatchet); the event lists only the runs it created.
 """
 
 from __future__ import annotations
@@ -21,7 +24,12 @@ from typing import Any
 
 from hewer.engine.core.cel import CelError, evaluate_bool, filter_variables
 from hewer.engine.db.repository import Record, Repository
-from hewer.engine.services.triggers import TriggerError, TriggerRequest, Triggers
+from hewer.engine.services.triggers import (
+    IdempotencyCollision,
+    TriggerError,
+    TriggerRequest,
+    Triggers,
+)
 
 MAX_BULK_EVENTS = 1000
 log = logging.getLogger(__name__)
@@ -104,7 +112,17 @@ class Events:
             for filter_payload in _runs_for(event, event_id, filters.get(str(m["workflow_id"]), []))
         ]
         if requests:
-            run_ids = await self._triggers.trigger(tenant_id=tenant_id, requests=requests)
+            try:
+                run_ids = await self._triggers.trigger(tenant_id=tenant_id, requests=requests)
+            except IdempotencyCollision as exc:
+                run_ids = exc.created
+                log.info(
+                    "event %s (%r): %d run(s) not created, their idempotency keys are held: %s",
+                    event_id,
+                    event.key,
+                    len(exc.collisions),
+                    ", ".join(f"{c.key!r} by {c.existing_run_id}" for c in exc.collisions),
+                )
         return StoredEvent(
             id=event_id,
             key=event.key,

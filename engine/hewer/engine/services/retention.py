@@ -1,6 +1,6 @@
 """Data retention: deletes final-state runs (with their tasks, events and logs), events and
-fired or dropped scheduled runs older than the tenant's retention (default 720 h), and
-deleted workflows once their last run is gone.
+fired or dropped scheduled runs older than the tenant's retention (default 720 h),
+deleted workflows once their last run is gone, and expired idempotency keys.
 
 Every replica runs the loop; a session advisory lock lets one replica at a time do a pass.
 Deletes go in small batches so that the hot tables are never locked for long.
@@ -69,6 +69,12 @@ class Retention:
                             totals[what] += n
                             if n < BATCH:
                                 break
+                # expired keys are free already (a claim takes them over): housekeeping
+                while True:
+                    n = await self._repo.delete_expired_idempotency_keys(limit=BATCH)
+                    totals["idempotency_keys"] = totals.get("idempotency_keys", 0) + n
+                    if n < BATCH:
+                        break
             finally:
                 await self._repo.advisory_unlock(lock_conn, _LOCK_KEY)
         return totals

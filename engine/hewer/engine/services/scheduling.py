@@ -24,7 +24,12 @@ from hewer.engine.db.repository import Conn, Record, Repository
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.lifecycle import Lifecycle
 from hewer.engine.services.loops import DeadlineLoop
-from hewer.engine.services.triggers import TriggerError, TriggerRequest, Triggers
+from hewer.engine.services.triggers import (
+    IdempotencyCollision,
+    TriggerError,
+    TriggerRequest,
+    Triggers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +305,9 @@ class Scheduling(DeadlineLoop):
                 ],
                 conn=conn,
             )
+        except IdempotencyCollision as exc:  # a duplicate, not a failure: no traceback
+            log.info("workflow %r not triggered: %s", row["workflow_name"], exc)
+            return None
         except Exception:
             log.exception("could not trigger workflow %r", row["workflow_name"])
             return None

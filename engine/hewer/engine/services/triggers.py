@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hewer.engine.core.dag import initial_tasks
+from hewer.engine.core.idempotency import Collision, IdempotencyKeyError
 from hewer.engine.core.json_input import JsonInputError, decode_json
 from hewer.engine.core.model import TaskStatus
 from hewer.engine.db.repository import (
@@ -23,12 +24,31 @@ from hewer.engine.db.repository import (
 from hewer.engine.services.bus import CHANNEL, Bus
 from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.enqueue import Enqueue, Enqueuer
+from hewer.engine.services.idempotency import Idempotency, KeyClaim
 
 MAX_BULK = 1000
 
 
 class TriggerError(ValueError):
     """A trigger the engine refuses (unknown workflow, bad input...); nothing was created."""
+
+
+class IdempotencyCollision(TriggerError):
+    """Some runs were not created because their idempotency key is held by another run.
+
+    Raised after the others were committed: ``created`` are the ids of the runs this call
+    created (request order), ``collisions`` the refused requests and the runs holding them.
+    """
+
+    def __init__(self, *, created: list[str], collisions: list[Collision]) -> None:
+        first = collisions[0]
+        more = f" (and {len(collisions) - 1} more)" if len(collisions) > 1 else ""
+        super().__init__(
+            f"idempotency key collision: key {first.key!r} is held by workflow run "
+            f"{first.existing_run_id}{more}"
+        )
+        self.created = created
+        self.collisions = collisions
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +93,7 @@ class Triggers:
         self._bus = bus
         self._defs = definitions
         self._enqueuer = enqueuer
+        self._idempotency = Idempotency(repo=repo)
 
     @asynccontextmanager
     async def _unit(self, conn: Conn | None) -> AsyncIterator[Conn]:
@@ -97,6 +118,9 @@ class Triggers:
 
         A child spawn repeated under the same parent and key (or index) returns the run
         created the first time and creates nothing.
+
+        Runs whose idempotency key is held are not created: :class:`IdempotencyCollision`
+        is raised once the others are committed.
         """
         if not requests:
             return []
@@ -164,8 +188,16 @@ class Triggers:
                     event_key=req.event_key,
                 )
             )
+        try:
+            claims = await self._idempotency.keys_for(runs)
+        except IdempotencyKeyError as exc:
+            raise TriggerError(str(exc)) from None
         return await self._insert(
-            tenant_id=tenant_id, runs=runs, filter_payloads=filter_payloads, conn=conn
+            tenant_id=tenant_id,
+            runs=runs,
+            filter_payloads=filter_payloads,
+            conn=conn,
+            claims=claims,
         )
 
     async def _insert(
@@ -175,13 +207,14 @@ class Triggers:
         runs: list[NewRun],
         filter_payloads: dict[str, dict[str, Any]] | None = None,
         conn: Conn | None = None,
+        claims: list[KeyClaim] | None = None,
     ) -> list[str]:
         wake = {"t": "queue", "tenant": tenant_id, "delay": 0}
         plain = True
         for run in runs:
             version = await self._defs.version(run.version_id)
             plain = plain and self._enqueuer.is_plain(version)
-        if conn is None and plain and all(r.dedupe_key is None for r in runs):
+        if conn is None and plain and not claims and all(r.dedupe_key is None for r in runs):
             # the common case (no child dedupe, no caller transaction): one statement
             tasks = await self._first_tasks(runs, created=None, filter_payloads=filter_payloads)
             await self._repo.create_runs(
@@ -194,8 +227,18 @@ class Triggers:
             self._bus.echo_locally(wake)  # committed: this replica's scheduler can start now
             return [r.id for r in runs]
         own_transaction = conn is None
+        collisions: list[Collision] = []
         async with self._unit(conn) as conn:
+            if claims:
+                claimed = await self._idempotency.claim(conn, tenant_id=tenant_id, claims=claims)
+                collisions = claimed.collisions
+                refused = {c.requested_run_id for c in collisions}
+                runs = [r for r in runs if r.id not in refused]
             created = await self._repo.insert_runs(conn, tenant_id=tenant_id, runs=runs)
+            if claims:
+                await self._idempotency.settle(
+                    conn, tenant_id=tenant_id, held=claimed.held, created=created
+                )
             ids = [r.id for r in runs]
             skipped = [r for r in runs if r.id not in created]
             if skipped:
@@ -241,6 +284,8 @@ class Triggers:
                 await self._bus.publish(conn, wake)
         if tasks and own_transaction:
             self._bus.echo_locally(wake)  # committed: this replica's scheduler can start now
+        if collisions:
+            raise IdempotencyCollision(created=ids, collisions=collisions)
         return ids
 
     async def _first_tasks(

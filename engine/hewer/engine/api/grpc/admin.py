@@ -15,6 +15,7 @@ from hatchet_sdk.contracts.v1.workflows_pb2_grpc import AdminServiceServicer
 from hatchet_sdk.contracts.workflows_pb2_grpc import WorkflowServiceServicer
 
 from hewer.engine.api.grpc.common import GrpcContextAuth, abort, require_uuid
+from hewer.engine.api.grpc.idempotency import abort_collision
 from hewer.engine.core.dag import aggregate_status
 from hewer.engine.core.definition import InvalidDefinition
 from hewer.engine.core.model import TaskStatus
@@ -24,7 +25,13 @@ from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.reads import Reads
 from hewer.engine.services.scheduling import NotFoundError, Scheduling, SchedulingError
 from hewer.engine.services.tenant_objects import TenantObjects
-from hewer.engine.services.triggers import TriggerError, TriggerRequest, Triggers, parse_json_object
+from hewer.engine.services.triggers import (
+    IdempotencyCollision,
+    TriggerError,
+    TriggerRequest,
+    Triggers,
+    parse_json_object,
+)
 
 log = logging.getLogger(__name__)
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -178,6 +185,8 @@ class AdminService(AdminServiceServicer):  # type: ignore[misc]
                 priority=request.priority if request.HasField("priority") else None,
             )
             ids = await self._triggers.trigger(tenant_id=tenant_id, requests=[trigger])
+        except IdempotencyCollision as exc:
+            await abort_collision(context, exc, bulk=False)
         except TriggerError as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return v1.TriggerWorkflowRunResponse(external_id=ids[0])
@@ -217,6 +226,8 @@ class WorkflowService(WorkflowServiceServicer):  # type: ignore[misc]
                 tenant_id=tenant_id,
                 requests=[trigger_request_from_proto(request, max_bytes=self._max)],
             )
+        except IdempotencyCollision as exc:
+            await abort_collision(context, exc, bulk=False)
         except TriggerError as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return v0.TriggerWorkflowResponse(workflow_run_id=ids[0])
@@ -232,6 +243,8 @@ class WorkflowService(WorkflowServiceServicer):  # type: ignore[misc]
                 trigger_request_from_proto(r, max_bytes=self._max) for r in request.workflows
             ]
             ids = await self._triggers.trigger(tenant_id=tenant_id, requests=requests)
+        except IdempotencyCollision as exc:
+            await abort_collision(context, exc, bulk=True)
         except TriggerError as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return v0.BulkTriggerWorkflowResponse(workflow_run_ids=ids)

@@ -34,7 +34,7 @@ from hewer.engine.api.rest.convert import (
     task_summary,
     workflow_run,
 )
-from hewer.engine.api.rest.errors import BadRequest, NotFound
+from hewer.engine.api.rest.errors import ApiError, BadRequest, NotFound
 from hewer.engine.api.rest.params import (
     MAX_BULK_IDS,
     Query,
@@ -43,6 +43,7 @@ from hewer.engine.api.rest.params import (
     validate_body,
 )
 from hewer.engine.services.reads import Reads, Record, RunFilter
+from hewer.engine.services.triggers import IdempotencyCollision
 
 routes = web.RouteTableDef()
 
@@ -166,6 +167,8 @@ async def trigger_run(request: web.Request) -> web.Response:
             additional_metadata=dict(body.additional_metadata or {}),
             priority=body.priority,
         )
+    except IdempotencyCollision as exc:
+        raise ApiError(409, str(exc)) from None
     except ValueError as exc:
         raise BadRequest(str(exc) or "invalid trigger request") from None
     details = await run_details(reads(request), tenant, run_id)
