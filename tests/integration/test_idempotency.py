@@ -296,3 +296,16 @@ async def test_retention_deletes_expired_keys_and_a_deleted_run_takes_its_key(
     assert (await engine.run_row(expired))["idempotency_key"] == "x1"  # the run keeps its record
     await engine.repo.pool.execute("DELETE FROM workflow_runs WHERE id = $1", live)
     assert await holder(engine, tenant, "x2") is None
+
+
+async def test_an_event_whose_key_cannot_be_derived_is_refused(
+    engine: Replica, tenant: str
+) -> None:
+    definition = keyed("ev-strict")
+    definition["event_triggers"] = ["strict:go"]
+    await engine.register(tenant, definition)
+    events = Events(repo=engine.repo, triggers=engine.triggers)
+    event = NewEvent(key="strict:go", payload={"no_id": True}, additional_metadata={})
+    with pytest.raises(TriggerError, match="could not be evaluated"):
+        await events.push(tenant_id=tenant, events=[event])
+    assert await run_count(engine, tenant) == 0

@@ -11,7 +11,9 @@ the key (exact, or with ``*`` wildcards) and
    whose expression fails to evaluate does not match.
 
 A run whose idempotency key is held is not created and the event still succeeds (as in
-Hatchet); the event lists only the runs it created.
+Hatchet); the event lists only the runs it created. A key that cannot be derived from the
+event (the expression fails, or yields no string) refuses the push with that reason, where
+Hatchet drops the run silently: the event is stored, and none of its runs are created.
 """
 
 from __future__ import annotations

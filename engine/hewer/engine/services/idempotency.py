@@ -65,9 +65,12 @@ class Idempotency:
 
     async def keys_for(self, runs: Sequence[NewRun]) -> list[KeyClaim]:
         """The key of every run whose workflow version has idempotency, in run order."""
+        configs = {v: await self.config(v) for v in {r.version_id for r in runs}}
+        if not any(configs.values()):
+            return []  # the common case: one dict lookup per version of the call
         claims: list[KeyClaim] = []
         for run in runs:
-            config = await self.config(run.version_id)
+            config = configs[run.version_id]
             if config is None:
                 continue
             key = idempotency_key(
