@@ -309,3 +309,24 @@ async def test_an_event_whose_key_cannot_be_derived_is_refused(
     with pytest.raises(TriggerError, match="could not be evaluated"):
         await events.push(tenant_id=tenant, events=[event])
     assert await run_count(engine, tenant) == 0
+
+
+async def test_concurrent_bulk_claims_in_opposite_orders_do_not_deadlock(
+    engine: Replica, tenant: str
+) -> None:
+    await engine.register(tenant, keyed("crossed"))
+    keys = [f"k{i}" for i in range(20)]
+
+    async def bulk(order: list[str]) -> list[str]:
+        requests = [TriggerRequest(workflow_name="crossed", input={"id": k}) for k in order]
+        try:
+            return await engine.triggers.trigger(tenant_id=tenant, requests=requests)
+        except IdempotencyCollision as exc:
+            return exc.created
+
+    outcomes = await asyncio.gather(
+        *[bulk(keys if i % 2 else keys[::-1]) for i in range(6)], return_exceptions=True
+    )
+    assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
+    created = [run for o in outcomes if isinstance(o, list) for run in o]
+    assert len(created) == len(keys) == await run_count(engine, tenant)

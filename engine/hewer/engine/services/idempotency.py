@@ -97,13 +97,15 @@ class Idempotency:
             return ClaimResult()
         firsts, repeats = first_of_each_key([c.key for c in claims])
         candidates = [claims[i] for i in firsts]
+        # rows are locked in key order, so two bulk calls sharing keys cannot deadlock
+        ordered = sorted(candidates, key=lambda c: c.key)
         won = await self._repo.claim_idempotency_keys(
             conn,
             tenant_id=tenant_id,
-            keys=[c.key for c in candidates],
-            run_ids=[c.run_id for c in candidates],
-            release_on_finish=[c.config.release_on_finish for c in candidates],
-            ttl_ms=[c.config.ttl_ms for c in candidates],
+            keys=[c.key for c in ordered],
+            run_ids=[c.run_id for c in ordered],
+            release_on_finish=[c.config.release_on_finish for c in ordered],
+            ttl_ms=[c.config.ttl_ms for c in ordered],
         )
         lost = [c.key for c in candidates if c.key not in won]
         holders = (

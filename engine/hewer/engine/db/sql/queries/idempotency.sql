@@ -9,11 +9,14 @@ SELECT definition -> 'idempotency' AS config FROM workflow_versions WHERE id = $
 -- distinct). A free or expired key is taken and returned; a held one returns nothing, and
 -- ON CONFLICT DO UPDATE still locks its row, so the holder read next by this transaction
 -- cannot change before it ends. A concurrent claim of the same key waits for this one.
+-- Rows go in key order (the caller sorts too): two calls sharing keys lock them in the
+-- same order and cannot deadlock.
 INSERT INTO idempotency_keys AS k (tenant_id, key, run_id, release_on_finish, expires_at)
 SELECT $1, c.key, c.run_id, c.release_on_finish,
        clock_timestamp() + c.ttl_ms * interval '1 millisecond'
 FROM unnest($2::text[], $3::uuid[], $4::bool[], $5::bigint[])
      AS c(key, run_id, release_on_finish, ttl_ms)
+ORDER BY c.key
 ON CONFLICT (tenant_id, key) DO UPDATE
 SET run_id = EXCLUDED.run_id,
     release_on_finish = EXCLUDED.release_on_finish,
