@@ -86,3 +86,67 @@ def test_the_demo_prints_its_result_and_a_group_signal_stops_everything(signum: 
             proc.wait()
             stop_embedded_postgres(data_dir / "pg")
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_demo_stdout_holds_only_the_client_lines_and_the_result() -> None:
+    """The README: ``hewer dev --demo`` prints the four client lines, then the result; logs
+    (the engine's, the SDK worker's) go to stderr. ``hewer env`` prints the same settings
+    while it runs."""
+    data_dir = Path(tempfile.mkdtemp(prefix="hewer-e2e-demo-"))
+    data_dir.chmod(0o755)
+    stderr_path = data_dir / "stderr.log"
+    with stderr_path.open("wb") as stderr_file:
+        proc = subprocess.Popen(
+            [
+                *_hewer_command(),
+                "dev",
+                "--demo",
+                *("--data-dir", str(data_dir)),
+                *("--grpc-port", str(free_port())),
+                *("--http-port", str(free_port())),
+            ],
+            env=_clean_environ(),
+            stdout=subprocess.PIPE,
+            stderr=stderr_file,
+            start_new_session=True,
+        )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + RESULT_WITHIN_SECONDS
+        while time.monotonic() < deadline and not any(x.startswith("{") for x in lines):
+            line = proc.stdout.readline().decode()
+            if not line:
+                break
+            lines.append(line.rstrip("\n"))
+        assert [x.split("=", 1)[0] for x in lines[:4]] == [
+            "HATCHET_CLIENT_TOKEN",
+            "HATCHET_CLIENT_TLS_STRATEGY",
+            "HATCHET_CLIENT_HOST_PORT",
+            "HATCHET_CLIENT_SERVER_URL",
+        ], lines
+        assert len(lines) == 5, lines  # nothing between the client lines and the result
+        assert json.loads(lines[4])["workflow"] == "hewer-demo"
+
+        shown = subprocess.run(
+            [*_hewer_command(), "env", "--data-dir", str(data_dir)],
+            env=_clean_environ(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.splitlines()[:4] == [f"export {x}" for x in lines[:4]]
+        assert shown.stdout.splitlines()[4].startswith("export HATCHET_CLIENT_TENANT_ID=")
+
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=STOP_WITHIN_SECONDS)
+        assert proc.returncode == 0, stderr_path.read_text()[-4000:]
+        assert rest == b"", rest  # the worker's shutdown logs went to stderr too
+        assert "worker" in stderr_path.read_text()  # the SDK did log, to stderr
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            stop_embedded_postgres(data_dir / "pg")
+        shutil.rmtree(data_dir, ignore_errors=True)

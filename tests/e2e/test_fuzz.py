@@ -29,6 +29,7 @@ from hatchet_sdk.contracts.v1 import workflows_pb2 as v1_workflows_pb2
 
 from hewer.engine.api.rest import (
     cel,
+    event_push,
     events,
     filters,
     hewer_ops,
@@ -157,6 +158,7 @@ def _routes() -> list[tuple[str, str]]:
         workflows,
         workers,
         events,
+        event_push,
         filters,
         webhooks,
         cel,

@@ -1,7 +1,10 @@
-"""The ``hewer`` command: ``dev``, ``serve``, ``migrate``, ``token create`` and ``operator``.
+"""The ``hewer`` command: ``dev``, ``env``, ``serve``, ``migrate``, ``token create`` and
+``operator``.
 
-stdout carries only what a caller may parse (the ``HATCHET_CLIENT_*`` lines of ``dev``, a
-token, migration names, the demo's result); logs go to stderr.
+stdout carries only what a caller may parse (the ``HATCHET_CLIENT_*`` lines of ``dev`` and
+``env``, a token, migration names, the demo's result); logs go to stderr. Failures are one
+line on stderr: exit status 2 for settings and flags, 1 for runtime failures (a database or
+cluster that cannot be reached).
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import signal
@@ -19,8 +21,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import asyncpg
+
 from hewer.engine.config import ConfigError, Settings
 from hewer.engine.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from hewer.engine.dev_env import (
+    DevEnvError,
+    export_lines,
+    read_client_env,
+    remove_client_env,
+    write_client_env,
+)
 from hewer.engine.errors import EngineStartError
 
 if TYPE_CHECKING:
@@ -35,6 +46,14 @@ DEMO_STOP_SECONDS = 10.0
 
 class CliError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
+
+
+class RuntimeFailure(Exception):
+    """Something the command needs is unreachable or broken: one line, exit status 1."""
+
+
+# what a database that is down, unreachable or refusing us raises
+_DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def client_env(info: ReadyInfo) -> dict[str, str]:
@@ -90,7 +109,10 @@ def _database(settings: Settings) -> Iterator[str]:
             pg.stop()
 
 
-async def _run_engine(*, settings: Settings, dsn: str, demo: bool) -> None:
+async def _run_engine(
+    *, settings: Settings, dsn: str, demo: bool, client_env_dir: Path | None = None
+) -> None:
+    """``client_env_dir``: where ``hewer dev`` writes ``client.env`` (see dev_env.py)."""
     from hewer.engine.db.migrate import apply_migrations
     from hewer.engine.server import run_engine
 
@@ -150,6 +172,14 @@ async def _run_engine(*, settings: Settings, dsn: str, demo: bool) -> None:
         for key, value in env.items():
             print(f"{key}={value}")
         sys.stdout.flush()
+        if client_env_dir is not None:
+            # with the tenant id, for REST paths (the SDK takes it from the token otherwise)
+            written = write_client_env(
+                data_dir=client_env_dir,
+                env={**env, "HATCHET_CLIENT_TENANT_ID": info.tenant_id},
+                pid=os.getpid(),
+            )
+            log.info("client settings in %s (print them with `hewer env`)", written)
         log.info("engine ready: gRPC %s, REST %s", info.grpc_address, info.server_url)
         if demo:
             task = loop.create_task(start_demo(env))
@@ -161,6 +191,8 @@ async def _run_engine(*, settings: Settings, dsn: str, demo: bool) -> None:
         await run_engine(settings=settings, dsn=dsn, stop=engine_stop, on_ready=on_ready)
     finally:
         stopper.cancel()
+        if client_env_dir is not None:
+            remove_client_env(data_dir=client_env_dir, pid=os.getpid())
         await stop_demo()  # the engine failed or stopped on its own: do not leave the worker
         for task in list(background):
             task.cancel()
@@ -171,10 +203,25 @@ async def _run_engine(*, settings: Settings, dsn: str, demo: bool) -> None:
 def _cmd_dev(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.database_url:
-        log.warning("hewer dev ignores HEWER_DATABASE_URL (use `hewer serve` for that)")
-        settings = dataclasses.replace(settings, database_url=None)
+        log.info("using HEWER_DATABASE_URL instead of the embedded PostgreSQL")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     with _database(settings) as dsn:
-        asyncio.run(_run_engine(settings=settings, dsn=dsn, demo=args.demo))
+        asyncio.run(
+            _run_engine(
+                settings=settings, dsn=dsn, demo=args.demo, client_env_dir=settings.data_dir
+            )
+        )
+    return 0
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        env = read_client_env(data_dir=settings.data_dir, wait_seconds=args.wait)
+    except DevEnvError as exc:
+        raise RuntimeFailure(str(exc)) from None
+    for line in export_lines(env):
+        print(line)
     return 0
 
 
@@ -205,6 +252,13 @@ def _cmd_token_create(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.expires_in_days <= 0:
         raise CliError("--expires-in-days must be positive")
+    pg_dir = settings.data_dir / "pg"
+    if not settings.database_url and not (pg_dir / "PG_VERSION").exists():
+        # creating a cluster here would leave a database no engine uses
+        raise CliError(
+            f"no database in {pg_dir}: run `hewer dev --data-dir {settings.data_dir}` first "
+            "(or set HEWER_DATABASE_URL)"
+        )
     with _database(settings) as dsn:
         token = asyncio.run(
             create_token(
@@ -220,6 +274,9 @@ def _cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_operator(args: argparse.Namespace) -> int:
+    import yaml
+    from kubernetes.config import ConfigException
+
     from hewer.operator.config import ConfigError as OperatorConfigError
     from hewer.operator.main import run
 
@@ -231,6 +288,10 @@ def _cmd_operator(args: argparse.Namespace) -> int:
         )
     except OperatorConfigError as exc:
         raise CliError(str(exc)) from None
+    except (ConfigException, yaml.YAMLError) as exc:
+        log.debug("Kubernetes configuration", exc_info=True)
+        cause = " ".join(str(exc).split())
+        raise RuntimeFailure(f"cannot load the Kubernetes configuration: {cause}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -269,6 +330,19 @@ def _parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="also run a demo worker and one demo workflow run"
     )
     dev.set_defaults(func=_cmd_dev)
+
+    env = sub.add_parser(
+        "env", help="print export lines for the client settings of the running hewer dev"
+    )
+    data_dir(env)
+    env.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for hewer dev to become ready (default 0)",
+    )
+    env.set_defaults(func=_cmd_env)
 
     serve = sub.add_parser("serve", help="run the engine on HEWER_DATABASE_URL")
     ports(serve)
@@ -320,6 +394,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ConfigError, EmbeddedPostgresError, EngineStartError) as exc:
         print(f"hewer: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeFailure as exc:
+        print(f"hewer: error: {exc}", file=sys.stderr)
+        return 1
+    except _DATABASE_ERRORS as exc:
+        log.debug("database failure", exc_info=True)  # the traceback, for HEWER_LOG_LEVEL=DEBUG
+        print(f"hewer: error: the database failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return code

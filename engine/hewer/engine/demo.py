@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
 from collections import Counter
 from datetime import timedelta
-from typing import Any
+from typing import Any, TextIO
 
 from hatchet_sdk import Context, Hatchet
 from pydantic import BaseModel
@@ -113,12 +114,27 @@ def _trigger_once(*, deadline_seconds: float = 60.0) -> None:
     except Exception as exc:
         log.error("the demo run %s failed: %s", ref.workflow_run_id, exc)
         return
-    print(json.dumps({"workflow": WORKFLOW_NAME, "result": result}, sort_keys=True))
-    sys.stdout.flush()
+    print(json.dumps({"workflow": WORKFLOW_NAME, "result": result}, sort_keys=True), file=_RESULT)
+    _RESULT.flush()
     log.info("demo run finished; the worker keeps serving (Ctrl-C to stop)")
 
 
+def _keep_stdout_for_the_result() -> TextIO:
+    """A stream on the real stdout, for the result line; file descriptor 1 then points at
+    stderr, so that whatever else writes to stdout (the SDK's logger does, in this process
+    and in the worker processes it starts) ends up with the logs."""
+    result = os.fdopen(os.dup(1), "w", buffering=1)
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    return result
+
+
+_RESULT: TextIO = sys.stdout
+
+
 def main() -> None:
+    global _RESULT
+    _RESULT = _keep_stdout_for_the_result()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     worker = hatchet.worker("hewer-demo-worker", slots=5, workflows=[demo_workflow])
     # The worker owns the main thread (its own event loop and signal handlers); the run

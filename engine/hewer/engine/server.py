@@ -38,6 +38,7 @@ from hewer.engine.services.enqueue import Enqueuer
 from hewer.engine.services.events import Events
 from hewer.engine.services.lifecycle import Lifecycle
 from hewer.engine.services.metrics import METRICS
+from hewer.engine.services.outage import quiet_database_pool_logs
 from hewer.engine.services.reads import Reads
 from hewer.engine.services.retention import Retention
 from hewer.engine.services.scheduler import Scheduler
@@ -93,6 +94,7 @@ async def run_engine(
 ) -> None:
     """Serve until ``stop`` is set, then shut down cleanly."""
     engine_id = f"engine-{uuid.uuid4()}"
+    quiet_database_pool_logs()
     repo = Repository(await create_pool(dsn, size=settings.db_pool_size), observer=METRICS)
     bus = Bus(repo=repo, dsn=dsn)
     hub = WorkerHub()

@@ -132,3 +132,20 @@ class RepositoryBase:
     async def connection(self) -> AsyncIterator[Conn]:
         async with self.pool.acquire() as conn:
             yield conn
+
+
+# What a database that is down, restarting or unreachable raises: the connection failing or
+# closing under us, the server refusing connections while it starts or shuts down, a full
+# connection table. Everything else is a real error in the statement or the data.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable, DNS, timeouts (TimeoutError is an OSError)
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,  # "connection is closed", "pool is closing"
+    asyncpg.exceptions.OperatorInterventionError,  # admin/crash shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections
+)
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` means the database cannot be reached now (worth retrying later)."""
+    return isinstance(exc, _UNAVAILABLE)

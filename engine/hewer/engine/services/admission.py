@@ -23,6 +23,7 @@ from hewer.engine.core.concurrency import Group, Slot, Strategy, decide
 from hewer.engine.db.repository import Conn, Repository
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.enqueue import Enqueuer
+from hewer.engine.services.outage import log_failure, outage_log
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +94,14 @@ class Admission:
                     tenants = set(await self._repo.tenants_waiting_admission())
                 for tenant_id in sorted(tenants):
                     await self.run_pass(tenant_id)
+                outage_log("admission").succeeded()
             except asyncio.CancelledError:
                 raise
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                 log.info("admission pass lost a lock race; trying again")
                 self._wake.set()
-            except Exception:
-                log.exception("admission pass failed")
+            except Exception as exc:
+                log_failure("admission", exc, log, "admission pass")
                 await asyncio.sleep(0.5)
 
     async def run_pass(self, tenant_id: str) -> int:

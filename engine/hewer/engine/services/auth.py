@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from hewer.engine.core.tokens import InvalidToken, mint_token, verify_token
 from hewer.engine.db.repository import Repository
+from hewer.engine.services.outage import is_database_unavailable
 
 SIGNING_SECRET_NAME = "jwt-signing-key"
 _REVOCATION_CACHE_SECONDS = 5.0
@@ -93,6 +94,12 @@ class Authenticator:
             identity = await self._check(token)
         except AuthError as exc:
             self._remember(token, (now, None, str(exc)))
+            raise
+        except Exception as exc:
+            # The database is away: a token already found valid stays valid (its signature
+            # and expiry were checked again in _check) until revocations can be read again.
+            if is_database_unavailable(exc) and cached is not None and cached[1] is not None:
+                return cached[1]
             raise
         self._remember(token, (now, identity, ""))
         return identity

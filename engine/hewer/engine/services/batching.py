@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from hewer.engine.db.base import RETRYABLE_ERRORS
+from hewer.engine.services.outage import log_failure
 
 log = logging.getLogger(__name__)
 Item = TypeVar("Item")
@@ -66,7 +67,7 @@ class Batcher(Generic[Item, Result]):
                 log.info("%s batch of %d hit %s; retrying", self._name, len(items), exc)
                 continue
             except Exception as exc:
-                log.exception("%s batch of %d failed", self._name, len(items))
+                log_failure(self._name, exc, log, f"{self._name} batch of {len(items)}")
                 return [exc] * len(items)
             if len(results) != len(items):
                 error = RuntimeError(f"{self._name}: {len(results)} results for {len(items)}")

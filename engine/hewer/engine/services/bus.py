@@ -26,6 +26,7 @@ from typing import Any
 
 from hewer.engine.db.listener import Listener
 from hewer.engine.db.repository import Conn, Repository
+from hewer.engine.services.outage import is_database_unavailable, log_failure, outage_log
 
 CHANNEL = "hewer_bus"
 _MAX_INLINE = 7000  # NOTIFY payloads must stay under 8000 bytes
@@ -101,6 +102,7 @@ class Bus:
                 )
                 self._listener = listener
                 self.connected.set()
+                outage_log("bus").succeeded()
                 delay = 0.2
                 # a lost listener connection means missed signals: tell everyone to resync
                 await self._dispatch({"t": "resync"})
@@ -114,8 +116,11 @@ class Bus:
                             await self._repo.prune_bus_payloads()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.warning("bus listener lost; reconnecting", exc_info=True)
+            except Exception as exc:
+                if is_database_unavailable(exc):
+                    outage_log("bus").failed(exc)
+                else:
+                    log.warning("bus listener lost; reconnecting", exc_info=True)
             self.connected.clear()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -137,8 +142,8 @@ class Bus:
                     return
                 message = json.loads(body)
             await self._dispatch(message)
-        except Exception:
-            log.exception("bus message failed: %.200s", payload)
+        except Exception as exc:
+            log_failure("bus delivery", exc, log, f"bus message {payload[:200]}")
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
         if message.get("t") == "multi":

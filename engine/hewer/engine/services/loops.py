@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 
+from hewer.engine.services.outage import log_failure, outage_log
+
 log = logging.getLogger(__name__)
 MIN_SLEEP = 0.01  # a deadline that a pass cannot clear must not spin the loop
 
@@ -24,6 +26,9 @@ class DeadlineLoop:
 
     async def run_once(self) -> None:
         raise NotImplementedError
+
+    def pass_failed(self, exc: Exception) -> None:
+        """Called after a failed pass (already logged); subclasses may react."""
 
     async def seconds_to_next(self) -> float | None:
         """Seconds until the next deadline (None: nothing pending)."""
@@ -49,10 +54,12 @@ class DeadlineLoop:
                 await self.run_once()
                 due = await self.seconds_to_next()
                 sleep = self._max_sleep if due is None else min(self._max_sleep, due)
+                outage_log(self._loop_name).succeeded()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("%s pass failed", self._loop_name)
+            except Exception as exc:
+                log_failure(self._loop_name, exc, log, f"{self._loop_name} pass")
+                self.pass_failed(exc)
                 sleep = self._max_sleep
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(MIN_SLEEP, sleep))

@@ -14,6 +14,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from hewer.engine.db.repository import Repository
+from hewer.engine.services.outage import log_failure
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -45,8 +46,8 @@ class Retention:
                     log.info("retention deleted %s", deleted)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("retention pass failed")
+            except Exception as exc:
+                log_failure("retention", exc, log, "retention pass")
             await asyncio.sleep(self._interval)
 
     async def run_once(self, *, now: datetime | None = None) -> dict[str, int]:

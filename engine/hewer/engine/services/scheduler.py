@@ -24,6 +24,7 @@ from hewer.engine.core.assignment import (
 from hewer.engine.core.placement import labels_from_json
 from hewer.engine.db.repository import Conn, Record, Repository
 from hewer.engine.services.metrics import METRICS
+from hewer.engine.services.outage import log_failure, outage_log
 from hewer.engine.services.rate_limiting import RateLimitGate
 from hewer.engine.services.workers import ActionKind, ActionMessage, WorkerHub
 
@@ -86,15 +87,18 @@ class Scheduler:
             self._wake.clear()
             try:
                 busy = False
-                for tenant_id in self._hub.tenants():
+                tenants = self._hub.tenants()
+                for tenant_id in tenants:
                     async with self.assign_lock:
                         busy = await self.run_round(tenant_id) or busy
                 if busy:
                     self._wake.set()  # there may be more: go again without waiting
+                if tenants:  # a round without tenants did not reach the database
+                    outage_log("scheduler").succeeded()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("scheduling round failed")
+            except Exception as exc:
+                log_failure("scheduler", exc, log, "scheduling round")
                 await asyncio.sleep(0.5)
 
     async def run_round(self, tenant_id: str) -> bool:

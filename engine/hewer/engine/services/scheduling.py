@@ -24,6 +24,7 @@ from hewer.engine.db.repository import Conn, Record, Repository
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.lifecycle import Lifecycle
 from hewer.engine.services.loops import DeadlineLoop
+from hewer.engine.services.outage import log_failure
 from hewer.engine.services.triggers import (
     IdempotencyCollision,
     TriggerError,
@@ -308,8 +309,8 @@ class Scheduling(DeadlineLoop):
         except IdempotencyCollision as exc:  # a duplicate, not a failure: no traceback
             log.info("workflow %r not triggered: %s", row["workflow_name"], exc)
             return None
-        except Exception:
-            log.exception("could not trigger workflow %r", row["workflow_name"])
+        except Exception as exc:
+            log_failure("scheduled triggers", exc, log, f"triggering {row['workflow_name']!r}")
             return None
         return ids[0]
 

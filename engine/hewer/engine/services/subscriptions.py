@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hewer.engine.db.repository import Record, Repository
+from hewer.engine.services.outage import log_failure
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 1.0
@@ -105,8 +106,8 @@ class ResultWatchers:
                 if unchecked - finished:
                     finished |= set(await self._repo.finished_runs(list(unchecked - finished)))
                 await self._deliver(list(finished))
-            except Exception:
-                log.exception("delivering run results failed; the sweep will retry")
+            except Exception as exc:
+                log_failure("run results", exc, log, "delivering run results (the sweep retries)")
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -118,8 +119,8 @@ class ResultWatchers:
                         await self._deliver(list(finished))
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("result sweep failed")
+            except Exception as exc:
+                log_failure("run results", exc, log, "result sweep")
 
     async def _deliver(self, run_ids: list[str]) -> None:
         wanted = [rid for rid in run_ids if rid in self._watchers]

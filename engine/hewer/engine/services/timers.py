@@ -3,18 +3,24 @@
 Each replica runs this loop. Work found by two replicas at once is harmless: every outcome
 is applied only to the attempt that is still running, so the second one changes nothing.
 The loop sleeps until the nearest deadline (at most one second), not on a fixed poll.
+
+Liveness counts only time during which heartbeats could be stored: after this loop has seen
+the database unavailable, no worker is declared dead until one heartbeat timeout after the
+database is back, so that workers whose heartbeats failed during the outage can send one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from datetime import UTC, datetime
 
 from hewer.engine.core.durations import format_duration
 from hewer.engine.db.repository import Repository
 from hewer.engine.services.lifecycle import Lifecycle, StaleAttempt, TaskNotFound
 from hewer.engine.services.loops import DeadlineLoop
+from hewer.engine.services.outage import is_database_unavailable
 
 log = logging.getLogger(__name__)
 BATCH = 200
@@ -27,6 +33,25 @@ class Timers(DeadlineLoop):
         self._repo = repo
         self._lifecycle = lifecycle
         self._heartbeat_timeout = heartbeat_timeout
+        self._database_lost = False
+        # monotonic time before which no worker is declared dead (grace after an outage)
+        self._judge_liveness_from = 0.0
+
+    def pass_failed(self, exc: Exception) -> None:
+        if is_database_unavailable(exc):
+            self._database_lost = True
+
+    def _liveness_paused(self) -> bool:
+        now = time.monotonic()
+        if self._database_lost:
+            self._database_lost = False
+            self._judge_liveness_from = now + self._heartbeat_timeout
+            log.warning(
+                "database reachable again: worker liveness is judged again in %.0f s "
+                "(heartbeats could not be stored during the outage)",
+                self._heartbeat_timeout,
+            )
+        return now < self._judge_liveness_from
 
     async def seconds_to_next(self) -> float | None:
         deadline = await self._repo.next_deadline()
@@ -49,6 +74,8 @@ class Timers(DeadlineLoop):
                 task_ids=[str(row["task_id"])],
                 reason="SCHEDULING_TIMED_OUT",
             )
+        if self._liveness_paused():
+            return
         for row in await self._repo.tasks_of_dead_workers(
             stale_after=self._heartbeat_timeout, limit=BATCH
         ):

@@ -4,6 +4,8 @@ and no string in them may hold a NUL character (PostgreSQL cannot store one).
 One interceptor does this for every method, so a caller without a valid token is answered
 UNAUTHENTICATED before its message is even decoded, and a message that does not decode is
 INVALID_ARGUMENT with one warning line, where grpcio would log a traceback and answer UNKNOWN.
+While the database is unavailable, calls answer UNAVAILABLE (which the SDKs retry), logged as
+one warning line every few seconds (services/outage.py), not a traceback per call.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import grpc
 from google.protobuf.message import Message
 
 from hewer.engine.services.auth import Authenticator, AuthError, Identity
+from hewer.engine.services.outage import is_database_unavailable, outage_log
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +142,14 @@ def _ignore_bytes(raw: bytes) -> None:
     return None
 
 
+UNAVAILABLE_MESSAGE = "the engine's database is unavailable; retry"
+
+
+async def _unavailable(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
+    outage_log("gRPC").failed(exc)
+    await context.abort(grpc.StatusCode.UNAVAILABLE, UNAVAILABLE_MESSAGE)
+
+
 def _guarded(handler: Any, identity: Identity, method: str) -> Any:
     decoder = _safe_deserializer(handler.request_deserializer)
     if handler.unary_unary is not None:
@@ -147,7 +158,12 @@ def _guarded(handler: Any, identity: Identity, method: str) -> Any:
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             CALLER.set(identity)
             await _check(request, context, method)
-            return await inner_uu(request, context)
+            try:
+                return await inner_uu(request, context)
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                await _unavailable(context, exc)
 
         return handler._replace(unary_unary=unary_unary, request_deserializer=decoder)
     if handler.unary_stream is not None:
@@ -158,8 +174,13 @@ def _guarded(handler: Any, identity: Identity, method: str) -> Any:
         ) -> AsyncIterator[Any]:
             CALLER.set(identity)
             await _check(request, context, method)
-            async for item in _responses(inner_us(request, context)):
-                yield item
+            try:
+                async for item in _responses(inner_us(request, context)):
+                    yield item
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                await _unavailable(context, exc)
 
         return handler._replace(unary_stream=unary_stream, request_deserializer=decoder)
     if handler.stream_unary is not None:
@@ -169,7 +190,12 @@ def _guarded(handler: Any, identity: Identity, method: str) -> Any:
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
         ) -> Any:
             CALLER.set(identity)
-            return await inner_su(_checked_stream(requests, context, method), context)
+            try:
+                return await inner_su(_checked_stream(requests, context, method), context)
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                await _unavailable(context, exc)
 
         return handler._replace(stream_unary=stream_unary, request_deserializer=decoder)
     inner_ss = handler.stream_stream
@@ -178,8 +204,14 @@ def _guarded(handler: Any, identity: Identity, method: str) -> Any:
         requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         CALLER.set(identity)
-        async for item in _responses(inner_ss(_checked_stream(requests, context, method), context)):
-            yield item
+        responses = inner_ss(_checked_stream(requests, context, method), context)
+        try:
+            async for item in _responses(responses):
+                yield item
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                raise
+            await _unavailable(context, exc)
 
     return handler._replace(stream_stream=stream_stream, request_deserializer=decoder)
 
@@ -206,5 +238,13 @@ class BoundaryInterceptor(grpc.aio.ServerInterceptor):
                 handler, grpc.StatusCode.UNAUTHENTICATED, str(exc)
             )
             return rejected
+        except Exception as exc:  # the token check reads the database
+            if not is_database_unavailable(exc):
+                raise
+            outage_log("gRPC").failed(exc)
+            unavailable: grpc.RpcMethodHandler[Any, Any] = _rejecting(
+                handler, grpc.StatusCode.UNAVAILABLE, UNAVAILABLE_MESSAGE
+            )
+            return unavailable
         guarded: grpc.RpcMethodHandler[Any, Any] = _guarded(handler, identity, method)
         return guarded

@@ -22,6 +22,7 @@ from hewer.engine.services.batch_reports import (
     InvalidBatchReport,
 )
 from hewer.engine.services.lifecycle import Lifecycle, NotHolder, StaleAttempt, TaskNotFound
+from hewer.engine.services.outage import ride_out
 from hewer.engine.services.scheduler import Scheduler
 from hewer.engine.services.worker_registry import WorkerRegistry
 from hewer.engine.services.workers import ActionKind, ActionMessage, WorkerHub, WorkerSession
@@ -229,14 +230,21 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: Ctx) -> pb.HeartbeatResponse:
         tenant_id = await self._auth.tenant(context)
         worker_id = require_uuid(request.worker_id, what="worker_id")
-        row = (
+        session = None if worker_id is None else self._hub.get(worker_id)
+        beat = (
             None
             if worker_id is None
-            else await self._workers.worker_heartbeat(tenant_id=tenant_id, worker_id=worker_id)
+            else await self._workers.heartbeat(
+                tenant_id=tenant_id,
+                worker_id=worker_id,
+                streaming_here=session is not None
+                and session.tenant_id == tenant_id
+                and not session.closed,
+            )
         )
-        if row is None:
+        if beat is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, f"worker {request.worker_id} not found")
-        if row["last_listener_established"] is not None and not row["is_active"]:
+        if beat.listener_lost:
             # tells the SDK to re-open its action stream
             await abort(
                 context,
@@ -258,7 +266,8 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
             )
         reporter = require_uuid(request.worker_id, what="worker_id")  # TS sends the name
         kind = request.event_type
-        try:
+
+        async def apply() -> None:
             if request.HasField("retry_count"):
                 retry_count = request.retry_count
             else:
@@ -308,6 +317,10 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
                     await self._lifecycle.cancel(
                         tenant_id=tenant_id, task_ids=[task_id], reason="cancelled by the worker"
                     )
+
+        try:
+            # a worker's task report waits out a database outage (services/outage.py)
+            await ride_out(apply, component="task reports")
         except StaleAttempt as exc:
             # late report of an attempt that timed out, was cancelled or retried: ignored
             log.info("ignored step event: %s", exc)

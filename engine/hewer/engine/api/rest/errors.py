@@ -15,6 +15,8 @@ from aiohttp import web
 from hatchet_sdk.clients.rest.models.api_error import APIError
 from hatchet_sdk.clients.rest.models.api_errors import APIErrors
 
+from hewer.engine.services.outage import is_database_unavailable, outage_log
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -88,7 +90,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             if allow:
                 response.headers["Allow"] = allow
         return response
-    except Exception:
+    except Exception as exc:
+        if is_database_unavailable(exc):
+            outage_log("REST").failed(exc)
+            return error_response(503, "the engine's database is unavailable; retry")
         # Log the detail here; the client only learns that something went wrong.
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal server error")
