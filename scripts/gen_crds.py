@@ -389,6 +389,12 @@ def workflow_status() -> Schema:
                 "worker registered), set while the DefinitionDrift condition is True.",
                 maxLength=4096,
             ),
+            "notEnforced": array(
+                "Declared settings the engine accepts but does not enforce yet (the Enforced "
+                "condition is False while this is not empty).",
+                string("A setting, e.g. 'task conditions'.", maxLength=256),
+                maxItems=64,
+            ),
         },
     )
 

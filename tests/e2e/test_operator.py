@@ -328,9 +328,11 @@ def test_examples_become_ready_and_engine_matches(applied: Cluster, engine: Engi
     assert declared is not None and declared["resource"] == f"{NS}/{WORKFLOW}"
     assert wf["status"]["workflowId"] == declared["workflowId"]
     assert k.condition("workflows", WORKFLOW, "DefinitionDrift")["status"] == "False"
+    assert k.condition("workflows", WORKFLOW, "Enforced")["status"] == "True"
     versions = engine.get(f"/api/v1/workflows/{declared['workflowId']}/versions")
     actions = sorted(s["action"] for j in versions["jobs"] for s in j["steps"])
     assert actions == ["hewer-demo:fetch", "hewer-demo:summarize", "hewer-demo:transform"]
+    assert versions["notEnforced"] == []
 
     cron = k.wait_ready("crontriggers", CRON)
     crons = engine.crons(declared["workflowId"])
@@ -490,6 +492,46 @@ def test_a_worker_with_another_definition_is_reported_as_drift(
     assert "task 'fetch' retries: 2 -> 0" in cond["message"], cond["message"]
     assert k.get("workflows", WORKFLOW)["status"]["drift"] == cond["message"]
     assert "DefinitionDrift" in {e.reason for e in k.events(WORKFLOW)}
+
+
+CONDITIONED = """
+apiVersion: hewer.dev/v1alpha1
+kind: Workflow
+metadata: {name: conditioned}
+spec:
+  tasks:
+    - {name: a}
+    - name: b
+      parents: [a]
+      skipIf: [{parent: a, expression: "output.skip == true"}]
+"""
+
+
+def test_a_setting_the_engine_does_not_enforce_is_shown_not_ignored(
+    applied: Cluster, engine: EngineProc
+) -> None:
+    """DAG conditions are accepted (the engine does not enforce them yet): the resource says
+    so in its Enforced condition and a Warning event, and so does the REST version."""
+    k = applied
+    k.kubectl("apply", "-f", "-", stdin=CONDITIONED)
+    k.wait_ready("workflows", "conditioned")
+    cond = wait_for(
+        lambda: (
+            (c := k.condition("workflows", "conditioned", "Enforced"))["status"] == "False" and c
+        ),
+        timeout=2 * RESYNC + 3,
+        what="Enforced=False",
+    )
+    assert cond["reason"] == "SettingsNotEnforced"
+    assert "task conditions" in cond["message"], cond["message"]
+    assert k.get("workflows", "conditioned")["status"]["notEnforced"] == ["task conditions"]
+    warnings = [e for e in k.events("conditioned") if e.reason == "NotEnforced"]
+    assert warnings and warnings[0].type == "Warning"
+    declared = engine.declared("conditioned")
+    assert declared is not None and declared["notEnforced"] == ["task conditions"]
+    version = engine.get(f"/api/v1/workflows/{declared['workflowId']}/versions")
+    assert version["notEnforced"] == ["task conditions"]
+    k.kubectl("delete", "workflows.hewer.dev", "conditioned", "--wait=false")
 
 
 def _json_line(proc: subprocess.Popen[bytes], *, timeout: float) -> str:

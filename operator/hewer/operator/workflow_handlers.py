@@ -1,4 +1,5 @@
-"""Workflow handlers: register the declared workflow in the engine, report drift."""
+"""Workflow handlers: register the declared workflow in the engine, report drift and any
+declared setting the engine accepts but does not enforce yet (condition ``Enforced``)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,26 @@ async def reconcile_workflow(
         if drift
         else ("DefinitionDrift", False, "InSync", "no worker registered a different definition")
     )
+    not_enforced = [str(s) for s in result.get("notEnforced") or []]
+    if not_enforced and not_enforced != status.get("notEnforced"):
+        events.append(
+            (
+                "Warning",
+                "NotEnforced",
+                f"workflow {name!r} declares settings the engine does not enforce yet: "
+                + ", ".join(not_enforced),
+            )
+        )
+    enforced_condition: tuple[str, bool | None, str, str] = (
+        (
+            "Enforced",
+            False,
+            "SettingsNotEnforced",
+            "accepted but not enforced yet: " + ", ".join(not_enforced),
+        )
+        if not_enforced
+        else ("Enforced", True, "AllEnforced", "every declared setting is enforced")
+    )
     return Outcome(
         True,
         "Registered",
@@ -52,8 +73,9 @@ async def reconcile_workflow(
             "workflowId": result.get("workflowId"),
             "versionId": version_id,
             "drift": drift,
+            "notEnforced": not_enforced,
         },
-        conditions=[drift_condition],
+        conditions=[drift_condition, enforced_condition],
         events=events,
     )
 

@@ -88,7 +88,7 @@ def parse_workflow(definition: Mapping[str, Any]) -> WorkflowSpec:
         event_triggers=tuple(str(k) for k in definition.get("event_triggers", [])),
         steps=tuple(steps),
         checksum=checksum(definition),
-        unenforced=tuple(_unenforced(definition)),
+        unenforced=tuple(unenforced_settings(definition)),
         concurrency=concurrency,
     )
 
@@ -231,8 +231,14 @@ def _check_graph(workflow: str, steps: list[StepSpec]) -> None:
         visit(name, [])
 
 
-def _unenforced(definition: Mapping[str, Any]) -> list[str]:
-    """Stored settings that a later engine version enforces; logged once at registration."""
+def unenforced_settings(definition: Mapping[str, Any]) -> list[str]:
+    """Settings a registration may carry that this engine accepts but does not enforce yet.
+
+    Registration keeps succeeding (the official SDK worker registers every feature and exits
+    if one registration fails), so what is listed here is shown where users look instead:
+    the REST workflow version (``notEnforced``), the Workflow resource's ``Enforced``
+    condition and a Warning event, and the engine log.
+    """
     found: list[str] = []
     per_task = {
         "conditions": "task conditions",

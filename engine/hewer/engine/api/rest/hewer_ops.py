@@ -22,7 +22,7 @@ from hatchet_sdk.contracts.v1.workflows_pb2 import CreateWorkflowVersionRequest
 from hewer.engine.api.rest.context import AUTH, objects, path_uuid, reads, respond, tenant_id
 from hewer.engine.api.rest.errors import ApiError, BadRequest, NotFound
 from hewer.engine.api.rest.params import read_json
-from hewer.engine.core.definition import InvalidDefinition
+from hewer.engine.core.definition import InvalidDefinition, unenforced_settings
 from hewer.engine.services.auth import AuthError
 from hewer.engine.services.definitions import Definitions
 
@@ -83,6 +83,8 @@ async def _declared_state(request: web.Request, name: str) -> dict[str, Any]:
         "versionId": None if latest is None else str(latest["version_id"]),
         "drift": row["drift"],
         "driftAt": None if row["drift_at"] is None else row["drift_at"].isoformat(),
+        # what the declared definition asks for that this engine does not enforce yet
+        "notEnforced": unenforced_settings(dict(row["definition"])),
     }
 
 

@@ -24,10 +24,11 @@ from hatchet_sdk.clients.rest.models.workflow_version import WorkflowVersion
 from hatchet_sdk.clients.rest.models.workflow_version_meta import WorkflowVersionMeta
 
 from hewer.engine.api.rest.context import objects, path_uuid, reads, respond, tenant_id
-from hewer.engine.api.rest.convert import Row, as_object, meta, pagination
+from hewer.engine.api.rest.convert import Row, as_object, dump, meta, pagination
 from hewer.engine.api.rest.errors import BadRequest, NotFound
 from hewer.engine.api.rest.params import Query, read_json
 from hewer.engine.api.rest.scheduling import SCHEDULING, scheduling_errors
+from hewer.engine.core.definition import unenforced_settings
 from hewer.engine.core.durations import InvalidDuration, parse_duration
 
 routes = web.RouteTableDef()
@@ -183,7 +184,10 @@ async def get_workflow_version(request: web.Request) -> web.Response:
     version_id = str(version["id"])
     steps = await db.rest_version_steps(tenant, [version_id])
     keys = await db.rest_version_event_keys(tenant, version_id)
-    return respond(version_model(version, workflow=workflow, steps=steps, event_keys=keys))
+    body = dump(version_model(version, workflow=workflow, steps=steps, event_keys=keys))
+    # Hewer's addition: settings of this version that are accepted but not enforced yet
+    body["notEnforced"] = unenforced_settings(dict(version["definition"] or {}))
+    return respond(body)
 
 
 @routes.get("/api/v1/tenants/{tenant}")

@@ -142,7 +142,8 @@ WHERE tenant_id = $1 AND id = ANY($2::uuid[]) AND deleted_at IS NULL;
 
 -- name: rest_workflow_versions
 -- Newest first; $3 picks one version by id.
-SELECT v.id, v.workflow_id, v.ordinal, v.version, v.sticky, v.default_priority, v.created_at
+SELECT v.id, v.workflow_id, v.ordinal, v.version, v.sticky, v.default_priority, v.created_at,
+       v.definition
 FROM workflow_versions v
 WHERE v.tenant_id = $1 AND v.workflow_id = $2 AND ($3::uuid IS NULL OR v.id = $3::uuid)
 ORDER BY v.ordinal DESC;
