@@ -188,3 +188,10 @@ async def test_tasks_held_by_a_concurrency_key_ask_for_no_replicas(
         assert body["queued"] == 2
         _, stats = await call("GET", f"/api/v1/tenants/{tenant}/task-stats")
         assert stats["work"]["queued"]["total"] == 2
+        # how many tasks each key holds, the queued ones waiting in front of or in the queue
+        (group,) = stats["work"]["queued"]["concurrency"]
+        assert group == {
+            "expression": "input.k",
+            "type": "GROUP_ROUND_ROBIN",
+            "keys": {"A": 5, "B": 1},
+        }

@@ -24,6 +24,7 @@ class NewSlot:
     priority: int
     delay_seconds: float
     schedule_timeout_seconds: int
+    expression: str
 
 
 class ConcurrencyQueries(RepositoryBase):
@@ -47,6 +48,7 @@ class ConcurrencyQueries(RepositoryBase):
             [s.priority for s in slots],
             [s.delay_seconds for s in slots],
             [s.schedule_timeout_seconds for s in slots],
+            [s.expression for s in slots],
         )
         await conn.execute(
             query("mark_gated"),
@@ -86,8 +88,8 @@ class ConcurrencyQueries(RepositoryBase):
     ) -> list[Record]:
         return list(await conn.fetch(query("fail_unqueued_tasks"), list(task_ids), list(errors)))
 
-    async def concurrency_key_counts(self, tenant_id: str) -> list[Record]:
-        return list(await self.pool.fetch(query("concurrency_key_counts"), tenant_id))
+    async def concurrency_task_stats(self, tenant_id: str) -> list[Record]:
+        return list(await self.pool.fetch(query("concurrency_task_stats"), tenant_id))
 
     async def upsert_dynamic_rate_limits(
         self, conn: Conn, *, tenant_id: str, limits: Sequence[ResolvedLimit]

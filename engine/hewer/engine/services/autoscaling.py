@@ -49,8 +49,8 @@ class StateStat:
     oldest: datetime | None = None
     # queued only: counts per queue (the task's action id)
     queues: dict[str, int] | None = None
-    # per concurrency expression: {"expression", "type", "keys": {key: n}}; empty until
-    # concurrency keys are enforced
+    # per concurrency strategy: {"expression", "type", "keys": {key: n}} (tasks each key
+    # holds in this state: queued ones wait for admission or in the queue)
     concurrency: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, n: int, oldest: datetime | None) -> None:
@@ -127,6 +127,20 @@ class Autoscaling:
             entry = stats.setdefault(r["readable_id"], TaskStat())
             entry.running = StateStat()
             entry.running.add(int(r["n"]), r["oldest"])
+        groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for r in await self._repo.concurrency_task_stats(tenant_id):
+            entry = stats.setdefault(r["readable_id"], TaskStat())
+            if r["status"] == "RUNNING":
+                state = entry.running = entry.running or StateStat()
+            else:
+                # held back by its key: not runnable, so not in the queued total
+                state = entry.queued = entry.queued or StateStat(queues={})
+            group = groups.get((r["readable_id"], r["status"], r["strategy_id"]))
+            if group is None:
+                group = {"expression": r["expression"], "type": r["strategy"], "keys": {}}
+                groups[(r["readable_id"], r["status"], r["strategy_id"])] = group
+                state.concurrency.append(group)
+            group["keys"][r["key"]] = int(r["n"])
         return stats
 
     async def pool_stats(self, tenant_id: str, *, pool: str, workflows: Sequence[str]) -> PoolStats:

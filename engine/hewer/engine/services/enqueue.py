@@ -317,6 +317,7 @@ def _chain(
             priority=REQUEUE_PRIORITY if item.requeued else item.priority,
             delay_seconds=item.delay_seconds,
             schedule_timeout_seconds=schedule_timeout,
+            expression=spec.expression,
         )
         for position, spec in enumerate(specs)
     ]

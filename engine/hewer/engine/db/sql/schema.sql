@@ -63,6 +63,7 @@ CREATE TABLE public.concurrency_slots (
     strategy_id text NOT NULL,
     strategy text NOT NULL,
     max_runs integer NOT NULL,
+    expression text NOT NULL,
     key text NOT NULL,
     priority smallint NOT NULL,
     active boolean NOT NULL,

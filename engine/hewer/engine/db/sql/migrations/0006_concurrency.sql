@@ -16,6 +16,7 @@ CREATE TABLE concurrency_slots (
     strategy text NOT NULL
         CHECK (strategy IN ('GROUP_ROUND_ROBIN', 'CANCEL_IN_PROGRESS', 'CANCEL_NEWEST')),
     max_runs integer NOT NULL CHECK (max_runs >= 1),
+    expression text NOT NULL,  -- the CEL the key came from (task-stats shows it)
     key text NOT NULL,
     priority smallint NOT NULL,
     active boolean NOT NULL,  -- every earlier slot of the chain is admitted

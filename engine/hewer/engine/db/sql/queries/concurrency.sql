@@ -3,15 +3,16 @@
 -- name: insert_concurrency_slots
 INSERT INTO concurrency_slots
     (tenant_id, holder_id, holder_kind, run_id, retry_count, position, strategy_id, strategy,
-     max_runs, key, priority, active, available_at, schedule_timeout_at)
+     max_runs, key, priority, active, available_at, schedule_timeout_at, expression)
 SELECT $1, s.holder_id, s.holder_kind, s.run_id, s.retry_count, s.position, s.strategy_id,
        s.strategy, s.max_runs, s.key, s.priority, s.position = 0,
        now() + make_interval(secs => s.delay_seconds),
-       now() + make_interval(secs => s.delay_seconds + s.schedule_timeout_seconds)
+       now() + make_interval(secs => s.delay_seconds + s.schedule_timeout_seconds),
+       s.expression
 FROM unnest($2::uuid[], $3::text[], $4::uuid[], $5::int[], $6::int[], $7::text[], $8::text[],
-            $9::int[], $10::text[], $11::int[], $12::float8[], $13::int[])
+            $9::int[], $10::text[], $11::int[], $12::float8[], $13::int[], $14::text[])
      AS s(holder_id, holder_kind, run_id, retry_count, position, strategy_id, strategy,
-          max_runs, key, priority, delay_seconds, schedule_timeout_seconds);
+          max_runs, key, priority, delay_seconds, schedule_timeout_seconds, expression);
 
 -- name: mark_gated
 -- The release triggers fire only for gated rows (tasks and runs without concurrency skip them).
@@ -104,14 +105,24 @@ WHERE tasks.id = u.id AND tasks.status = 'QUEUED'
 RETURNING tasks.id, tasks.tenant_id, tasks.workflow_run_id, tasks.step_id, tasks.worker_id,
           tasks.retry_count, tasks.action_id, tasks.readable_id, tasks.error;
 
--- name: concurrency_key_counts
--- Per strategy and key: slots admitted (running or queued to run) and waiting.
-SELECT strategy_id, key, count(*) FILTER (WHERE admitted) AS admitted,
-       count(*) FILTER (WHERE NOT admitted) AS waiting
-FROM concurrency_slots
-WHERE tenant_id = $1
-GROUP BY strategy_id, key
-ORDER BY strategy_id, key;
+-- name: concurrency_task_stats
+-- Task-stats' concurrency groups: per task name and state, how many tasks each key holds
+-- (a DAG's workflow-level slot counts for each of the run's active tasks).
+WITH held AS (
+    SELECT t.readable_id, t.status, s.strategy_id, s.expression, s.strategy, s.key
+    FROM concurrency_slots s
+    JOIN tasks t ON t.id = s.holder_id
+    WHERE s.tenant_id = $1 AND s.holder_kind = 'task' AND t.status IN ('QUEUED', 'RUNNING')
+    UNION ALL
+    SELECT t.readable_id, t.status, s.strategy_id, s.expression, s.strategy, s.key
+    FROM concurrency_slots s
+    JOIN tasks t ON t.workflow_run_id = s.holder_id
+    WHERE s.tenant_id = $1 AND s.holder_kind = 'run' AND t.status IN ('QUEUED', 'RUNNING')
+)
+SELECT readable_id, status, strategy_id, expression, strategy, key, count(*) AS n
+FROM held
+GROUP BY readable_id, status, strategy_id, expression, strategy, key
+ORDER BY readable_id, status, strategy_id, key;
 
 -- name: delete_concurrency_slots
 DELETE FROM concurrency_slots WHERE id = ANY($1::bigint[]);
