@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from tests.integration.harness import Replica, drain
 
+from hewer.engine.core.definition import InvalidDefinition
 from hewer.engine.services.triggers import TriggerError, TriggerRequest
 
 
@@ -132,3 +133,12 @@ async def test_two_replicas_share_one_bucket(dsn: str) -> None:
     finally:
         for replica in replicas:
             await replica.close()
+
+
+async def test_a_task_taking_more_than_an_existing_static_limit_is_refused_at_registration(
+    engine: Replica, tenant: str
+) -> None:
+    await engine.repo.upsert_rate_limit(tenant_id=tenant, key="small", limit=2, duration="MINUTE")
+    with pytest.raises(InvalidDefinition, match="takes 3 units of rate limit 'small'"):
+        await engine.register(tenant, limited({"key": "small", "units": 3}))
+    assert await engine.repo.pool.fetchval("SELECT count(*) FROM workflows") == 0

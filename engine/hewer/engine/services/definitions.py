@@ -12,7 +12,7 @@ from typing import Any
 from hewer.engine.core.cel import CelError
 from hewer.engine.core.cel import check as check_cel
 from hewer.engine.core.cron import InvalidCron, code_crons, next_tick
-from hewer.engine.core.definition import InvalidDefinition, parse_workflow
+from hewer.engine.core.definition import InvalidDefinition, WorkflowSpec, parse_workflow
 from hewer.engine.core.drift import definition_diff, summarize
 from hewer.engine.core.idempotency import parse_idempotency
 from hewer.engine.core.model import WorkflowVersionDef
@@ -41,6 +41,7 @@ class Definitions:
         Raises :class:`~hewer.engine.core.definition.InvalidDefinition` for bad input.
         """
         spec = parse_workflow(definition)
+        await self._check_static_units(tenant_id, spec)
         default_filters = parse_default_filters(spec.name, definition)
         parse_idempotency(spec.name, definition)  # a bad key expression is refused here
         try:
@@ -89,6 +90,29 @@ class Definitions:
                 definition=definition,
             )
         return version_id, workflow_id
+
+    async def _check_static_units(self, tenant_id: str, spec: WorkflowSpec) -> None:
+        """A task that takes more units of an existing static limit than the limit allows
+        could never run: refuse it now. (A limit created later is checked when the task is
+        claimed: it waits, with a REQUEUED_RATE_LIMIT event saying why.)"""
+        static = [
+            (step.readable_id, limit)
+            for step in spec.steps
+            for limit in step.rate_limits
+            if limit.key_expr is None and limit.units_expr is None
+        ]
+        if not static:
+            return
+        values = await self._repo.rate_limit_values(
+            tenant_id=tenant_id, keys=sorted({limit.key for _, limit in static})
+        )
+        for task, limit in static:
+            allowed = values.get(limit.key)
+            if allowed is not None and limit.units > allowed:
+                raise InvalidDefinition(
+                    f"workflow {spec.name!r} task {task!r}: takes {limit.units} units of rate "
+                    f"limit {limit.key!r}, whose limit is {allowed}"
+                )
 
     async def _record_declared(
         self,

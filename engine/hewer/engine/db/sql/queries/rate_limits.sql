@@ -33,3 +33,6 @@ FROM old o
 JOIN d ON d.id = o.id
 JOIN tasks t ON t.id = o.task_id
 WHERE NOT o.rate_limited;
+
+-- name: rate_limit_values
+SELECT key, limit_value FROM rate_limits WHERE tenant_id = $1 AND key = ANY($2::text[]);
