@@ -91,6 +91,23 @@ async def test_started_is_recorded_once_for_the_running_attempt(
     assert (await engine.task_row(run_id))["started_at"] is not None
 
 
+async def test_a_completion_that_overtakes_its_start_report_still_records_a_start(
+    engine: Replica, tenant: str
+) -> None:
+    # the SDK sends STARTED and COMPLETED as concurrent calls: a quick task's completion may
+    # be written first, and the late start report then finds the attempt no longer running
+    await engine.register(tenant, SOLO)
+    worker = await engine.connect_worker(tenant, ["solo:run"])
+    run_id = await engine.trigger(tenant, "solo")
+    await engine.scheduler.run_round(tenant)
+    drain(worker)
+    await engine.lifecycle.completed(tenant_id=tenant, task_id=run_id, retry_count=0, output="{}")
+    await engine.lifecycle.started(tenant_id=tenant, task_id=run_id, retry_count=0)
+    row = await engine.task_row(run_id)
+    assert row["status"] == "COMPLETED"
+    assert row["started_at"] is not None and row["started_at"] <= row["finished_at"]
+
+
 # -- tenant isolation --------------------------------------------------------------------------
 
 

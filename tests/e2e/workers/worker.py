@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from e2e_workflows import define
 from hatchet_sdk import Hatchet
 from placement_workflows import define_placement
+from policy_workflows import define_policies
 
 
 def label(text: str) -> tuple[str, str | int]:
@@ -37,7 +38,7 @@ def main() -> None:
 
     os.environ["E2E_WORKER_NAME"] = args.name
     hatchet = Hatchet()
-    available = {**define(hatchet), **define_placement(hatchet)}
+    available = {**define(hatchet), **define_placement(hatchet), **define_policies(hatchet)}
     wanted = [w.strip() for w in args.workflows.split(",") if w.strip()]
     unknown = [w for w in wanted if w not in available]
     if unknown:

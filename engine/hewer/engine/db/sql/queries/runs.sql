@@ -247,8 +247,11 @@ WITH reported AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::uuid[], $5::uuid[])
         AS i(task_id, retry_count, output, tenant_id, reporter)
 ), done AS (
+    -- a completion proves a start: the SDK sends STARTED and COMPLETED concurrently, and a
+    -- start report that arrives after this one finds the attempt no longer running
     UPDATE tasks t
-    SET status = 'COMPLETED', output = i.output, finished_at = now(), slot_held = false
+    SET status = 'COMPLETED', output = i.output, finished_at = now(), slot_held = false,
+        started_at = coalesce(t.started_at, now())
     FROM reported i
     WHERE t.id = i.task_id AND t.retry_count = i.retry_count AND t.status = 'RUNNING'
       AND t.tenant_id = i.tenant_id AND (i.reporter IS NULL OR t.worker_id = i.reporter)
