@@ -364,14 +364,16 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
                     should_not_retry=item.should_not_retry,
                 )
             )
-        try:
+        reporter = require_uuid(request.worker_id, what="worker_id")
+
+        async def apply() -> None:
             await self._batch_reports.report(
-                tenant_id=tenant_id,
-                reporter=require_uuid(request.worker_id, what="worker_id"),
-                batch_id=batch_id,
-                kind=kind,
-                items=items,
+                tenant_id=tenant_id, reporter=reporter, batch_id=batch_id, kind=kind, items=items
             )
+
+        try:
+            # like single-task reports, a batch's reports wait out a database outage
+            await ride_out(apply, component="task reports")
         except (TaskNotFound, InvalidBatchReport) as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except NotHolder as exc:
