@@ -123,17 +123,19 @@ class RunQueries(RepositoryBase):
         exclude: Sequence[int] = (),
         soft_pin_seconds: float = 2.0,
     ) -> list[Record]:
-        return list(
-            await conn.fetch(
-                query("claim_queue_items"),
-                tenant_id,
-                list(limits.keys()),
-                list(limits.values()),
-                list(local_workers),
-                list(exclude),
-                soft_pin_seconds,
-            )
+        # Inside the scheduler's transaction: SET LOCAL ends with it, also when the claim fails.
+        await conn.execute(query("use_generic_plans"))
+        rows = await conn.fetch(
+            query("claim_queue_items"),
+            tenant_id,
+            list(limits.keys()),
+            list(limits.values()),
+            list(local_workers),
+            list(exclude),
+            soft_pin_seconds,
         )
+        await conn.execute(query("use_default_plans"))
+        return list(rows)
 
     async def assign_tasks(
         self, conn: Conn, *, queue_ids: Sequence[int], worker_ids: Sequence[str]
