@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -35,6 +36,13 @@ class Undecodable:
 
     def __init__(self, error: Exception) -> None:
         self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class HasNul:
+    """A request whose string field ``field`` holds a NUL character (refused)."""
+
+    field: str
 
 
 def find_nul(message: Message, prefix: str = "") -> str | None:
@@ -76,9 +84,16 @@ def _safe_deserializer(
 
     def decode(raw: bytes) -> Any:
         try:
-            return inner(raw)
+            message = inner(raw)
         except Exception as exc:  # any decode failure is the caller's, not ours
             return Undecodable(exc)
+        # A NUL character in a string field is a 0x00 byte on the wire; most messages have
+        # none at all (proto3 does not write zero scalars), so the field walk is skipped.
+        if b"\x00" in raw and isinstance(message, Message):
+            field = find_nul(message)
+            if field is not None:
+                return HasNul(field)
+        return message
 
     return decode
 
@@ -89,13 +104,11 @@ async def _check(request: Any, context: grpc.aio.ServicerContext[Any, Any], meth
         await context.abort(
             grpc.StatusCode.INVALID_ARGUMENT, f"request message does not decode: {request.error}"
         )
-    if isinstance(request, Message):
-        field = find_nul(request)
-        if field is not None:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"{field} must not contain NUL characters (\\u0000)",
-            )
+    if isinstance(request, HasNul):
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{request.field} must not contain NUL characters (\\u0000)",
+        )
 
 
 async def _checked_stream(
