@@ -129,6 +129,17 @@ class RepositoryBase:
             yield conn
 
     @asynccontextmanager
+    async def unit(self, conn: Conn | None) -> AsyncIterator[Conn]:
+        """A unit of work: a transaction of its own, or a savepoint in the caller's ``conn``
+        (so the caller can make it part of a larger one, e.g. admission's cancellations)."""
+        if conn is None:
+            async with self.transaction() as own:
+                yield own
+        else:
+            async with conn.transaction():
+                yield conn
+
+    @asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:
         async with self.pool.acquire() as conn:
             yield conn

@@ -12,7 +12,6 @@ the release triggers (migration 0006), which wake the pass with an ``admit`` mes
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from typing import Any, Protocol
@@ -23,7 +22,7 @@ from hewer.engine.core.concurrency import Group, Slot, Strategy, decide
 from hewer.engine.db.repository import Conn, Repository
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.enqueue import Enqueuer
-from hewer.engine.services.outage import log_failure, outage_log
+from hewer.engine.services.loops import DeadlineLoop
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +41,14 @@ class Canceller(Protocol):
     ) -> list[str]: ...
 
 
-class Admission:
+class Admission(DeadlineLoop):
     def __init__(self, *, repo: Repository, bus: Bus, enqueuer: Enqueuer) -> None:
+        super().__init__(name="admission", max_sleep=SAFETY_TICK)
         self._repo = repo
         self._bus = bus
         self._enqueuer = enqueuer
         self.canceller: Canceller | None = None  # RunControl, set by the engine
         self._pending: set[str] = set()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._timers: set[asyncio.TimerHandle] = set()
 
     def on_bus(self, message: dict[str, Any]) -> None:
@@ -65,44 +63,30 @@ class Admission:
             else:
                 self.poke(tenant)
         elif message.get("t") == "resync":
-            self._wake.set()
+            self.wake()
 
     def poke(self, tenant_id: str) -> None:
         self._pending.add(tenant_id)
-        self._wake.set()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="admission")
+        self.wake()
 
     async def stop(self) -> None:
         for handle in self._timers:
             handle.cancel()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await super().stop()
 
-    async def _loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=SAFETY_TICK)
-            self._wake.clear()
+    async def run_once(self) -> None:
+        """The tenants that were poked, else (the safety tick) every tenant with a slot
+        ready: a retry's back-off ended, or a wake-up was lost while the listener
+        reconnected."""
+        tenants, self._pending = self._pending, set()
+        if not tenants:
+            tenants = set(await self._repo.tenants_waiting_admission())
+        for tenant_id in sorted(tenants):
             try:
-                tenants = set(self._pending)
-                self._pending.clear()
-                if not tenants:
-                    tenants = set(await self._repo.tenants_waiting_admission())
-                for tenant_id in sorted(tenants):
-                    await self.run_pass(tenant_id)
-                outage_log("admission").succeeded()
-            except asyncio.CancelledError:
-                raise
+                await self.run_pass(tenant_id)
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                 log.info("admission pass lost a lock race; trying again")
-                self._wake.set()
-            except Exception as exc:
-                log_failure("admission", exc, log, "admission pass")
-                await asyncio.sleep(0.5)
+                self.poke(tenant_id)
 
     async def run_pass(self, tenant_id: str) -> int:
         """Admit what the tenant's concurrency keys allow; returns the holders admitted."""

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -311,7 +310,7 @@ class Lifecycle:
         """
         cancelled: list[str] = []
         for task_id in task_ids:
-            async with self._unit(conn) as conn_:
+            async with self._repo.unit(conn) as conn_:
                 rows = await self._repo.cancel_task(conn_, tenant_id=tenant_id, task_id=task_id)
                 if not rows:
                     continue
@@ -328,15 +327,6 @@ class Lifecycle:
         return cancelled
 
     # -- internals ---------------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def _unit(self, conn: Conn | None) -> AsyncIterator[Conn]:
-        if conn is None:
-            async with self._repo.transaction() as own:
-                yield own
-        else:
-            async with conn.transaction():
-                yield conn
 
     async def _finish_attempt(
         self,

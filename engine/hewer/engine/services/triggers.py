@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,15 +96,6 @@ class Triggers:
         self._defs = definitions
         self._enqueuer = enqueuer
         self._idempotency = Idempotency(repo=repo)
-
-    @asynccontextmanager
-    async def _unit(self, conn: Conn | None) -> AsyncIterator[Conn]:
-        if conn is None:
-            async with self._repo.transaction() as own:
-                yield own
-        else:
-            async with conn.transaction():
-                yield conn
 
     async def trigger(
         self,
@@ -232,7 +222,7 @@ class Triggers:
             return [r.id for r in runs]
         own_transaction = conn is None
         collisions: list[Collision] = []
-        async with self._unit(conn) as conn:
+        async with self._repo.unit(conn) as conn:
             if claims:
                 claimed = await self._idempotency.claim(conn, tenant_id=tenant_id, claims=claims)
                 collisions = claimed.collisions
