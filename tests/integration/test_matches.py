@@ -218,3 +218,16 @@ async def test_a_bad_condition_is_refused_and_nothing_is_registered(
         await engine.register(tenant, workflow("refused", conditions))
     count = await engine.repo.pool.fetchval("SELECT count(*) FROM workflows WHERE name = 'refused'")
     assert count == 0
+
+
+async def test_cancelling_the_run_cancels_a_waiting_task_and_drops_its_match(
+    engine: Replica, tenant: str
+) -> None:
+    await engine.register(tenant, workflow("dropped", sleep("QUEUE", "30s")))
+    run_id = await run_first_task(engine, tenant, "dropped")
+    assert (await engine.tasks_by_name(run_id))["b"]["status"] == "WAITING"
+    await engine.control.cancel(tenant_id=tenant, external_ids=[run_id])
+    tasks = await engine.tasks_by_name(run_id)
+    assert (tasks["b"]["status"], tasks["c"]["status"]) == ("CANCELLED", "CANCELLED")
+    assert await engine.repo.pool.fetchval("SELECT count(*) FROM task_matches") == 0
+    assert (await engine.run_row(run_id))["status"] == "CANCELLED"
