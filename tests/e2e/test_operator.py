@@ -507,30 +507,72 @@ spec:
 """
 
 
-def test_a_setting_the_engine_does_not_enforce_is_shown_not_ignored(
+CONDITIONED_WORKER = """
+import json, os, sys, threading, time
+from hatchet_sdk import Context, EmptyModel, Hatchet
+
+result_out = os.fdopen(os.dup(1), "w", buffering=1)
+os.dup2(2, 1)  # the SDK logs to stdout; keep it for the result line
+hatchet = Hatchet()
+wf = hatchet.workflow(name="conditioned")
+
+@wf.task()
+def a(input: EmptyModel, ctx: Context) -> dict:
+    return {"skip": True}
+
+@wf.task(parents=[a])
+def b(input: EmptyModel, ctx: Context) -> dict:
+    return {"ran": True}
+
+def trigger() -> None:
+    for _ in range(60):
+        try:
+            ref = wf.run(wait_for_result=False)
+            break
+        except Exception:
+            time.sleep(1)
+    print(json.dumps(ref.result()), file=result_out)
+
+threading.Thread(target=trigger, daemon=True).start()
+hatchet.worker("conditioned-worker", workflows=[wf]).start()
+"""
+
+
+def test_a_conditioned_workflow_resource_is_enforced_and_its_skip_takes_effect(
     applied: Cluster, engine: EngineProc
 ) -> None:
-    """DAG conditions are accepted (the engine does not enforce them yet): the resource says
-    so in its Enforced condition and a Warning event, and so does the REST version."""
+    """DAG conditions are enforced: the resource's Enforced condition is True, nothing is
+    listed as not enforced, and a run of the declared workflow skips ``b`` because ``a``'s
+    output says so (the worker's own code has no condition: the declaration wins)."""
     k = applied
     k.kubectl("apply", "-f", "-", stdin=CONDITIONED)
     k.wait_ready("workflows", "conditioned")
     cond = wait_for(
         lambda: (
-            (c := k.condition("workflows", "conditioned", "Enforced"))["status"] == "False" and c
+            (c := k.condition("workflows", "conditioned", "Enforced"))["status"] == "True" and c
         ),
         timeout=2 * RESYNC + 3,
-        what="Enforced=False",
+        what="Enforced=True",
     )
-    assert cond["reason"] == "SettingsNotEnforced"
-    assert "task conditions" in cond["message"], cond["message"]
-    assert k.get("workflows", "conditioned")["status"]["notEnforced"] == ["task conditions"]
-    warnings = [e for e in k.events("conditioned") if e.reason == "NotEnforced"]
-    assert warnings and warnings[0].type == "Warning"
+    assert cond["status"] == "True"
+    assert not k.get("workflows", "conditioned")["status"].get("notEnforced")
     declared = engine.declared("conditioned")
-    assert declared is not None and declared["notEnforced"] == ["task conditions"]
+    assert declared is not None and declared["notEnforced"] == []
     version = engine.get(f"/api/v1/workflows/{declared['workflowId']}/versions")
-    assert version["notEnforced"] == ["task conditions"]
+    assert version["notEnforced"] == []
+    env = {**_clean_environ(), **engine.client_env, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CONDITIONED_WORKER],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        result = json.loads(_json_line(proc, timeout=90))
+        assert result == {"a": {"skip": True}, "b": {"skipped": True}}, result
+    finally:
+        _stop_process(proc, grace=10.0)
     k.kubectl("delete", "workflows.hewer.dev", "conditioned", "--wait=false")
 
 

@@ -23,6 +23,7 @@ from hewer.engine.services.control import RunControl
 from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.enqueue import Enqueuer
 from hewer.engine.services.lifecycle import Lifecycle
+from hewer.engine.services.matches import Matches
 from hewer.engine.services.metrics import METRICS
 from hewer.engine.services.scheduler import Scheduler
 from hewer.engine.services.timers import Timers
@@ -43,6 +44,7 @@ class Replica:
     scheduler: Scheduler
     timers: Timers
     admission: Admission
+    matches: Matches
 
     @classmethod
     async def start(
@@ -68,6 +70,8 @@ class Replica:
         engine_id = f"engine-{uuid.uuid4()}"
         scheduler = Scheduler(repo=repo, hub=hub, engine_id=engine_id)
         timers = Timers(repo=repo, lifecycle=lifecycle, heartbeat_timeout=heartbeat_timeout)
+        matches = Matches(repo=repo, bus=bus, lifecycle=lifecycle, enqueuer=enqueuer)
+        timers.matches = matches
         replica = cls(
             engine_id=engine_id,
             repo=repo,
@@ -80,6 +84,7 @@ class Replica:
             scheduler=scheduler,
             timers=timers,
             admission=admission,
+            matches=matches,
         )
         scheduler.on_undeliverable = replica._requeue_undeliverable
         bus.subscribe("queue", scheduler.on_bus)

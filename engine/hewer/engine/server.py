@@ -37,6 +37,7 @@ from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.enqueue import Enqueuer
 from hewer.engine.services.events import Events
 from hewer.engine.services.lifecycle import Lifecycle
+from hewer.engine.services.matches import Matches
 from hewer.engine.services.metrics import METRICS
 from hewer.engine.services.outage import quiet_database_pool_logs
 from hewer.engine.services.reads import Reads
@@ -123,6 +124,9 @@ async def run_engine(
     timers = Timers(
         repo=repo, lifecycle=lifecycle, heartbeat_timeout=settings.heartbeat_timeout_seconds
     )
+    matches = Matches(repo=repo, bus=bus, lifecycle=lifecycle, enqueuer=enqueuer)
+    timers.matches = matches
+    events.matches = matches
     results = ResultWatchers(repo)
     run_events = EventWatchers()
     auth = await _authenticator(settings, repo)

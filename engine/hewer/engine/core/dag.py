@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from hewer.engine.core.conditions import Action, Condition, ConditionKind, decide_at_parents
 from hewer.engine.core.model import (
     StepDef,
     StepKind,
@@ -35,6 +36,8 @@ class NewTask:
     status: TaskStatus
     skipped: bool = False
     payload_extra: dict[str, Any] = field(default_factory=dict)
+    # WAITING: the sleep and user-event conditions to register in the match table
+    pending: tuple[Condition, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +68,7 @@ def aggregate_status(statuses: list[TaskStatus]) -> TaskStatus:
     unique = set(statuses)
     if not unique or unique == {TaskStatus.QUEUED}:
         return TaskStatus.QUEUED
-    if unique & {TaskStatus.QUEUED, TaskStatus.RUNNING}:
+    if unique & {TaskStatus.QUEUED, TaskStatus.WAITING, TaskStatus.RUNNING}:
         return TaskStatus.RUNNING
     if len(unique) == 1:
         return unique.pop()
@@ -142,9 +145,27 @@ def _decide_child(step: StepDef, state: Any) -> NewTask | None:
         return None
     if any(p[0] in (TaskStatus.FAILED, TaskStatus.CANCELLED) for p in parent_states):
         return NewTask(step=step, status=TaskStatus.CANCELLED)
-    if any(p[1] for p in parent_states):
+    # A skipped parent skips its child only when every parent was skipped (each parent's
+    # skip is its own or-group, as in Hatchet): a join after a skipped branch still runs.
+    # A skip_if on a parent's output replaces that default.
+    skip_overridden = any(
+        c.kind is ConditionKind.PARENT and c.action is Action.SKIP for c in step.conditions
+    )
+    if all(p[1] for p in parent_states) and not skip_overridden:
         return NewTask(step=step, status=TaskStatus.COMPLETED, skipped=True)
     parents = {
         name: decode_output(p[2]) for name, p in zip(step.parents, parent_states, strict=True)
     }
-    return NewTask(step=step, status=TaskStatus.QUEUED, payload_extra={"parents": parents})
+    extra = {"parents": parents}
+    if not step.conditions:
+        return NewTask(step=step, status=TaskStatus.QUEUED, payload_extra=extra)
+    decision = decide_at_parents(step.conditions, parents)
+    if decision.action is Action.SKIP:
+        return NewTask(step=step, status=TaskStatus.COMPLETED, skipped=True)
+    if decision.action is Action.CANCEL:
+        return NewTask(step=step, status=TaskStatus.CANCELLED)
+    if decision.action is Action.QUEUE:
+        return NewTask(step=step, status=TaskStatus.QUEUED, payload_extra=extra)
+    return NewTask(
+        step=step, status=TaskStatus.WAITING, payload_extra=extra, pending=decision.pending
+    )

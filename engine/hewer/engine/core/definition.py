@@ -10,11 +10,12 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hewer.engine.core.batches import InvalidBatchConfig, parse_batch_config
 from hewer.engine.core.concurrency import ConcurrencySpec, InvalidConcurrency, parse_specs
+from hewer.engine.core.conditions import Condition, InvalidCondition, parse_conditions
 from hewer.engine.core.durations import InvalidDuration, parse_duration_or
 from hewer.engine.core.model import StepKind, StepSpec
 from hewer.engine.core.placement import STICKY_STRATEGIES, InvalidLabel, parse_desired_labels
@@ -100,6 +101,7 @@ class StoredPolicies:
     concurrency: tuple[ConcurrencySpec, ...]
     step_concurrency: dict[str, tuple[ConcurrencySpec, ...]]
     step_rate_limits: dict[str, tuple[TaskRateLimit, ...]]
+    step_conditions: dict[str, tuple[Condition, ...]] = field(default_factory=dict)
 
 
 def stored_policies(definition: Mapping[str, Any]) -> StoredPolicies:
@@ -109,14 +111,18 @@ def stored_policies(definition: Mapping[str, Any]) -> StoredPolicies:
         tasks.append(definition["on_failure_task"])
     step_concurrency: dict[str, tuple[ConcurrencySpec, ...]] = {}
     step_rate_limits: dict[str, tuple[TaskRateLimit, ...]] = {}
+    step_conditions: dict[str, tuple[Condition, ...]] = {}
     for task in tasks:
         readable_id = str(task.get("readable_id", "")).strip()
         where = f"task {readable_id!r}"
         try:
             specs = parse_specs(task.get("concurrency"), where=where)
             limits = parse_task_rate_limits(task.get("rate_limits"), where=where)
-        except (InvalidConcurrency, InvalidRateLimit) as exc:
+            conditions = _conditions(task, where=where)
+        except (InvalidConcurrency, InvalidRateLimit, InvalidCondition) as exc:
             raise InvalidDefinition(str(exc)) from None
+        if conditions:
+            step_conditions[readable_id] = conditions
         if specs:
             step_concurrency[readable_id] = specs
         if limits:
@@ -125,7 +131,13 @@ def stored_policies(definition: Mapping[str, Any]) -> StoredPolicies:
         concurrency=workflow_concurrency(definition, where=f"workflow {name!r}"),
         step_concurrency=step_concurrency,
         step_rate_limits=step_rate_limits,
+        step_conditions=step_conditions,
     )
+
+
+def _conditions(task: Mapping[str, Any], *, where: str) -> tuple[Condition, ...]:
+    parents = tuple(str(p) for p in task.get("parents", []))
+    return parse_conditions(task.get("conditions"), parents=parents, where=where)
 
 
 def workflow_concurrency(
@@ -173,7 +185,8 @@ def _parse_step(
         concurrency = parse_specs(task.get("concurrency"), where=where)
         rate_limits = parse_task_rate_limits(task.get("rate_limits"), where=where)
         labels = parse_desired_labels(task.get("worker_labels"), where=where)
-    except (InvalidConcurrency, InvalidRateLimit, InvalidLabel) as exc:
+        conditions = _conditions(task, where=where)
+    except (InvalidConcurrency, InvalidRateLimit, InvalidLabel, InvalidCondition) as exc:
         raise InvalidDefinition(str(exc)) from None
     try:
         batch = parse_batch_config(task.get("batch"))
@@ -196,6 +209,7 @@ def _parse_step(
         rate_limits=rate_limits,
         desired_labels=labels,
         batch=batch,
+        conditions=conditions,
     )
 
 
@@ -240,14 +254,21 @@ def unenforced_settings(definition: Mapping[str, Any]) -> list[str]:
     condition and a Warning event, and the engine log.
     """
     found: list[str] = []
-    per_task = {
-        "conditions": "task conditions",
-    }
     tasks = list(definition.get("tasks", []))
     if definition.get("on_failure_task"):
         tasks.append(definition["on_failure_task"])
     for task in tasks:
-        for key, label in per_task.items():
-            if task.get(key) and label not in found:
-                found.append(label)
+        # DAG conditions are enforced once a task's parents finish (services/matches.py);
+        # a task without parents is created by the trigger, which does not wait yet
+        conditions = task.get("conditions") or {}
+        if conditions and not task.get("parents"):
+            _add(found, "conditions on a task without parents")
+        events = conditions.get("user_event_conditions") or [] if conditions else []
+        if any(e.get("consider_events_since") for e in events):
+            _add(found, "user event condition look-back (consider_events_since)")
     return found
+
+
+def _add(found: list[str], label: str) -> None:
+    if label not in found:
+        found.append(label)

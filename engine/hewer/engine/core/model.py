@@ -11,11 +11,13 @@ if TYPE_CHECKING:
 
 from hewer.engine.core.batches import BatchConfig
 from hewer.engine.core.concurrency import ConcurrencySpec
+from hewer.engine.core.conditions import Condition
 from hewer.engine.core.rate_limits import TaskRateLimit
 
 
 class TaskStatus(StrEnum):
     QUEUED = "QUEUED"
+    WAITING = "WAITING"  # DAG conditions pending (core.task_state); no slot, no queue item
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
@@ -55,6 +57,7 @@ class StepSpec:
     # desired worker labels from registration (a trigger's own labels replace them)
     desired_labels: tuple[DesiredLabel, ...] = ()
     batch: BatchConfig | None = None  # a batch task (core/batches.py)
+    conditions: tuple[Condition, ...] = ()  # wait_for / skip_if / cancel_if (core/conditions.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

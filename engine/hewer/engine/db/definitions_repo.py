@@ -132,6 +132,7 @@ class DefinitionQueries(BatchQueries, RepositoryBase):
                 concurrency=policies.step_concurrency.get(r["readable_id"], ()),
                 rate_limits=policies.step_rate_limits.get(r["readable_id"], ()),
                 batch=batches.get(str(r["id"])),
+                conditions=policies.step_conditions.get(r["readable_id"], ()),
             )
             for r in rows
         )

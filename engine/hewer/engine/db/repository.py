@@ -27,6 +27,7 @@ from hewer.engine.db.declared_repo import DeclaredQueries
 from hewer.engine.db.definitions_repo import DefinitionQueries
 from hewer.engine.db.events_repo import EventQueries
 from hewer.engine.db.idempotency_repo import IdempotencyQueries
+from hewer.engine.db.matches_repo import MatchQueries
 from hewer.engine.db.rate_limits_repo import RateLimitQueries
 from hewer.engine.db.reads import ReadQueries
 from hewer.engine.db.recovery_repo import RecoveryQueries
@@ -58,6 +59,7 @@ class Repository(
     ConcurrencyQueries,
     RateLimitQueries,
     RecoveryQueries,
+    MatchQueries,
     IdempotencyQueries,
     BatchQueries,
     AutoscalingQueries,

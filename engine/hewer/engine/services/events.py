@@ -22,10 +22,13 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hewer.engine.core.cel import CelError, evaluate_bool, filter_variables
 from hewer.engine.db.repository import Record, Repository
+
+if TYPE_CHECKING:
+    from hewer.engine.services.matches import Matches
 from hewer.engine.services.triggers import (
     IdempotencyCollision,
     TriggerError,
@@ -64,6 +67,8 @@ class Events:
     def __init__(self, *, repo: Repository, triggers: Triggers) -> None:
         self._repo = repo
         self._triggers = triggers
+        # waiting DAG tasks' user-event conditions (services/matches.py); set by the server
+        self.matches: Matches | None = None
 
     async def push(self, *, tenant_id: str, events: list[NewEvent]) -> list[StoredEvent]:
         if not events:
@@ -89,6 +94,10 @@ class Events:
             scope=event.scope,
             webhook_name=event.webhook_name,
         )
+        if self.matches is not None:
+            await self.matches.on_event(
+                tenant_id=tenant_id, key=event.key, payload=event.payload, scope=event.scope
+            )
         matches = await self._repo.workflows_for_event_key(tenant_id, event.key)
         filters = await self._repo.filters_for_workflows(
             tenant_id, [str(m["workflow_id"]) for m in matches]

@@ -34,6 +34,8 @@ from hewer.engine.services.task_messages import (
 )
 
 log = logging.getLogger(__name__)
+# the task event a new DAG task gets for its initial state, where it is not the state's name
+_CREATED_EVENT = {TaskStatus.QUEUED: "QUEUED", TaskStatus.WAITING: "CREATED"}
 
 
 class TaskNotFound(LookupError):
@@ -478,6 +480,13 @@ class Lifecycle:
             messages += await self._advance_many(conn, unqueued)
         return messages
 
+    async def advance_and_publish(
+        self, conn: Conn, row: Record, *, status: TaskStatus, payload: str
+    ) -> None:
+        """Progress the run after ``row`` reached ``status`` outside a worker report (a
+        waiting task skipped by its conditions, services/matches.py)."""
+        await self._advance_and_publish(conn, row, status=status, payload=payload)
+
     async def _advance_and_publish(
         self,
         conn: Conn,
@@ -499,6 +508,12 @@ class Lifecycle:
     ) -> list[Record]:
         """Insert DAG tasks and enqueue the queued ones; returns those that failed instead."""
         await self._repo.insert_tasks(conn, tenant_id=tenant_id, tasks=rows)
+        # WAITING children hold their pending conditions in the match table (services/matches.py)
+        await self._repo.insert_task_matches(
+            conn,
+            tenant_id=tenant_id,
+            rows=[r for r in rows if r.task.status is TaskStatus.WAITING],
+        )
         outcome = await self._enqueuer.enqueue(
             conn,
             tenant_id=tenant_id,
@@ -522,9 +537,8 @@ class Lifecycle:
                 task_id=r.id,
                 run_id=r.run_id,
                 retry_count=0,
-                event_type="QUEUED"
-                if r.task.status is TaskStatus.QUEUED
-                else ("SKIPPED" if r.task.skipped else r.task.status.value),
+                event_type=_CREATED_EVENT.get(r.task.status)
+                or ("SKIPPED" if r.task.skipped else r.task.status.value),
             )
             for r in rows
         ]

@@ -20,6 +20,7 @@ from hewer.engine.core.durations import format_duration
 from hewer.engine.db.repository import Repository
 from hewer.engine.services.lifecycle import Lifecycle, StaleAttempt, TaskNotFound
 from hewer.engine.services.loops import DeadlineLoop
+from hewer.engine.services.matches import Matches
 from hewer.engine.services.outage import is_database_unavailable
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ class Timers(DeadlineLoop):
         self._database_lost = False
         # monotonic time before which no worker is declared dead (grace after an outage)
         self._judge_liveness_from = 0.0
+        # DAG condition sleeps (services/matches.py); set by the server
+        self.matches: Matches | None = None
 
     def pass_failed(self, exc: Exception) -> None:
         if is_database_unavailable(exc):
@@ -54,10 +57,16 @@ class Timers(DeadlineLoop):
         return now < self._judge_liveness_from
 
     async def seconds_to_next(self) -> float | None:
-        deadline = await self._repo.next_deadline()
-        return None if deadline is None else (deadline - datetime.now(UTC)).total_seconds()
+        deadlines = [await self._repo.next_deadline()]
+        if self.matches is not None:
+            deadlines.append(await self._repo.next_sleep_deadline())
+        due = [d for d in deadlines if d is not None]
+        return None if not due else (min(due) - datetime.now(UTC)).total_seconds()
 
     async def run_once(self) -> None:
+        if self.matches is not None:
+            while await self.matches.fire_due_sleeps():
+                pass
         for row in await self._repo.expired_tasks(limit=BATCH):
             with contextlib.suppress(StaleAttempt, TaskNotFound):
                 await self._lifecycle.failed(

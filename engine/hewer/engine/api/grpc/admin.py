@@ -39,6 +39,7 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 _RUN_STATUS = {
     TaskStatus.QUEUED: v1.QUEUED,
+    TaskStatus.WAITING: v1.QUEUED,
     TaskStatus.RUNNING: v1.RUNNING,
     TaskStatus.COMPLETED: v1.COMPLETED,
     TaskStatus.FAILED: v1.FAILED,

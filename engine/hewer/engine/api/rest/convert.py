@@ -61,7 +61,8 @@ def int_id(external_id: Any) -> int:
 
 
 def task_status(value: str) -> V1TaskStatus:
-    return V1TaskStatus(value)
+    # Hatchet's API has no WAITING: a task waiting for its DAG conditions is not running yet
+    return V1TaskStatus("QUEUED" if value == "WAITING" else value)
 
 
 def event_type(value: str) -> V1TaskEventType | None:

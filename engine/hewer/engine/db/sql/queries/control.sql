@@ -6,7 +6,7 @@ SELECT id
 FROM tasks
 WHERE tenant_id = $1
   AND (id = ANY($2::uuid[]) OR workflow_run_id = ANY($2::uuid[]))
-  AND status IN ('QUEUED', 'RUNNING')
+  AND status IN ('QUEUED', 'WAITING', 'RUNNING')
 ORDER BY created_at;
 
 -- name: replay_targets

@@ -1,0 +1,175 @@
+"""Satisfying DAG conditions: the one match mechanism (table ``task_matches``, 0012).
+
+A WAITING task has one match holding its pending sleep and user-event conditions, each
+with an action (QUEUE = ``wait_for``, SKIP, CANCEL) and an or-group. Two producers satisfy
+them: the timer loop (:meth:`Matches.fire_due_sleeps`) and event ingestion
+(:meth:`Matches.on_event`). Either one, in a single transaction, locks the matches (in id
+order), marks the conditions satisfied with what satisfied them, applies the CNF rule
+(``core.conditions.fired_action``) and, when an action is complete, deletes the match and
+moves the task: QUEUED through the one enqueue path (so concurrency and rate limits still
+apply), COMPLETED skipped (its children then run), or CANCELLED (which cascades).
+A replica that locked the same match second finds it gone: no match fires twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from hewer.engine.core.conditions import (
+    Action,
+    ConditionKind,
+    Satisfied,
+    event_condition_holds,
+    fired_action,
+)
+from hewer.engine.core.dag import SKIPPED_OUTPUT
+from hewer.engine.core.model import TaskStatus
+from hewer.engine.db.repository import Conn, Record, Repository, TaskEvent
+from hewer.engine.services.bus import Bus
+from hewer.engine.services.enqueue import Enqueue, Enqueuer
+from hewer.engine.services.lifecycle import Lifecycle
+from hewer.engine.services.task_messages import opt
+
+log = logging.getLogger(__name__)
+BATCH = 200
+
+# what satisfies a condition: its data (JSON text) or None when it does not
+Satisfier = Callable[[Record], str | None]
+
+
+class Matches:
+    def __init__(
+        self, *, repo: Repository, bus: Bus, lifecycle: Lifecycle, enqueuer: Enqueuer
+    ) -> None:
+        self._repo = repo
+        self._bus = bus
+        self._lifecycle = lifecycle
+        self._enqueuer = enqueuer
+
+    async def fire_due_sleeps(self) -> int:
+        """Satisfy the sleeps that are due; returns how many matches fired."""
+        async with self._repo.transaction() as conn:
+            match_ids = await self._repo.due_sleep_matches(conn, limit=BATCH)
+            if not match_ids:
+                return 0
+            return await self._satisfy(conn, match_ids, _due_sleep)
+
+    async def on_event(
+        self, *, tenant_id: str, key: str, payload: Mapping[str, Any], scope: str | None
+    ) -> int:
+        """Satisfy the user-event conditions this event meets; returns matches fired."""
+        data = json.dumps(dict(payload))
+
+        def satisfier(c: Record) -> str | None:
+            if c["kind"] != ConditionKind.USER_EVENT.value or c["event_key"] != key:
+                return None
+            if c["event_scope"] and c["event_scope"] != scope:
+                return None
+            return data if event_condition_holds(c["expression"], dict(payload)) else None
+
+        async with self._repo.transaction() as conn:
+            match_ids = await self._repo.event_key_matches(conn, tenant_id=tenant_id, key=key)
+            if not match_ids:
+                return 0
+            return await self._satisfy(conn, match_ids, satisfier)
+
+    async def _satisfy(self, conn: Conn, match_ids: list[str], satisfier: Satisfier) -> int:
+        conditions = await self._repo.match_conditions(conn, match_ids)
+        newly: list[tuple[int, str]] = []
+        states: dict[str, list[Satisfied]] = {}
+        task_of: dict[str, Record] = {}
+        for c in conditions:
+            match_id = str(c["match_id"])
+            task_of[match_id] = c
+            satisfied = bool(c["satisfied"])
+            if not satisfied:
+                data = satisfier(c)
+                if data is not None:
+                    newly.append((int(c["id"]), data))
+                    satisfied = True
+            states.setdefault(match_id, []).append(
+                Satisfied(Action(c["action"]), str(c["or_group_id"]), satisfied)
+            )
+        if newly:
+            await self._repo.satisfy_match_conditions(
+                conn, ids=[i for i, _ in newly], data=[d for _, d in newly]
+            )
+        fired = {m: a for m, s in states.items() if (a := fired_action(s)) is not None}
+        if not fired:
+            return 0
+        await self._repo.delete_task_matches(conn, list(fired))
+        for match_id, action in fired.items():
+            head = task_of[match_id]
+            await self._apply(
+                conn, tenant_id=str(head["tenant_id"]), task_id=str(head["task_id"]), action=action
+            )
+        return len(fired)
+
+    async def _apply(self, conn: Conn, *, tenant_id: str, task_id: str, action: Action) -> None:
+        if action is Action.CANCEL:
+            await self._lifecycle.cancel(
+                tenant_id=tenant_id, task_ids=[task_id], reason="cancel_if condition met", conn=conn
+            )
+            return
+        if action is Action.SKIP:
+            row = await self._repo.skip_waiting_task(conn, task_id, output=SKIPPED_OUTPUT)
+            if row is None:
+                return
+            await self._repo.insert_task_events(
+                conn,
+                tenant_id=tenant_id,
+                events=[_event(row, "SKIPPED")],
+            )
+            await self._lifecycle.advance_and_publish(
+                conn, row, status=TaskStatus.COMPLETED, payload=SKIPPED_OUTPUT
+            )
+            return
+        queued = await self._repo.queue_waiting_task(conn, task_id)
+        if queued is None:
+            return
+        extra = queued["payload_extra"]
+        parents = (json.loads(extra) if isinstance(extra, str) else dict(extra or {})).get(
+            "parents", {}
+        )
+        outcome = await self._enqueuer.enqueue(
+            conn,
+            tenant_id=tenant_id,
+            items=[
+                Enqueue(
+                    task_id=task_id,
+                    run_id=str(queued["workflow_run_id"]),
+                    retry_count=int(queued["retry_count"]),
+                    version_id=str(queued["workflow_version_id"]),
+                    step_id=str(queued["step_id"]),
+                    priority=int(queued["priority"]),
+                    desired_worker_id=opt(queued["desired_worker_id"]),
+                    parents=parents,
+                )
+            ],
+        )
+        await self._repo.insert_task_events(
+            conn, tenant_id=tenant_id, events=[_event(queued, "QUEUED")]
+        )
+        for failed in outcome.failed:  # a concurrency key that could not be computed
+            await self._lifecycle.advance_and_publish(
+                conn, failed, status=TaskStatus.FAILED, payload=str(failed["error"])
+            )
+        await self._bus.publish(conn, {"t": "queue", "tenant": tenant_id, "delay": 0})
+
+
+def _due_sleep(c: Record) -> str | None:
+    if c["kind"] != ConditionKind.SLEEP.value or not c["due"]:
+        return None
+    return json.dumps({"sleep_until": c["sleep_until"].isoformat()})
+
+
+def _event(row: Record, event_type: str) -> TaskEvent:
+    return TaskEvent(
+        task_id=str(row["id"]),
+        run_id=str(row["workflow_run_id"]),
+        retry_count=int(row["retry_count"]),
+        event_type=event_type,
+    )
