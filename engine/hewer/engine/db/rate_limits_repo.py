@@ -15,6 +15,10 @@ class RateLimitQueries(RepositoryBase):
     ) -> list[Record]:
         return list(await conn.fetch(query("lock_rate_limits"), tenant_id, list(keys)))
 
+    async def database_now(self, conn: Conn) -> float:
+        """The transaction's ``now()`` as epoch seconds (the clock bucket windows use)."""
+        return float(await conn.fetchval(query("database_now")))
+
     async def rate_limit_values(self, *, tenant_id: str, keys: Sequence[str]) -> dict[str, int]:
         rows = await self.pool.fetch(query("rate_limit_values"), tenant_id, list(keys))
         return {r["key"]: int(r["limit_value"]) for r in rows}

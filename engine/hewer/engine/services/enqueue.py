@@ -7,7 +7,7 @@ slots instead and reaches the queue only when admission admits the whole chain
 (:mod:`hewer.engine.services.admission`), so no producer can bypass a policy.
 
 ``create_runs`` (one statement for a whole trigger) is the batched form of the plain case
-and is used only for workflows :meth:`Enqueuer.needs_admission` says need none.
+and is used only for workflows :meth:`Enqueuer.is_plain` says have no policy to apply.
 """
 
 from __future__ import annotations

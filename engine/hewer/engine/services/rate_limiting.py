@@ -44,7 +44,8 @@ class RateLimitGate:
             return Checked(allowed=list(rows))
         keys = sorted({n.key for item in needs.values() for n in item})
         locked = await self._repo.lock_rate_limits(conn, tenant_id=tenant_id, keys=keys)
-        now = float(locked[0]["now"]) if locked else 0.0
+        # the database's clock, as the buckets' windows are (none locked: every key unknown)
+        now = float(locked[0]["now"]) if locked else await self._repo.database_now(conn)
         buckets = {r["key"]: _bucket(r) for r in locked}
         checked = Checked(allowed=[], needs=needs, buckets=buckets, now=now)
         ledger = Ledger(_copy(buckets), now=now)
@@ -55,9 +56,6 @@ class RateLimitGate:
             if refusal is None:
                 checked.allowed.append(row)
                 continue
-            if not locked:
-                now = await conn.fetchval("SELECT extract(epoch FROM now())::float8")
-                checked.now = ledger.now = now
             until = refusal.retry_at if refusal.retry_at is not None else now + RECHECK_SECONDS
             deferred.append((int(row["id"]), until, refusal.reason))
         if deferred:

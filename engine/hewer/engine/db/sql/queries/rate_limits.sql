@@ -9,6 +9,9 @@ WHERE tenant_id = $1 AND key = ANY($2::text[])
 ORDER BY key
 FOR UPDATE;
 
+-- name: database_now
+SELECT extract(epoch FROM now())::float8;
+
 -- name: save_rate_limit_usage
 UPDATE rate_limits r
 SET value = u.used, last_refill = to_timestamp(u.started)
