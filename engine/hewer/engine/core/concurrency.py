@@ -177,10 +177,6 @@ class Decision:
     cancel: list[int] = field(default_factory=list)
 
 
-CANCEL_REASON = "cancelled by its concurrency limit (a newer run of the same key won)"
-NEWEST_CANCEL_REASON = "cancelled by its concurrency limit (the key was full)"
-
-
 def decide(groups: Sequence[Group]) -> Decision:
     """Which waiting slots to admit and which slots' holders to cancel, for every group."""
     decision = Decision()
