@@ -102,7 +102,7 @@ def test_parse_reads_all_three_kinds() -> None:
         ),
         (
             {"sleep_conditions": [{"base": {"or_group_id": "g"}, "sleep_for": "1s"}]},
-            "QUEUE, SKIP or CANCEL",
+            "CANCEL, QUEUE, SKIP",
         ),
     ],
 )

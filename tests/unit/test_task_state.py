@@ -27,7 +27,19 @@ def test_waiting_holds_no_slot_and_is_not_final() -> None:
 def test_final_states_only_leave_through_a_replay() -> None:
     for state in FINAL_STATUSES:
         assert task_state.TRANSITIONS[state] == {TaskStatus.QUEUED}
-    assert {TaskStatus.QUEUED, TaskStatus.WAITING, TaskStatus.RUNNING} == task_state.CANCELLABLE
+    assert {
+        TaskStatus.QUEUED,
+        TaskStatus.WAITING,
+        TaskStatus.RUNNING,
+        TaskStatus.EVICTED,
+    } == task_state.CANCELLABLE
+
+
+def test_an_evicted_task_holds_no_slot_and_leaves_by_restore_or_cancel() -> None:
+    assert task_state.TRANSITIONS[TaskStatus.EVICTED] == {TaskStatus.QUEUED, TaskStatus.CANCELLED}
+    assert TaskStatus.EVICTED not in task_state.HOLDS_SLOT
+    assert can_move(TaskStatus.RUNNING, TaskStatus.EVICTED)
+    assert not can_move(TaskStatus.QUEUED, TaskStatus.EVICTED)
 
 
 def test_an_illegal_move_is_refused_with_both_names() -> None:

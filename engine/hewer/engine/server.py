@@ -34,6 +34,7 @@ from hewer.engine.services.batches import BatchFlusher
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.control import RunControl
 from hewer.engine.services.definitions import Definitions
+from hewer.engine.services.durable import DurableLog
 from hewer.engine.services.enqueue import Enqueuer
 from hewer.engine.services.events import Events
 from hewer.engine.services.lifecycle import Lifecycle
@@ -127,6 +128,11 @@ async def run_engine(
     matches = Matches(repo=repo, bus=bus, lifecycle=lifecycle, enqueuer=enqueuer)
     timers.matches = matches
     events.matches = matches
+    durable_log = DurableLog(repo=repo, bus=bus, enqueuer=enqueuer, triggers=triggers)
+    durable_log.matches = matches
+    matches.durable = durable_log
+    control.durable = durable_log
+    matches.wake_timers = timers.wake
     results = ResultWatchers(repo)
     run_events = EventWatchers()
     auth = await _authenticator(settings, repo)
@@ -163,6 +169,7 @@ async def run_engine(
     bus.subscribe("run", results.on_bus)
     bus.subscribe("run", run_events.on_run_finished)
     bus.subscribe("event", run_events.on_event)
+    bus.subscribe("children", matches.on_children_bus)
     autoscaling = Autoscaling(repo=repo)
     bus.subscribe("queue", autoscaling.on_bus)
     bus.subscribe("resync", autoscaling.on_bus)
@@ -172,20 +179,22 @@ async def run_engine(
     worker_registry = WorkerRegistry(repo)
     grpc_auth = GrpcContextAuth(auth)
     streams = RunStreams(reads=reads, results=results, events=run_events)
+    dispatcher = DispatcherService(
+        auth=grpc_auth,
+        workers=worker_registry,
+        hub=hub,
+        scheduler=scheduler,
+        lifecycle=lifecycle,
+        streams=streams,
+        engine_id=engine_id,
+        max_payload_bytes=settings.max_payload_bytes,
+        batch_reports=BatchReports(repo=repo, lifecycle=lifecycle),
+    )
+    dispatcher.control = control
     grpc_server = build_grpc_server(
         auth=auth,
         max_message_bytes=settings.max_payload_bytes,
-        dispatcher=DispatcherService(
-            auth=grpc_auth,
-            workers=worker_registry,
-            hub=hub,
-            scheduler=scheduler,
-            lifecycle=lifecycle,
-            streams=streams,
-            engine_id=engine_id,
-            max_payload_bytes=settings.max_payload_bytes,
-            batch_reports=BatchReports(repo=repo, lifecycle=lifecycle),
-        ),
+        dispatcher=dispatcher,
         admin=AdminService(
             auth=grpc_auth,
             reads=reads,
@@ -208,7 +217,12 @@ async def run_engine(
             bus=bus,
             max_payload_bytes=settings.max_payload_bytes,
         ),
-        durable=DurableService(auth=grpc_auth),
+        durable=DurableService(
+            auth=grpc_auth,
+            durable=durable_log,
+            bus=bus,
+            max_payload_bytes=settings.max_payload_bytes,
+        ),
     )
     grpc_address = f"{settings.bind_host}:{settings.grpc_port}"
     try:

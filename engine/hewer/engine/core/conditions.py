@@ -26,16 +26,22 @@ class Action(StrEnum):
     QUEUE = "QUEUE"
     SKIP = "SKIP"
     CANCEL = "CANCEL"
+    CREATE = "CREATE"  # a durable wait: satisfy its log entry (core/durable.py)
 
 
 class ConditionKind(StrEnum):
     PARENT = "PARENT"
     SLEEP = "SLEEP"
     USER_EVENT = "USER_EVENT"
+    CHILD = "CHILD"  # a durable task's child run finished
+
+
+DAG_ACTIONS = frozenset({Action.QUEUE, Action.SKIP, Action.CANCEL})
+DURABLE_ACTIONS = frozenset({Action.CREATE})
 
 
 # when several actions are complete at once the first one here wins
-PRECEDENCE = (Action.SKIP, Action.CANCEL, Action.QUEUE)
+PRECEDENCE = (Action.SKIP, Action.CANCEL, Action.QUEUE, Action.CREATE)
 
 
 class InvalidCondition(ValueError):
@@ -51,8 +57,11 @@ class Condition:
     expression: str = ""  # CEL: over ``output`` (parent) or ``input`` (event payload)
     parent: str = ""  # PARENT: the parent's readable id
     sleep_seconds: float = 0.0  # SLEEP
+    sleep_for: str = ""  # SLEEP: the duration as sent ("5s"), handed back when it fires
     event_key: str = ""  # USER_EVENT
     event_scope: str = ""  # USER_EVENT: only events pushed with this scope, when set
+    # USER_EVENT: an event stored since this time (RFC 3339) satisfies the condition at once
+    events_since: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +74,11 @@ class Satisfied:
 
 
 def parse_conditions(
-    raw: Mapping[str, Any] | None, *, parents: Sequence[str], where: str
+    raw: Mapping[str, Any] | None,
+    *,
+    parents: Sequence[str],
+    where: str,
+    actions: frozenset[Action] = DAG_ACTIONS,
 ) -> tuple[Condition, ...]:
     """The step's conditions from the registration dict (``TaskConditions`` rendered with
     proto field names); raises :class:`InvalidCondition` for anything the engine cannot
@@ -74,7 +87,7 @@ def parse_conditions(
         return ()
     found: list[Condition] = []
     for item in raw.get("parent_override_conditions", []) or []:
-        base = _base(item, where=where)
+        base = _base(item, where=where, actions=actions)
         parent = str(item.get("parent_readable_id", "")).strip()
         if parent not in parents:
             raise InvalidCondition(
@@ -87,7 +100,7 @@ def parse_conditions(
             Condition(kind=ConditionKind.PARENT, parent=parent, **base | {"expression": expression})
         )
     for item in raw.get("sleep_conditions", []) or []:
-        base = _base(item, where=where)
+        base = _base(item, where=where, actions=actions)
         text = str(item.get("sleep_for", "")).strip()
         try:
             seconds = parse_duration(text)
@@ -95,9 +108,11 @@ def parse_conditions(
             raise InvalidCondition(f"{where}: sleep condition: {exc}") from None
         if seconds <= 0:
             raise InvalidCondition(f"{where}: sleep condition: duration must be positive")
-        found.append(Condition(kind=ConditionKind.SLEEP, sleep_seconds=seconds, **base))
+        found.append(
+            Condition(kind=ConditionKind.SLEEP, sleep_seconds=seconds, sleep_for=text, **base)
+        )
     for item in raw.get("user_event_conditions", []) or []:
-        base = _base(item, where=where)
+        base = _base(item, where=where, actions=actions)
         key = str(item.get("user_event_key", "")).strip()
         if not key:
             raise InvalidCondition(f"{where}: user event condition has no event key")
@@ -108,20 +123,24 @@ def parse_conditions(
                 kind=ConditionKind.USER_EVENT,
                 event_key=key,
                 event_scope=str(item.get("event_scope", "") or ""),
+                events_since=str(item.get("consider_events_since", "") or ""),
                 **base,
             )
         )
     return tuple(found)
 
 
-def _base(item: Mapping[str, Any], *, where: str) -> dict[str, Any]:
+def _base(item: Mapping[str, Any], *, where: str, actions: frozenset[Action]) -> dict[str, Any]:
     base = item.get("base") or {}
     action_name = str(base.get("action", "CREATE"))
     try:
         action = Action(action_name)
     except ValueError:
+        action = None
+    if action not in actions:
+        allowed = ", ".join(sorted(a.value for a in actions))
         raise InvalidCondition(
-            f"{where}: condition action must be QUEUE, SKIP or CANCEL, got {action_name!r}"
+            f"{where}: condition action must be one of {allowed}, got {action_name!r}"
         ) from None
     group = str(base.get("or_group_id", "")).strip()
     if not group:

@@ -68,7 +68,7 @@ def aggregate_status(statuses: list[TaskStatus]) -> TaskStatus:
     unique = set(statuses)
     if not unique or unique == {TaskStatus.QUEUED}:
         return TaskStatus.QUEUED
-    if unique & {TaskStatus.QUEUED, TaskStatus.WAITING, TaskStatus.RUNNING}:
+    if unique & {TaskStatus.QUEUED, TaskStatus.WAITING, TaskStatus.RUNNING, TaskStatus.EVICTED}:
         return TaskStatus.RUNNING
     if len(unique) == 1:
         return unique.pop()

@@ -19,6 +19,7 @@ class TaskStatus(StrEnum):
     QUEUED = "QUEUED"
     WAITING = "WAITING"  # DAG conditions pending (core.task_state); no slot, no queue item
     RUNNING = "RUNNING"
+    EVICTED = "EVICTED"  # a durable task waiting off its worker (core.task_state); no slot
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"

@@ -2,7 +2,7 @@
 
 The states are :class:`~hewer.engine.core.model.TaskStatus` (the names stored in
 ``tasks.status``); this module is the one place that says which moves are allowed, as data,
-so a new state (WAITING for DAG conditions, later EVICTED for durable tasks) cannot be
+so a new state (WAITING for DAG conditions, EVICTED for durable tasks) cannot be
 forgotten in one code path. SQL that writes a status takes the name from here as a
 parameter instead of spelling a literal.
 
@@ -11,7 +11,10 @@ parameter instead of spelling a literal.
 * WAITING   -> QUEUED (its ``wait_for`` conditions are met), COMPLETED (``skip_if``
                met: skipped), CANCELLED (``cancel_if`` met, or the run is cancelled).
                A waiting task holds no worker slot and has no queue item.
-* RUNNING   -> COMPLETED, FAILED, CANCELLED, QUEUED (a retry or a lost attempt)
+* RUNNING   -> COMPLETED, FAILED, CANCELLED, QUEUED (a retry or a lost attempt),
+               EVICTED (a durable task's worker evicted it while it waits)
+* EVICTED   -> QUEUED (restored: its wait was satisfied, or REST restore; or replayed),
+               CANCELLED. An evicted task holds no slot; its log is replayed on restore.
 * final states (COMPLETED, FAILED, CANCELLED) -> QUEUED only through an explicit replay.
 """
 
@@ -22,6 +25,7 @@ from hewer.engine.core.model import TaskStatus
 QUEUED = TaskStatus.QUEUED
 WAITING = TaskStatus.WAITING
 RUNNING = TaskStatus.RUNNING
+EVICTED = TaskStatus.EVICTED
 COMPLETED = TaskStatus.COMPLETED
 FAILED = TaskStatus.FAILED
 CANCELLED = TaskStatus.CANCELLED
@@ -29,7 +33,8 @@ CANCELLED = TaskStatus.CANCELLED
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     QUEUED: frozenset({RUNNING, CANCELLED, FAILED}),
     WAITING: frozenset({QUEUED, COMPLETED, CANCELLED}),
-    RUNNING: frozenset({COMPLETED, FAILED, CANCELLED, QUEUED}),
+    RUNNING: frozenset({COMPLETED, FAILED, CANCELLED, QUEUED, EVICTED}),
+    EVICTED: frozenset({QUEUED, CANCELLED}),
     COMPLETED: frozenset({QUEUED}),
     FAILED: frozenset({QUEUED}),
     CANCELLED: frozenset({QUEUED}),

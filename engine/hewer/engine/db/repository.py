@@ -25,6 +25,7 @@ from hewer.engine.db.batches_repo import BatchQueries
 from hewer.engine.db.concurrency_repo import ConcurrencyQueries
 from hewer.engine.db.declared_repo import DeclaredQueries
 from hewer.engine.db.definitions_repo import DefinitionQueries
+from hewer.engine.db.durable_repo import DurableQueries
 from hewer.engine.db.events_repo import EventQueries
 from hewer.engine.db.idempotency_repo import IdempotencyQueries
 from hewer.engine.db.matches_repo import MatchQueries
@@ -60,6 +61,7 @@ class Repository(
     RateLimitQueries,
     RecoveryQueries,
     MatchQueries,
+    DurableQueries,
     IdempotencyQueries,
     BatchQueries,
     AutoscalingQueries,

@@ -13,6 +13,7 @@ from hewer.engine.core.placement import desired_worker
 from hewer.engine.db.repository import Conn, Repository, TaskEvent
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.definitions import Definitions
+from hewer.engine.services.durable import DurableLog, DurableRequestError
 from hewer.engine.services.enqueue import Enqueue, Enqueuer
 from hewer.engine.services.lifecycle import Lifecycle
 from hewer.engine.services.task_messages import opt
@@ -41,6 +42,8 @@ class RunControl:
         self._defs = definitions
         self._lifecycle = lifecycle
         self._triggers = triggers
+        # durable tasks' restore and branching (services/durable.py); set by the server
+        self.durable: DurableLog | None = None
 
     async def cancel(
         self,
@@ -93,6 +96,25 @@ class RunControl:
             await self._bus.publish(None, {"t": "slots", "worker": worker_id})
         return changed
 
+    async def restore(self, *, tenant_id: str, task_id: str) -> bool:
+        """Queue an evicted durable task again; False when it was not evicted (idempotent)."""
+        if self.durable is None:
+            raise DurableRequestError("durable tasks are not available")
+        return await self.durable.restore(tenant_id=tenant_id, task_id=task_id)
+
+    async def branch_durable_task(
+        self, *, tenant_id: str, task_id: str, node_id: int, branch_id: int
+    ) -> int:
+        """Reset a durable task from a node: a new branch from ``(branch_id, node_id)``,
+        then a replay that re-executes the log from that node; returns the new branch."""
+        if self.durable is None:
+            raise DurableRequestError("durable tasks are not available")
+        new_branch = await self.durable.branch(
+            tenant_id=tenant_id, task_id=task_id, node_id=node_id, branch_id=branch_id
+        )
+        await self.replay(tenant_id=tenant_id, external_ids=[task_id])
+        return new_branch
+
     async def replay(self, *, tenant_id: str, external_ids: Sequence[str]) -> list[str]:
         """Run finished tasks again (attempt + 1); the tasks after them are recreated.
 
@@ -132,7 +154,7 @@ class RunControl:
             else:
                 start = {t.readable_id for t in snapshot if t.id in task_ids}
             downstream = _downstream(version, start)
-            if any(t.readable_id in start and not t.status.is_final for t in snapshot):
+            if any(t.readable_id in start and not _replayable(t.status) for t in snapshot):
                 return []  # replaying a task that is still active would run it twice
             await self._repo.delete_tasks(
                 conn, [t.id for t in snapshot if t.readable_id in downstream]
@@ -186,6 +208,11 @@ class RunControl:
             )
             await self._bus.publish(conn, {"t": "queue", "tenant": tenant_id, "delay": 0})
         return [str(r["id"]) for r in reset]
+
+
+def _replayable(status: TaskStatus) -> bool:
+    # an evicted durable task runs nowhere: a replay starts a new invocation of its log
+    return status.is_final or status is TaskStatus.EVICTED
 
 
 def _downstream(version: WorkflowVersionDef, start: set[str]) -> set[str]:

@@ -9,15 +9,22 @@ order), marks the conditions satisfied with what satisfied them, applies the CNF
 moves the task: QUEUED through the one enqueue path (so concurrency and rate limits still
 apply), COMPLETED skipped (its children then run), or CANCELLED (which cascades).
 A replica that locked the same match second finds it gone: no match fires twice.
+
+Durable waits (``services/durable.py``) are matches too, one per log entry, with action
+CREATE: when one fires, its entry is satisfied with what satisfied it (the sleep, the event
+payload, or the child run's outcome, read here). CHILD conditions are satisfied by a trigger
+when the child run ends (migration 0013); :meth:`Matches.fire_ready_children` fires them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from hewer.engine.core import durable as log_rules
 from hewer.engine.core.conditions import (
     Action,
     ConditionKind,
@@ -29,8 +36,10 @@ from hewer.engine.core.dag import SKIPPED_OUTPUT
 from hewer.engine.core.model import TaskStatus
 from hewer.engine.db.repository import Conn, Record, Repository, TaskEvent
 from hewer.engine.services.bus import Bus
+from hewer.engine.services.durable import DurableLog
 from hewer.engine.services.enqueue import Enqueue, Enqueuer
 from hewer.engine.services.lifecycle import Lifecycle
+from hewer.engine.services.outage import log_failure
 from hewer.engine.services.task_messages import opt
 
 log = logging.getLogger(__name__)
@@ -48,6 +57,11 @@ class Matches:
         self._bus = bus
         self._lifecycle = lifecycle
         self._enqueuer = enqueuer
+        # set by the server: durable waits' entries, and a wake-up for the timer loop
+        self.durable: DurableLog | None = None
+        self.wake_timers: Callable[[], None] | None = None
+        self._children_drain: asyncio.Task[None] | None = None
+        self._children_again = False
 
     async def fire_due_sleeps(self) -> int:
         """Satisfy the sleeps that are due; returns how many matches fired."""
@@ -76,14 +90,74 @@ class Matches:
                 return 0
             return await self._satisfy(conn, match_ids, satisfier)
 
+    def on_children_bus(self, message: dict[str, Any]) -> None:
+        """Child runs ended (the trigger of migration 0013 notified): fire their matches,
+        one drain at a time per replica."""
+        if self._children_drain is None or self._children_drain.done():
+            self._children_drain = asyncio.create_task(self._drain_children())
+        else:
+            self._children_again = True
+
+    async def _drain_children(self) -> None:
+        while True:
+            self._children_again = False
+            try:
+                while await self.fire_ready_children():
+                    pass
+            except Exception as exc:  # the timer loop's sweep fires them later
+                log_failure("durable children", exc, log, "firing finished children")
+                return
+            if not self._children_again:
+                return
+
+    async def fire_ready_children(self) -> int:
+        """Fire the durable matches whose child runs have ended; returns how many fired."""
+        async with self._repo.transaction() as conn:
+            match_ids = await self._repo.ready_child_matches(conn, limit=BATCH)
+            if not match_ids:
+                return 0
+            return await self._satisfy(conn, match_ids, _nothing_new)
+
+    async def children_finished(self, conn: Conn, run_ids: list[str]) -> None:
+        """Satisfy the CHILD conditions of child runs that had ended already (a spawn
+        deduplicated onto a finished child), inside the caller's transaction."""
+        ended = set(run_ids)
+        match_ids = await self._repo.child_run_matches(conn, run_ids)
+
+        def satisfier(c: Record) -> str | None:
+            if c["kind"] != ConditionKind.CHILD.value or str(c["child_run_id"]) not in ended:
+                return None
+            return json.dumps({"run": str(c["child_run_id"])})
+
+        if match_ids:
+            await self._satisfy(conn, match_ids, satisfier)
+
+    async def satisfy_now(self, conn: Conn, *, match_id: str, found: dict[int, str]) -> None:
+        """Satisfy conditions of a fresh match (by position) with what was found already:
+        the events a look-back found."""
+        positions = {}
+        for position, c in enumerate(await self._repo.match_conditions(conn, [match_id])):
+            positions[int(c["id"])] = position
+
+        def satisfier(c: Record) -> str | None:
+            return found.get(positions.get(int(c["id"]), -1))
+
+        await self._satisfy(conn, [match_id], satisfier)
+
+    def sleep_registered(self) -> None:
+        if self.wake_timers is not None:
+            self.wake_timers()
+
     async def _satisfy(self, conn: Conn, match_ids: list[str], satisfier: Satisfier) -> int:
         conditions = await self._repo.match_conditions(conn, match_ids)
         newly: list[tuple[int, str]] = []
         states: dict[str, list[Satisfied]] = {}
         task_of: dict[str, Record] = {}
+        rows_of: dict[str, list[Record]] = {}
         for c in conditions:
             match_id = str(c["match_id"])
             task_of[match_id] = c
+            rows_of.setdefault(match_id, []).append(c)
             satisfied = bool(c["satisfied"])
             if not satisfied:
                 data = satisfier(c)
@@ -101,12 +175,51 @@ class Matches:
         if not fired:
             return 0
         await self._repo.delete_task_matches(conn, list(fired))
+        fresh = dict(newly)
         for match_id, action in fired.items():
             head = task_of[match_id]
+            if action is Action.CREATE:
+                await self._fire_durable(conn, rows_of[match_id], fresh)
+                continue
             await self._apply(
                 conn, tenant_id=str(head["tenant_id"]), task_id=str(head["task_id"]), action=action
             )
         return len(fired)
+
+    async def _fire_durable(
+        self, conn: Conn, conditions: list[Record], fresh: Mapping[int, str]
+    ) -> None:
+        """A durable wait or child completed: satisfy its log entry with what met it."""
+        head = conditions[0]
+        if self.durable is None or head["durable_node_id"] is None:
+            return
+        met = [c for c in conditions if c["satisfied"] or int(c["id"]) in fresh]
+        result: bytes | None
+        failure, error = False, None
+        child = next((c for c in met if c["kind"] == ConditionKind.CHILD.value), None)
+        if child is not None:
+            outcome = log_rules.child_outcome(
+                [
+                    log_rules.ChildTask(r["readable_id"], r["status"], r["output"], r["error"])
+                    for r in await self._repo.child_run_tasks(conn, [str(child["child_run_id"])])
+                    if r["readable_id"] is not None
+                ]
+            )
+            result, failure, error = outcome.result, outcome.is_failure, outcome.error_message
+        else:
+            result = log_rules.wait_result(
+                (str(c["readable_data_key"]), _condition_data(c, fresh)) for c in met
+            )
+        await self.durable.satisfied(
+            conn,
+            tenant_id=str(head["tenant_id"]),
+            task_id=str(head["task_id"]),
+            branch_id=int(head["durable_branch_id"]),
+            node_id=int(head["durable_node_id"]),
+            result=result,
+            is_failure=failure,
+            error_message=error,
+        )
 
     async def _apply(self, conn: Conn, *, tenant_id: str, task_id: str, action: Action) -> None:
         if action is Action.CANCEL:
@@ -158,6 +271,17 @@ class Matches:
                 conn, failed, status=TaskStatus.FAILED, payload=str(failed["error"])
             )
         await self._bus.publish(conn, {"t": "queue", "tenant": tenant_id, "delay": 0})
+
+
+def _nothing_new(c: Record) -> str | None:
+    return None
+
+
+def _condition_data(c: Record, fresh: Mapping[int, str]) -> Any:
+    if c["kind"] == ConditionKind.SLEEP.value:
+        return log_rules.sleep_data(c["sleep_for"] or "")
+    text = fresh.get(int(c["id"])) or c["data"]
+    return json.loads(text) if text else {}
 
 
 def _due_sleep(c: Record) -> str | None:

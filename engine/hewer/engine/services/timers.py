@@ -67,6 +67,9 @@ class Timers(DeadlineLoop):
         if self.matches is not None:
             while await self.matches.fire_due_sleeps():
                 pass
+            # children whose end notification was lost (the bus reconnected)
+            while await self.matches.fire_ready_children():
+                pass
         for row in await self._repo.expired_tasks(limit=BATCH):
             with contextlib.suppress(StaleAttempt, TaskNotFound):
                 await self._lifecycle.failed(

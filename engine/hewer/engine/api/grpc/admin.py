@@ -23,6 +23,7 @@ from hewer.engine.core.placement import DesiredLabel, InvalidLabel, parse_desire
 from hewer.engine.core.rate_limits import check_rate_limit
 from hewer.engine.services.control import RunControl
 from hewer.engine.services.definitions import Definitions
+from hewer.engine.services.durable import DurableRequestError, DurableTaskNotFound
 from hewer.engine.services.reads import Reads
 from hewer.engine.services.scheduling import NotFoundError, Scheduling, SchedulingError
 from hewer.engine.services.tenant_objects import TenantObjects
@@ -41,6 +42,7 @@ _RUN_STATUS = {
     TaskStatus.QUEUED: v1.QUEUED,
     TaskStatus.WAITING: v1.QUEUED,
     TaskStatus.RUNNING: v1.RUNNING,
+    TaskStatus.EVICTED: v1.RUNNING,  # with is_evicted
     TaskStatus.COMPLETED: v1.COMPLETED,
     TaskStatus.FAILED: v1.FAILED,
     TaskStatus.CANCELLED: v1.CANCELLED,
@@ -139,14 +141,14 @@ class AdminService(AdminServiceServicer):  # type: ignore[misc]
             status=_RUN_STATUS[aggregate_status(statuses)],
             done=run["finished_at"] is not None,
             additional_metadata=(run["additional_metadata"] or "{}").encode(),
-            is_evicted=False,
+            is_evicted=TaskStatus.EVICTED in statuses,
         )
         for task in tasks:
             detail = v1.TaskRunDetail(
                 external_id=str(task["id"]),
                 status=_RUN_STATUS[TaskStatus(task["status"])],
                 readable_id=task["readable_id"],
-                is_evicted=False,
+                is_evicted=task["status"] == TaskStatus.EVICTED.value,
             )
             if task["status"] == TaskStatus.FAILED.value and task["error"] is not None:
                 detail.error = task["error"]
@@ -204,9 +206,28 @@ class AdminService(AdminServiceServicer):  # type: ignore[misc]
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return v1.TriggerWorkflowRunResponse(external_id=ids[0])
 
-    async def BranchDurableTask(self, request: Any, context: Ctx) -> Any:
-        await abort(
-            context, grpc.StatusCode.UNIMPLEMENTED, "durable branching is not supported yet"
+    async def BranchDurableTask(
+        self, request: v1.BranchDurableTaskRequest, context: Ctx
+    ) -> v1.BranchDurableTaskResponse:
+        tenant_id = await self._auth.tenant(context)
+        task_id = require_uuid(request.task_external_id, what="task_external_id")
+        if task_id is None:
+            await abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "task_external_id must be a UUID"
+            )
+        try:
+            branch = await self._control.branch_durable_task(
+                tenant_id=tenant_id,
+                task_id=str(task_id),
+                node_id=request.node_id,
+                branch_id=request.branch_id,
+            )
+        except DurableTaskNotFound as exc:
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+        except DurableRequestError as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return v1.BranchDurableTaskResponse(
+            task_external_id=str(task_id), node_id=request.node_id, branch_id=branch
         )
 
     @staticmethod

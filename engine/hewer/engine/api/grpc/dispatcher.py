@@ -21,6 +21,8 @@ from hewer.engine.services.batch_reports import (
     BatchReports,
     InvalidBatchReport,
 )
+from hewer.engine.services.control import RunControl
+from hewer.engine.services.durable import DurableRequestError, DurableTaskNotFound
 from hewer.engine.services.lifecycle import Lifecycle, NotHolder, StaleAttempt, TaskNotFound
 from hewer.engine.services.outage import ride_out
 from hewer.engine.services.scheduler import Scheduler
@@ -118,6 +120,8 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
         self._streams = streams
         self._engine_id = engine_id
         self._max_payload = max_payload_bytes
+        # restore of evicted durable tasks (services/control.py); set by the server
+        self.control: RunControl | None = None
         self._batch_reports = batch_reports
 
     async def GetVersion(
@@ -440,8 +444,22 @@ class DispatcherService(DispatcherServicer):  # type: ignore[misc]
         self._scheduler.wake()
         return pb.ReleaseSlotResponse()
 
-    async def RestoreEvictedTask(self, request: Any, context: Ctx) -> Any:
-        await abort(context, grpc.StatusCode.UNIMPLEMENTED, "durable eviction is not supported yet")
+    async def RestoreEvictedTask(
+        self, request: pb.RestoreEvictedTaskRequest, context: Ctx
+    ) -> pb.RestoreEvictedTaskResponse:
+        tenant_id = await self._auth.tenant(context)
+        task_id = require_uuid(request.task_run_external_id, what="task_run_external_id")
+        if task_id is None or self.control is None:
+            await abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "task_run_external_id must be a UUID"
+            )
+        try:
+            requeued = await self.control.restore(tenant_id=tenant_id, task_id=str(task_id))
+        except DurableTaskNotFound as exc:
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+        except DurableRequestError as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return pb.RestoreEvictedTaskResponse(requeued=requeued)
 
     async def UpsertWorkerLabels(
         self, request: pb.UpsertWorkerLabelsRequest, context: Ctx

@@ -15,6 +15,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from hewer.engine.api.rest import (
     cel,
+    durable,
     event_push,
     events,
     filters,
@@ -137,7 +138,18 @@ def build_app(
     app[hewer_ops.DEFINITIONS] = definitions
     app.router.add_get("/api/ready", _ok)
     app.router.add_get("/api/live", _ok)
-    for module in (runs, tasks, workflows, workers, events, event_push, filters, webhooks, cel):
+    for module in (
+        runs,
+        tasks,
+        durable,
+        workflows,
+        workers,
+        events,
+        event_push,
+        filters,
+        webhooks,
+        cel,
+    ):
         app.router.add_routes(module.routes)
     app.router.add_routes(hewer_ops.routes)
     if scheduling_service is not None:

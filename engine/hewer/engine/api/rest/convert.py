@@ -61,8 +61,16 @@ def int_id(external_id: Any) -> int:
 
 
 def task_status(value: str) -> V1TaskStatus:
-    # Hatchet's API has no WAITING: a task waiting for its DAG conditions is not running yet
-    return V1TaskStatus("QUEUED" if value == "WAITING" else value)
+    # Hatchet's API has no WAITING: a task waiting for its DAG conditions is not running yet;
+    # nor EVICTED: an evicted durable task is RUNNING with ``isEvicted`` (see is_evicted)
+    return V1TaskStatus(_API_STATUS.get(value, value))
+
+
+_API_STATUS = {"WAITING": "QUEUED", "EVICTED": "RUNNING"}
+
+
+def is_evicted(value: str) -> bool:
+    return value == "EVICTED"
 
 
 def event_type(value: str) -> V1TaskEventType | None:
@@ -143,6 +151,7 @@ def task_summary(row: Row, *, include_payloads: bool = True) -> V1TaskSummary:
         displayName=display_name(row["readable_id"], created_at),
         duration=duration_ms(started_at, finished_at),
         isDurable=bool(row["is_durable"]),
+        isEvicted=is_evicted(row["status"]),
         errorMessage=_error(row["error"]),
         finishedAt=finished_at,
         input=as_object(row["input"]) if include_payloads else {},

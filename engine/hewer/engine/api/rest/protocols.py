@@ -39,3 +39,13 @@ class RunControl(Protocol):
     async def set_worker_paused(self, *, tenant_id: str, worker_id: str, paused: bool) -> bool:
         """Pause or resume assignment to a worker; False if the tenant has no such worker."""
         ...
+
+    async def restore(self, *, tenant_id: str, task_id: str) -> bool:
+        """Queue an evicted durable task again; False when it was not evicted."""
+        ...
+
+    async def branch_durable_task(
+        self, *, tenant_id: str, task_id: str, node_id: int, branch_id: int
+    ) -> int:
+        """Reset a durable task from a node (a new branch, then a replay); returns the branch."""
+        ...

@@ -6,7 +6,7 @@ SELECT id
 FROM tasks
 WHERE tenant_id = $1
   AND (id = ANY($2::uuid[]) OR workflow_run_id = ANY($2::uuid[]))
-  AND status IN ('QUEUED', 'WAITING', 'RUNNING')
+  AND status IN ('QUEUED', 'WAITING', 'RUNNING', 'EVICTED')
 ORDER BY created_at;
 
 -- name: replay_targets
@@ -22,7 +22,7 @@ UPDATE tasks
 SET status = 'QUEUED', retry_count = retry_count + 1, output = NULL, error = NULL,
     is_skipped = false, worker_id = NULL, slot_held = false, timeout_at = NULL,
     assigned_at = NULL, started_at = NULL, finished_at = NULL, queued_at = now()
-WHERE id = $1 AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+WHERE id = $1 AND status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'EVICTED')
 RETURNING id, tenant_id, workflow_run_id, step_id, retry_count, action_id, priority,
           slot_requests::text AS slot_requests, worker_id;
 

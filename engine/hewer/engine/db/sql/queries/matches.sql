@@ -46,7 +46,8 @@ FOR UPDATE;
 SELECT c.id, c.match_id, c.action, c.or_group_id, c.kind, c.expression, c.event_key,
        c.event_scope, c.sleep_until, c.satisfied_at IS NOT NULL AS satisfied,
        coalesce(c.sleep_until <= now(), false) AS due,
-       m.task_id, m.tenant_id
+       c.readable_data_key, c.sleep_for, c.child_run_id, c.data::text AS data,
+       m.task_id, m.tenant_id, m.durable_branch_id, m.durable_node_id
 FROM task_match_conditions c
 JOIN task_matches m ON m.id = c.match_id
 WHERE c.match_id = ANY($1::uuid[])

@@ -183,13 +183,15 @@ RETURNING id, tenant_id, workflow_run_id, step_id, worker_id, retry_count, actio
 WITH target AS (
     SELECT id, status AS previous_status, worker_id AS previous_worker_id
     FROM tasks
-    WHERE id = $2 AND tenant_id = $1 AND status IN ('QUEUED', 'WAITING', 'RUNNING')
+    WHERE id = $2 AND tenant_id = $1 AND status IN ('QUEUED', 'WAITING', 'RUNNING', 'EVICTED')
     FOR UPDATE
 ), dequeued AS (
     DELETE FROM queue_items q USING target WHERE q.task_id = target.id
 ), unmatched AS (
-    -- a WAITING task's pending DAG conditions (task_matches, migration 0012)
-    DELETE FROM task_matches m USING target WHERE m.task_id = target.id
+    -- a WAITING task's pending DAG conditions (task_matches, migration 0012); a durable
+    -- task's waits stay: they keep their deadline for a replay (migration 0013)
+    DELETE FROM task_matches m
+    USING target WHERE m.task_id = target.id AND m.durable_node_id IS NULL
 )
 UPDATE tasks t
 SET status = 'CANCELLED', finished_at = now(), slot_held = false

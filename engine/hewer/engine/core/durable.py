@@ -1,0 +1,172 @@
+"""The durable event log, decided purely: what a node asked for, which branch holds a node,
+and what a satisfied node hands back to the task.
+
+A durable task's log is an ordered list of nodes per invocation (node ids restart at 1 each
+time the task is assigned). A node records what the task asked for (its idempotency key)
+and, once satisfied, the result. On replay the task walks the log again: a node that exists
+must be asked for with the same key, otherwise the run is not deterministic and the task is
+told so (the SDK raises ``NonDeterminismError``).
+
+Branches (``BranchDurableTask``): branch ``b`` starts at node ``first_node_id`` of its parent
+branch; nodes before that are read from the parent, so a reset from node 2 keeps node 1's
+result and re-executes the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from hewer.engine.core.conditions import Condition, ConditionKind
+
+ROOT_BRANCH = 1
+# Hatchet's message for a cancelled child, which the SDK raises in the parent
+CHILD_CANCELLED = "task was cancelled"
+
+
+class EntryKind(StrEnum):
+    WAIT_FOR = "WAIT_FOR"
+    MEMO = "MEMO"
+    RUN = "RUN"
+
+
+class NonDeterminism(ValueError):
+    """A replay asked for something other than what the log recorded at this node."""
+
+    def __init__(self, *, node_id: int, recorded: EntryKind, asked: EntryKind) -> None:
+        what = (
+            f"a different {asked.value.lower()}"
+            if recorded is asked
+            else f"{asked.value} where the log recorded {recorded.value}"
+        )
+        super().__init__(
+            f"non-determinism detected at node {node_id}: the replay asked for {what}; "
+            "a durable task must issue the same waits, memos and spawns in the same order "
+            "on every replay"
+        )
+        self.node_id = node_id
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    branch_id: int
+    parent_branch_id: int
+    first_node_id: int
+
+
+def branch_holding(branches: Mapping[int, Branch], *, current: int, node_id: int) -> int:
+    """The branch whose log holds ``node_id`` when reading from ``current``."""
+    branch = current
+    seen: set[int] = set()
+    while branch in branches and node_id < branches[branch].first_node_id:
+        if branch in seen:  # a cycle cannot be created through the API; never loop forever
+            break
+        seen.add(branch)
+        branch = branches[branch].parent_branch_id
+    return branch
+
+
+def _digest(parts: Iterable[str]) -> bytes:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\x00")
+    return h.digest()
+
+
+def wait_key(conditions: Sequence[Condition]) -> bytes:
+    """What a wait asked for, independent of the or-group ids (random per call in the SDK)
+    and of the order conditions were listed in."""
+    groups: dict[str, list[str]] = {}
+    for c in conditions:
+        described = json.dumps(
+            [c.kind.value, c.sleep_seconds, c.event_key, c.event_scope, c.expression]
+        )
+        groups.setdefault(c.or_group_id, []).append(described)
+    normalized = sorted(json.dumps(sorted(members)) for members in groups.values())
+    return _digest(["WAIT_FOR", *normalized])
+
+
+def run_key(*, workflow_name: str, input_json: str, child_key: str | None) -> bytes:
+    """What a child spawn asked for. An explicit child key names the child by itself."""
+    if child_key:
+        return _digest(["RUN", workflow_name, "key", child_key])
+    return _digest(["RUN", workflow_name, input_json])
+
+
+def memo_key(key: bytes) -> bytes:
+    return hashlib.sha256(b"MEMO\x00" + key).digest()
+
+
+def check_entry(
+    *, node_id: int, recorded_kind: str, recorded_key: bytes, kind: EntryKind, key: bytes
+) -> None:
+    """Raise :class:`NonDeterminism` unless the recorded node is what is asked for now."""
+    recorded = EntryKind(recorded_kind)
+    if recorded is not kind or bytes(recorded_key) != key:
+        raise NonDeterminism(node_id=node_id, recorded=recorded, asked=kind)
+
+
+def wait_result(satisfied: Iterable[tuple[str, Any]]) -> bytes:
+    """What a satisfied wait hands back: ``{"CREATE": {readable_data_key: [data, ...]}}``
+    for the conditions that were met (the SDK reads the first key and its first item)."""
+    by_key: dict[str, list[Any]] = {}
+    for readable_data_key, data in satisfied:
+        by_key.setdefault(readable_data_key, []).append(data)
+    return json.dumps({"CREATE": by_key}).encode()
+
+
+def sleep_data(sleep_for: str) -> dict[str, str]:
+    return {"sleep_duration": sleep_for}
+
+
+@dataclass(frozen=True, slots=True)
+class ChildTask:
+    readable_id: str
+    status: str
+    output: str | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChildOutcome:
+    result: bytes | None
+    is_failure: bool
+    error_message: str | None
+
+
+def child_outcome(tasks: Sequence[ChildTask]) -> ChildOutcome:
+    """A finished child run as its parent sees it: a single task's output as is, a DAG's as
+    ``{task: output}``; a failed or cancelled child is an error the SDK raises."""
+    for task in tasks:
+        if task.status == "FAILED":
+            return ChildOutcome(None, True, task.error or "child task failed")
+    for task in tasks:
+        if task.status == "CANCELLED":
+            return ChildOutcome(None, True, CHILD_CANCELLED)
+    outputs = {t.readable_id: _decoded(t.output) for t in tasks}
+    if len(tasks) == 1:
+        return ChildOutcome(json.dumps(outputs[tasks[0].readable_id]).encode(), False, None)
+    return ChildOutcome(json.dumps(outputs).encode(), False, None)
+
+
+def _decoded(output: str | None) -> Any:
+    if not output:
+        return {}
+    try:
+        return json.loads(output)
+    except ValueError:
+        return output
+
+
+def durable_conditions(conditions: Sequence[Condition]) -> None:
+    """Refuse a wait the engine could never satisfy: no conditions at all."""
+    if not conditions:
+        raise ValueError("a durable wait needs at least one sleep or user-event condition")
+    for c in conditions:
+        if c.kind not in (ConditionKind.SLEEP, ConditionKind.USER_EVENT):
+            raise ValueError(f"a durable wait cannot wait for a {c.kind.value} condition")

@@ -1,0 +1,598 @@
+"""Durable execution: the event log behind ``v1.V1Dispatcher/DurableTask``.
+
+Every request names a task and its invocation (the number of times it was assigned). The
+task row is locked for the request, so one task's log is written in order even across
+replicas. A request from an older invocation is stale: the caller tells the worker to drop
+it (``server_evict``).
+
+* memo: a node holding a value the task computed once; returned as recorded on replay.
+* wait: a node plus a match (``services/matches.py``) holding its sleep and user-event
+  conditions; when the match fires, the node is satisfied with what satisfied it.
+* children: one node per child run, created in the same transaction; a CHILD condition is
+  satisfied by the trigger that finishes the child (migration 0013).
+
+A satisfied node is pushed to the worker that runs the task (bus kind ``durable``) or, when
+the task was evicted, the task is queued again (restore) and replays its log. Workers also
+poll the nodes they wait for (``worker_status``), so a lost push only delays a wake-up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from hewer.engine.core import durable as log_rules
+from hewer.engine.core.conditions import Condition, ConditionKind, event_condition_holds
+from hewer.engine.core.durable import EntryKind, NonDeterminism, branch_holding
+from hewer.engine.core.model import TaskStatus
+from hewer.engine.db.durable_repo import NewEntry
+from hewer.engine.db.repository import Conn, Record, Repository, TaskEvent
+from hewer.engine.services.bus import Bus
+from hewer.engine.services.enqueue import Enqueue, Enqueuer
+from hewer.engine.services.task_messages import opt
+from hewer.engine.services.triggers import TriggerRequest, Triggers
+
+log = logging.getLogger(__name__)
+
+__all__ = ["NonDeterminism"]
+
+
+class DurableRequestError(ValueError):
+    """A durable request the engine refuses; the message says why."""
+
+
+class DurableTaskNotFound(DurableRequestError):
+    """The named task does not exist in this tenant."""
+
+
+class StaleInvocation(Exception):
+    """The request comes from an invocation that is no longer the task's current one."""
+
+    def __init__(self, task_id: str, invocation: int) -> None:
+        super().__init__(f"invocation {invocation} of task {task_id} is stale")
+        self.task_id = task_id
+        self.invocation = invocation
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    task_id: str
+    invocation: int
+    branch_id: int
+    node_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    ref: Ref
+    result: bytes | None
+    is_failure: bool = False
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemoAck:
+    ref: Ref
+    existed: bool
+    result: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitAck:
+    ref: Ref
+    completion: Completion | None  # already satisfied (a replay)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusAnswer:
+    completions: list[Completion]
+    stale: list[tuple[str, int]]
+
+
+class DurableLog:
+    def __init__(
+        self, *, repo: Repository, bus: Bus, enqueuer: Enqueuer, triggers: Triggers
+    ) -> None:
+        self._repo = repo
+        self._bus = bus
+        self._enqueuer = enqueuer
+        self._triggers = triggers
+        # set by the server: satisfies a fresh match at once (look-back) and wakes timers
+        self.matches: DurableMatches | None = None
+
+    # -- requests from the task --------------------------------------------------------
+
+    async def memo(
+        self, *, tenant_id: str, worker_id: str, task_id: str, invocation: int, key: bytes
+    ) -> MemoAck:
+        async with self._repo.transaction() as conn:
+            await self._held(conn, tenant_id, worker_id, task_id, invocation)
+            ref, existing = await self._next_node(conn, tenant_id, task_id, invocation)
+            wanted = log_rules.memo_key(key)
+            if existing is not None:
+                self._check(existing, ref, EntryKind.MEMO, wanted)
+                if existing["satisfied"]:
+                    return MemoAck(ref, True, existing["result"])
+                return MemoAck(ref, False, None)
+            await self._repo.insert_durable_entries(
+                conn,
+                task_id=task_id,
+                tenant_id=tenant_id,
+                entries=[NewEntry(ref.branch_id, ref.node_id, EntryKind.MEMO.value, wanted)],
+            )
+            return MemoAck(ref, False, None)
+
+    async def complete_memo(
+        self, *, tenant_id: str, ref: Ref, key: bytes, payload: bytes | None
+    ) -> None:
+        async with self._repo.transaction() as conn:
+            task = await self._repo.lock_durable_task(
+                conn, task_id=ref.task_id, tenant_id=tenant_id
+            )
+            if task is None:
+                raise DurableTaskNotFound(f"task {ref.task_id} not found")
+            entries = await self._repo.durable_entries_at(
+                conn, task_id=ref.task_id, refs=[(ref.branch_id, ref.node_id)]
+            )
+            entry = entries.get((ref.branch_id, ref.node_id))
+            if entry is None:
+                raise DurableRequestError(
+                    f"memo node {ref.node_id} of branch {ref.branch_id} does not exist"
+                )
+            self._check(entry, ref, EntryKind.MEMO, log_rules.memo_key(key))
+            await self._repo.satisfy_durable_entry(
+                conn,
+                task_id=ref.task_id,
+                branch_id=ref.branch_id,
+                node_id=ref.node_id,
+                result=payload or b"",
+            )
+
+    async def wait_for(
+        self,
+        *,
+        tenant_id: str,
+        worker_id: str,
+        task_id: str,
+        invocation: int,
+        conditions: Sequence[Condition],
+        label: str | None,
+    ) -> WaitAck:
+        try:
+            log_rules.durable_conditions(conditions)
+        except ValueError as exc:
+            raise DurableRequestError(str(exc)) from None
+        wanted = log_rules.wait_key(conditions)
+        async with self._repo.transaction() as conn:
+            await self._held(conn, tenant_id, worker_id, task_id, invocation)
+            ref, existing = await self._next_node(conn, tenant_id, task_id, invocation)
+            if existing is not None:
+                self._check(existing, ref, EntryKind.WAIT_FOR, wanted)
+                return WaitAck(ref, _completion(ref, existing) if existing["satisfied"] else None)
+            await self._repo.insert_durable_entries(
+                conn,
+                task_id=task_id,
+                tenant_id=tenant_id,
+                entries=[
+                    NewEntry(ref.branch_id, ref.node_id, EntryKind.WAIT_FOR.value, wanted, label)
+                ],
+            )
+            match_id = await self._repo.insert_durable_match(
+                conn,
+                tenant_id=tenant_id,
+                task_id=task_id,
+                branch_id=ref.branch_id,
+                node_id=ref.node_id,
+                conditions=conditions,
+            )
+            if match_id is not None and self.matches is not None:
+                found = await self._look_back(conn, tenant_id, conditions)
+                if found:
+                    await self.matches.satisfy_now(conn, match_id=match_id, found=found)
+        if self.matches is not None and any(c.kind is ConditionKind.SLEEP for c in conditions):
+            self.matches.sleep_registered()
+        return WaitAck(ref, None)
+
+    async def trigger_runs(
+        self,
+        *,
+        tenant_id: str,
+        worker_id: str,
+        task_id: str,
+        invocation: int,
+        requests: Sequence[TriggerRequest],
+    ) -> list[tuple[Ref, str]]:
+        """Spawn children as log nodes; returns each node with its child run id."""
+        if not requests:
+            return []
+        async with self._repo.transaction() as conn:
+            await self._held(conn, tenant_id, worker_id, task_id, invocation)
+            first, current = await self._repo.take_durable_nodes(
+                conn,
+                task_id=task_id,
+                tenant_id=tenant_id,
+                invocation=invocation,
+                count=len(requests),
+            )
+            branches = await self._repo.durable_branches(conn, task_id)
+            refs = [
+                Ref(task_id, invocation, branch_holding(branches, current=current, node_id=n), n)
+                for n in range(first, first + len(requests))
+            ]
+            existing = await self._repo.durable_entries_at(
+                conn, task_id=task_id, refs=[(r.branch_id, r.node_id) for r in refs]
+            )
+            keys = [
+                log_rules.run_key(
+                    workflow_name=req.workflow_name,
+                    input_json=json.dumps(req.input, sort_keys=True),
+                    child_key=req.child_key,
+                )
+                for req in requests
+            ]
+            run_ids: dict[int, str] = {}
+            new: list[int] = []
+            for i, ref in enumerate(refs):
+                entry = existing.get((ref.branch_id, ref.node_id))
+                if entry is None:
+                    new.append(i)
+                    continue
+                self._check(entry, ref, EntryKind.RUN, keys[i])
+                run_ids[i] = str(entry["child_run_id"])
+            if new:
+                created = await self._triggers.trigger(
+                    tenant_id=tenant_id, requests=[requests[i] for i in new], conn=conn
+                )
+                children = {
+                    str(r["id"]): r for r in await self._repo.durable_child_runs(conn, created)
+                }
+                for i, run_id in zip(new, created, strict=True):
+                    # a spawn deduplicated onto an earlier child (same key or index) must
+                    # be the same spawn, or the replay is not deterministic
+                    _same_spawn(children.get(run_id), requests[i], refs[i])
+                    run_ids[i] = run_id
+                await self._repo.insert_durable_entries(
+                    conn,
+                    task_id=task_id,
+                    tenant_id=tenant_id,
+                    entries=[
+                        NewEntry(
+                            refs[i].branch_id,
+                            refs[i].node_id,
+                            EntryKind.RUN.value,
+                            keys[i],
+                            child_run_id=run_ids[i],
+                        )
+                        for i in new
+                    ],
+                )
+                for i in new:
+                    await self._repo.insert_durable_match(
+                        conn,
+                        tenant_id=tenant_id,
+                        task_id=task_id,
+                        branch_id=refs[i].branch_id,
+                        node_id=refs[i].node_id,
+                        conditions=(),
+                        child_run_id=run_ids[i],
+                    )
+                # a deduplicated child may have finished already: nothing will finish it again
+                finished = [r for r in children.values() if r["finished"]]
+                if finished and self.matches is not None:
+                    await self.matches.children_finished(conn, [str(r["id"]) for r in finished])
+        return [(refs[i], run_ids[i]) for i in range(len(requests))]
+
+    async def status(self, *, tenant_id: str, waiting: Sequence[Ref]) -> StatusAnswer:
+        """The waited-for nodes that are satisfied, and the invocations that are stale."""
+        answer = StatusAnswer([], [])
+        by_task: dict[str, list[Ref]] = {}
+        for ref in waiting:
+            by_task.setdefault(ref.task_id, []).append(ref)
+        async with self._repo.transaction() as conn:
+            for task_id, refs in by_task.items():
+                task = await self._repo.durable_task_state(
+                    conn, task_id=task_id, tenant_id=tenant_id
+                )
+                if task is None:
+                    continue
+                current = int(task["invocation_count"])
+                for ref in refs:
+                    if ref.invocation < current:
+                        answer.stale.append((task_id, ref.invocation))
+                entries = await self._repo.durable_entries_at(
+                    conn, task_id=task_id, refs=[(r.branch_id, r.node_id) for r in refs]
+                )
+                for ref in refs:
+                    entry = entries.get((ref.branch_id, ref.node_id))
+                    if ref.invocation == current and entry is not None and entry["satisfied"]:
+                        answer.completions.append(_completion(ref, entry))
+        return answer
+
+    # -- eviction, restore, branching ----------------------------------------------------
+
+    async def evict(
+        self, *, tenant_id: str, worker_id: str, task_id: str, invocation: int, reason: str
+    ) -> None:
+        """The worker stopped waiting for this invocation: free its slot; restore it when
+        what it waits for is satisfied (at once if that happened already)."""
+        async with self._repo.transaction() as conn:
+            task = await self._repo.lock_durable_task(conn, task_id=task_id, tenant_id=tenant_id)
+            if task is None:
+                raise DurableTaskNotFound(f"task {task_id} not found")
+            row = await self._repo.evict_durable_task(
+                conn, task_id=task_id, invocation=invocation, worker_id=opt(task["worker_id"])
+            )
+            if row is None:
+                return  # already evicted, or an older invocation: nothing runs it here
+            await self._repo.insert_task_events(
+                conn,
+                tenant_id=tenant_id,
+                events=[
+                    TaskEvent(
+                        task_id=task_id,
+                        run_id=str(row["workflow_run_id"]),
+                        retry_count=int(row["retry_count"]),
+                        event_type="DURABLE_EVICTED",
+                        message=reason or "evicted by its worker while waiting",
+                        worker_id=worker_id,
+                    )
+                ],
+            )
+            if task["worker_id"] is not None:
+                await self._bus.publish(conn, {"t": "slots", "worker": str(task["worker_id"])})
+            if not await self._repo.has_pending_durable_match(conn, task_id):
+                await self._restore_locked(conn, tenant_id, task_id, why="its wait was satisfied")
+
+    async def restore(self, *, tenant_id: str, task_id: str) -> bool:
+        """Queue an evicted task again (idempotent: False when it is queued or running)."""
+        async with self._repo.transaction() as conn:
+            task = await self._repo.lock_durable_task(conn, task_id=task_id, tenant_id=tenant_id)
+            if task is None:
+                raise DurableTaskNotFound(f"task {task_id} not found")
+            if not task["is_durable"]:
+                raise DurableRequestError(f"task {task_id} is not a durable task")
+            status = TaskStatus(task["status"])
+            if status.is_final:
+                raise DurableRequestError(
+                    f"task {task_id} is {status.value}; only an evicted task can be restored"
+                )
+            return await self._restore_locked(conn, tenant_id, task_id, why="restored")
+
+    async def restore_locked(self, conn: Conn, *, tenant_id: str, task_id: str) -> bool:
+        """Restore from inside a transaction that holds the task (a wait just satisfied)."""
+        return await self._restore_locked(conn, tenant_id, task_id, why="its wait was satisfied")
+
+    async def _restore_locked(self, conn: Conn, tenant_id: str, task_id: str, *, why: str) -> bool:
+        row = await self._repo.restore_evicted_task(conn, task_id)
+        if row is None:
+            return False
+        extra = row["payload_extra"]
+        parents = (json.loads(extra) if isinstance(extra, str) else dict(extra or {})).get(
+            "parents", {}
+        )
+        await self._enqueuer.enqueue(
+            conn,
+            tenant_id=tenant_id,
+            items=[
+                Enqueue(
+                    task_id=task_id,
+                    run_id=str(row["workflow_run_id"]),
+                    retry_count=int(row["retry_count"]),
+                    version_id=str(row["workflow_version_id"]),
+                    step_id=str(row["step_id"]),
+                    priority=int(row["priority"]),
+                    desired_worker_id=opt(row["desired_worker_id"]),
+                    requeued=True,
+                    keep_queue_position=True,
+                    parents=parents,
+                )
+            ],
+        )
+        await self._repo.insert_task_events(
+            conn,
+            tenant_id=tenant_id,
+            events=[
+                TaskEvent(
+                    task_id=task_id,
+                    run_id=str(row["workflow_run_id"]),
+                    retry_count=int(row["retry_count"]),
+                    event_type="DURABLE_RESTORING",
+                    message=f"durable task {why}",
+                )
+            ],
+        )
+        await self._bus.publish(conn, {"t": "queue", "tenant": tenant_id, "delay": 0})
+        return True
+
+    async def branch(self, *, tenant_id: str, task_id: str, node_id: int, branch_id: int) -> int:
+        """A new branch starting at ``node_id`` of ``branch_id``; returns its id. The
+        caller replays the task, which re-executes from that node."""
+        if node_id < 1 or branch_id < 1:
+            raise DurableRequestError("node_id and branch_id must be positive")
+        async with self._repo.transaction() as conn:
+            task = await self._repo.lock_durable_task(conn, task_id=task_id, tenant_id=tenant_id)
+            if task is None:
+                raise DurableTaskNotFound(f"task {task_id} not found")
+            if not task["is_durable"]:
+                raise DurableRequestError(f"task {task_id} is not a durable task")
+            branches = await self._repo.durable_branches(conn, task_id)
+            if branch_id != log_rules.ROOT_BRANCH and branch_id not in branches:
+                raise DurableRequestError(f"task {task_id} has no branch {branch_id}")
+            holder = branch_holding(branches, current=branch_id, node_id=node_id)
+            if not await self._repo.durable_entry_exists(
+                conn, task_id=task_id, branch_id=holder, node_id=node_id
+            ):
+                raise DurableRequestError(
+                    f"node {node_id} does not exist on branch {branch_id} of task {task_id}"
+                )
+            return await self._repo.create_durable_branch(
+                conn,
+                task_id=task_id,
+                tenant_id=tenant_id,
+                parent_branch_id=branch_id,
+                node_id=node_id,
+            )
+
+    # -- a node was satisfied (services/matches.py) ----------------------------------------
+
+    async def satisfied(
+        self,
+        conn: Conn,
+        *,
+        tenant_id: str,
+        task_id: str,
+        branch_id: int,
+        node_id: int,
+        result: bytes | None,
+        is_failure: bool = False,
+        error_message: str | None = None,
+    ) -> None:
+        task = await self._repo.lock_durable_task(conn, task_id=task_id, tenant_id=tenant_id)
+        if task is None:
+            return
+        written = await self._repo.satisfy_durable_entry(
+            conn,
+            task_id=task_id,
+            branch_id=branch_id,
+            node_id=node_id,
+            result=result,
+            is_failure=is_failure,
+            error_message=error_message,
+        )
+        if not written:
+            return
+        status = TaskStatus(task["status"])
+        if status is TaskStatus.EVICTED:
+            await self._restore_locked(conn, tenant_id, task_id, why="its wait was satisfied")
+        elif status is TaskStatus.RUNNING and task["worker_id"] is not None:
+            await self._bus.publish(
+                conn,
+                {
+                    "t": "durable",
+                    "worker": str(task["worker_id"]),
+                    "task": task_id,
+                    "inv": int(task["invocation_count"]),
+                    "branch": branch_id,
+                    "node": node_id,
+                    "result": None if result is None else result.decode(),
+                    "failure": is_failure,
+                    "error": error_message,
+                },
+            )
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _held(
+        self, conn: Conn, tenant_id: str, worker_id: str, task_id: str, invocation: int
+    ) -> Record:
+        task = await self._repo.lock_durable_task(conn, task_id=task_id, tenant_id=tenant_id)
+        if task is None:
+            raise DurableTaskNotFound(f"task {task_id} not found")
+        if not task["is_durable"]:
+            raise DurableRequestError(f"task {task_id} is not a durable task")
+        current = int(task["invocation_count"])
+        if invocation < current:
+            raise StaleInvocation(task_id, invocation)
+        if invocation > current:
+            raise DurableRequestError(
+                f"task {task_id} has had {current} invocations; {invocation} is not one of them"
+            )
+        if task["status"] != TaskStatus.RUNNING.value:
+            raise DurableRequestError(f"task {task_id} is {task['status']}, not running")
+        if task["worker_id"] is None or str(task["worker_id"]) != worker_id:
+            raise DurableRequestError(f"task {task_id} is not held by worker {worker_id}")
+        return task
+
+    async def _next_node(
+        self, conn: Conn, tenant_id: str, task_id: str, invocation: int
+    ) -> tuple[Ref, Record | None]:
+        node_id, current = await self._repo.take_durable_nodes(
+            conn, task_id=task_id, tenant_id=tenant_id, invocation=invocation, count=1
+        )
+        branches = await self._repo.durable_branches(conn, task_id)
+        ref = Ref(
+            task_id, invocation, branch_holding(branches, current=current, node_id=node_id), node_id
+        )
+        existing = await self._repo.durable_entries_at(
+            conn, task_id=task_id, refs=[(ref.branch_id, ref.node_id)]
+        )
+        if ref.branch_id != current and (ref.branch_id, ref.node_id) not in existing:
+            # an older branch never reached this node: it is new, written to the current one
+            ref = Ref(task_id, invocation, current, node_id)
+            existing = await self._repo.durable_entries_at(
+                conn, task_id=task_id, refs=[(current, node_id)]
+            )
+        return ref, existing.get((ref.branch_id, ref.node_id))
+
+    @staticmethod
+    def _check(entry: Record, ref: Ref, kind: EntryKind, key: bytes) -> None:
+        log_rules.check_entry(
+            node_id=ref.node_id,
+            recorded_kind=entry["kind"],
+            recorded_key=entry["idempotency_key"],
+            kind=kind,
+            key=key,
+        )
+
+    async def _look_back(
+        self, conn: Conn, tenant_id: str, conditions: Sequence[Condition]
+    ) -> dict[int, str]:
+        """Conditions (by position) met by an event stored since their look-back start:
+        the newest matching event's payload."""
+        found: dict[int, str] = {}
+        for position, c in enumerate(conditions):
+            if c.kind is not ConditionKind.USER_EVENT or not c.events_since:
+                continue
+            try:
+                since = datetime.fromisoformat(c.events_since)
+            except ValueError:
+                raise DurableRequestError(
+                    f"consider_events_since {c.events_since!r} is not a timestamp"
+                ) from None
+            for payload in await self._repo.recent_events(
+                conn, tenant_id=tenant_id, key=c.event_key, since=since, scope=c.event_scope or None
+            ):
+                if event_condition_holds(c.expression, json.loads(payload)):
+                    found[position] = payload
+                    break
+        return found
+
+
+class DurableMatches(Protocol):
+    """What the durable log needs from the match mechanism (``services/matches.py``)."""
+
+    async def satisfy_now(self, conn: Conn, *, match_id: str, found: dict[int, str]) -> None: ...
+
+    async def children_finished(self, conn: Conn, run_ids: list[str]) -> None: ...
+
+    def sleep_registered(self) -> None: ...
+
+
+def _completion(ref: Ref, entry: Record) -> Completion:
+    result = entry["result"]
+    return Completion(
+        ref=ref,
+        result=None if result is None else bytes(result),
+        is_failure=bool(entry["is_failure"]),
+        error_message=entry["error_message"],
+    )
+
+
+def _same_spawn(child: Record | None, request: TriggerRequest, ref: Ref) -> None:
+    if child is None:
+        return
+    asked = EntryKind.RUN
+    if child["workflow_name"] != request.workflow_name:
+        raise NonDeterminism(node_id=ref.node_id, recorded=asked, asked=asked)
+    if request.child_key:
+        return
+    try:
+        recorded_input = json.loads(child["input"] or "{}")
+    except ValueError:
+        recorded_input = None
+    if recorded_input != request.input:
+        raise NonDeterminism(node_id=ref.node_id, recorded=asked, asked=asked)
