@@ -70,6 +70,52 @@ def branch_holding(branches: Mapping[int, Branch], *, current: int, node_id: int
     return branch
 
 
+@dataclass(frozen=True, slots=True)
+class LoggedNode:
+    """An entry of the log as delivery sees it."""
+
+    branch_id: int
+    node_id: int
+    kind: EntryKind
+    satisfied_order: int | None  # None while not satisfied
+
+
+def deliverable(
+    nodes: Iterable[LoggedNode],
+    branches: Mapping[int, Branch],
+    *,
+    current: int,
+    reached: int,
+) -> list[LoggedNode]:
+    """The satisfied waits and child runs the current invocation may be handed, in the order
+    they were satisfied.
+
+    A replay re-asks for its nodes one by one; results of nodes it waits on concurrently
+    (``asyncio.gather`` over two children) must resolve in the order they first did, or the
+    task continues down a different path and meets non-determinism. So delivery stops at the
+    first satisfied node the invocation has not reached yet (``node_id > reached``): the
+    nodes satisfied after it wait until the replay asks for it. A node the invocation adds
+    comes after every recorded one, so only a replay that diverges can hold it back.
+    """
+    by_key = {(n.branch_id, n.node_id): n for n in nodes}
+    visible: list[LoggedNode] = []
+    for node in by_key.values():
+        if node.kind is EntryKind.MEMO or node.satisfied_order is None:
+            continue
+        holder = branch_holding(branches, current=current, node_id=node.node_id)
+        if node.branch_id == holder or (
+            node.branch_id == current and (holder, node.node_id) not in by_key
+        ):
+            visible.append(node)
+    visible.sort(key=lambda n: n.satisfied_order or 0)
+    ready: list[LoggedNode] = []
+    for node in visible:
+        if node.node_id > reached:
+            break
+        ready.append(node)
+    return ready
+
+
 def _digest(parts: Iterable[str]) -> bytes:
     h = hashlib.sha256()
     for part in parts:

@@ -198,6 +198,14 @@ class DurableQueries(RepositoryBase):
     ) -> Record | None:
         return await conn.fetchrow(query("durable_task_state"), task_id, tenant_id)
 
+    async def durable_delivery_state(
+        self, conn: Conn, *, task_id: str, tenant_id: str
+    ) -> Record | None:
+        return await conn.fetchrow(query("durable_delivery_state"), task_id, tenant_id)
+
+    async def durable_log_entries(self, conn: Conn, task_id: str) -> list[Record]:
+        return list(await conn.fetch(query("durable_log_entries"), task_id))
+
     async def has_pending_durable_match(self, conn: Conn, task_id: str) -> bool:
         return bool(await conn.fetchval(query("has_pending_durable_match"), task_id))
 

@@ -27,7 +27,7 @@ from typing import Protocol
 
 from hewer.engine.core import durable as log_rules
 from hewer.engine.core.conditions import Condition, ConditionKind, event_condition_holds
-from hewer.engine.core.durable import EntryKind, NonDeterminism, branch_holding
+from hewer.engine.core.durable import EntryKind, LoggedNode, NonDeterminism, branch_holding
 from hewer.engine.core.model import TaskStatus
 from hewer.engine.db.durable_repo import NewEntry
 from hewer.engine.db.repository import Conn, Record, Repository, TaskEvent
@@ -84,13 +84,15 @@ class MemoAck:
 @dataclass(frozen=True, slots=True)
 class WaitAck:
     ref: Ref
-    completion: Completion | None  # already satisfied (a replay)
 
 
 @dataclass(frozen=True, slots=True)
-class StatusAnswer:
+class Ready:
+    """What the worker running the task's current invocation may be handed now."""
+
+    worker_id: str | None
+    invocation: int
     completions: list[Completion]
-    stale: list[tuple[str, int]]
 
 
 class DurableLog:
@@ -172,7 +174,7 @@ class DurableLog:
             ref, existing = await self._next_node(conn, tenant_id, task_id, invocation)
             if existing is not None:
                 self._check(existing, ref, EntryKind.WAIT_FOR, wanted)
-                return WaitAck(ref, _completion(ref, existing) if existing["satisfied"] else None)
+                return WaitAck(ref)  # a replay: its result is delivered in order (ready)
             await self._repo.insert_durable_entries(
                 conn,
                 task_id=task_id,
@@ -195,7 +197,7 @@ class DurableLog:
                     await self.matches.satisfy_now(conn, match_id=match_id, found=found)
         if self.matches is not None and any(c.kind is ConditionKind.SLEEP for c in conditions):
             self.matches.sleep_registered()
-        return WaitAck(ref, None)
+        return WaitAck(ref)
 
     async def trigger_runs(
         self,
@@ -286,31 +288,58 @@ class DurableLog:
                     await self.matches.children_finished(conn, [str(r["id"]) for r in finished])
         return [(refs[i], run_ids[i]) for i in range(len(requests))]
 
-    async def status(self, *, tenant_id: str, waiting: Sequence[Ref]) -> StatusAnswer:
-        """The waited-for nodes that are satisfied, and the invocations that are stale."""
-        answer = StatusAnswer([], [])
-        by_task: dict[str, list[Ref]] = {}
-        for ref in waiting:
-            by_task.setdefault(ref.task_id, []).append(ref)
+    async def stale(self, *, tenant_id: str, waiting: Sequence[Ref]) -> list[tuple[str, int]]:
+        """The invocations among ``waiting`` that are no longer their task's current one."""
+        stale: set[tuple[str, int]] = set()
         async with self._repo.transaction() as conn:
-            for task_id, refs in by_task.items():
+            for task_id in {ref.task_id for ref in waiting}:
                 task = await self._repo.durable_task_state(
                     conn, task_id=task_id, tenant_id=tenant_id
                 )
                 if task is None:
                     continue
                 current = int(task["invocation_count"])
-                for ref in refs:
-                    if ref.invocation < current:
-                        answer.stale.append((task_id, ref.invocation))
-                entries = await self._repo.durable_entries_at(
-                    conn, task_id=task_id, refs=[(r.branch_id, r.node_id) for r in refs]
+                stale.update(
+                    (task_id, ref.invocation)
+                    for ref in waiting
+                    if ref.task_id == task_id and ref.invocation < current
                 )
-                for ref in refs:
-                    entry = entries.get((ref.branch_id, ref.node_id))
-                    if ref.invocation == current and entry is not None and entry["satisfied"]:
-                        answer.completions.append(_completion(ref, entry))
-        return answer
+        return sorted(stale)
+
+    async def ready(self, *, tenant_id: str, task_id: str) -> Ready | None:
+        """The satisfied nodes the task's current invocation may be handed, in the order they
+        were satisfied (``core.durable.deliverable``); None when the task is not running."""
+        async with self._repo.transaction() as conn:
+            state = await self._repo.durable_delivery_state(
+                conn, task_id=task_id, tenant_id=tenant_id
+            )
+            if state is None or state["status"] != TaskStatus.RUNNING.value:
+                return None
+            entries = await self._repo.durable_log_entries(conn, task_id)
+            branches = await self._repo.durable_branches(conn, task_id)
+        invocation = int(state["invocation_count"])
+        by_key = {(int(e["branch_id"]), int(e["node_id"])): e for e in entries}
+        nodes = log_rules.deliverable(
+            (
+                LoggedNode(branch, node, EntryKind(e["kind"]), e["satisfied_order"])
+                for (branch, node), e in by_key.items()
+            ),
+            branches,
+            current=int(state["branch_id"]),
+            reached=int(state["reached_node_id"]),
+        )
+        worker = state["worker_id"]
+        return Ready(
+            worker_id=None if worker is None else str(worker),
+            invocation=invocation,
+            completions=[
+                _completion(
+                    Ref(task_id, invocation, n.branch_id, n.node_id),
+                    by_key[(n.branch_id, n.node_id)],
+                )
+                for n in nodes
+            ],
+        )
 
     # -- eviction, restore, branching ----------------------------------------------------
 
@@ -469,19 +498,10 @@ class DurableLog:
         if status is TaskStatus.EVICTED:
             await self._restore_locked(conn, tenant_id, task_id, why="its wait was satisfied")
         elif status is TaskStatus.RUNNING and task["worker_id"] is not None:
+            # the stream reads the result back (ready): a NOTIFY payload is capped at 8 kB
             await self._bus.publish(
                 conn,
-                {
-                    "t": "durable",
-                    "worker": str(task["worker_id"]),
-                    "task": task_id,
-                    "inv": int(task["invocation_count"]),
-                    "branch": branch_id,
-                    "node": node_id,
-                    "result": None if result is None else result.decode(),
-                    "failure": is_failure,
-                    "error": error_message,
-                },
+                {"t": "durable", "worker": str(task["worker_id"]), "task": task_id},
             )
 
     # -- helpers ---------------------------------------------------------------------------

@@ -2,11 +2,12 @@
 event RPCs.
 
 One stream per worker process. Each request is answered in order through the durable log
-(``services/durable.py``); completions of waited-for nodes are pushed to the stream of the
-worker that runs the task (bus kind ``durable``) and re-sent when the worker polls with
-``worker_status``. A request the engine refuses is answered with an ``error`` naming the
-node, which the SDK raises in the task; a request from an invocation that is no longer
-current gets ``server_evict``, which makes the SDK drop it.
+(``services/durable.py``). Results of waited-for nodes are handed over in the order the
+nodes were satisfied (``core.durable.deliverable``), after every request that moves a replay
+on, when a node is satisfied (bus kind ``durable``, to the worker that runs the task) and
+when the worker polls with ``worker_status``. A request the engine refuses is answered with
+an ``error`` naming the node, which the SDK raises in the task; a request from an invocation
+that is no longer current gets ``server_evict``, which makes the SDK drop it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -42,6 +43,20 @@ from hewer.engine.services.triggers import TriggerError
 Ctx = grpc.aio.ServicerContext[Any, Any]
 log = logging.getLogger(__name__)
 Outbox = asyncio.Queue[pb.DurableTaskResponse]
+# (task, invocation) pairs whose handed-over nodes a stream remembers; an older pair that
+# falls out only costs a duplicate completion, which the SDK ignores
+_SENT_MEMORY = 10_000
+
+
+@dataclasses.dataclass(eq=False)
+class _Stream:
+    tenant_id: str
+    outbox: Outbox
+    worker_id: str = ""
+    # (task, invocation) -> the (branch, node)s already handed over on this stream
+    sent: OrderedDict[tuple[str, int], set[tuple[int, int]]] = dataclasses.field(
+        default_factory=OrderedDict
+    )
 
 
 class DurableService(V1DispatcherServicer):  # type: ignore[misc]
@@ -51,36 +66,52 @@ class DurableService(V1DispatcherServicer):  # type: ignore[misc]
         self._auth = auth
         self._log = durable
         self._max = max_payload_bytes
-        # worker id -> the outboxes of its open streams on this replica
-        self._streams: dict[str, set[Outbox]] = defaultdict(set)
+        # worker id -> its open streams on this replica
+        self._streams: dict[str, set[_Stream]] = defaultdict(set)
+        self._pushes: set[asyncio.Task[None]] = set()
         bus.subscribe("durable", self._on_bus)
 
     def _on_bus(self, message: dict[str, Any]) -> None:
-        outboxes = self._streams.get(str(message.get("worker")))
-        if not outboxes:
+        """A node of ``task`` was satisfied: hand over what its invocation may have now."""
+        task_id = str(message.get("task"))
+        for stream in self._streams.get(str(message.get("worker")), ()):
+            push = asyncio.get_running_loop().create_task(self._push_ready(stream, task_id))
+            self._pushes.add(push)
+            push.add_done_callback(self._pushes.discard)
+
+    async def _push_ready(
+        self, stream: _Stream, task_id: str, *, resend: frozenset[tuple[int, int]] = frozenset()
+    ) -> None:
+        """Put the task's deliverable completions that this stream has not handed over yet
+        (or that the worker says it still waits for) in its outbox, in satisfied order."""
+        try:
+            ready = await self._log.ready(tenant_id=stream.tenant_id, task_id=task_id)
+        except Exception as exc:  # the worker's status poll asks again
+            if not is_database_unavailable(exc):
+                log.exception("reading the durable log of task %s failed", task_id)
             return
-        result = message.get("result")
-        completion = Completion(
-            ref=Ref(
-                str(message["task"]),
-                int(message["inv"]),
-                int(message["branch"]),
-                int(message["node"]),
-            ),
-            result=None if result is None else str(result).encode(),
-            is_failure=bool(message.get("failure")),
-            error_message=message.get("error"),
-        )
-        for outbox in outboxes:
-            outbox.put_nowait(_completed(completion))
+        if ready is None or ready.worker_id != stream.worker_id:
+            return
+        # no await from here on: a concurrent push cannot interleave its puts with ours
+        key = (task_id, ready.invocation)
+        sent = stream.sent.pop(key, set())
+        stream.sent[key] = sent
+        while len(stream.sent) > _SENT_MEMORY:
+            stream.sent.popitem(last=False)
+        for completion in ready.completions:
+            node = (completion.ref.branch_id, completion.ref.node_id)
+            if node in sent and node not in resend:
+                continue
+            sent.add(node)
+            stream.outbox.put_nowait(_completed(completion))
 
     async def DurableTask(
         self, request_iterator: AsyncIterator[pb.DurableTaskRequest], context: Ctx
     ) -> AsyncIterator[pb.DurableTaskResponse]:
         tenant_id = await self._auth.tenant(context)
-        outbox: Outbox = asyncio.Queue()
-        worker: list[str] = []  # the registered worker id, once known
-        reader = asyncio.create_task(self._read(request_iterator, outbox, tenant_id, worker))
+        stream = _Stream(tenant_id=tenant_id, outbox=asyncio.Queue())
+        outbox = stream.outbox
+        reader = asyncio.create_task(self._read(request_iterator, stream))
         try:
             while True:
                 getter = asyncio.ensure_future(outbox.get())
@@ -96,26 +127,20 @@ class DurableService(V1DispatcherServicer):  # type: ignore[misc]
             reader.cancel()
             with contextlib.suppress(BaseException):
                 await reader
-            if worker:
-                self._streams[worker[0]].discard(outbox)
-                if not self._streams[worker[0]]:
-                    del self._streams[worker[0]]
+            if stream.worker_id:
+                self._streams[stream.worker_id].discard(stream)
+                if not self._streams[stream.worker_id]:
+                    del self._streams[stream.worker_id]
 
-    async def _read(
-        self,
-        requests: AsyncIterator[pb.DurableTaskRequest],
-        outbox: Outbox,
-        tenant_id: str,
-        worker: list[str],
-    ) -> None:
+    async def _read(self, requests: AsyncIterator[pb.DurableTaskRequest], stream: _Stream) -> None:
         async for request in requests:
             kind = request.WhichOneof("message")
             if kind == "register_worker":
                 worker_id = request.register_worker.worker_id
-                if not worker:
-                    worker.append(worker_id)
-                    self._streams[worker_id].add(outbox)
-                outbox.put_nowait(
+                if not stream.worker_id:
+                    stream.worker_id = worker_id
+                    self._streams[worker_id].add(stream)
+                stream.outbox.put_nowait(
                     pb.DurableTaskResponse(
                         register_worker=pb.DurableTaskResponseRegisterWorker(worker_id=worker_id)
                     )
@@ -123,18 +148,25 @@ class DurableService(V1DispatcherServicer):  # type: ignore[misc]
                 continue
             if kind is None:
                 continue
-            for response in await self._answer(kind, request, tenant_id, worker):
-                outbox.put_nowait(response)
+            if kind == "worker_status":
+                await self._worker_status(request.worker_status, stream)
+                continue
+            for response in await self._answer(kind, request, stream):
+                stream.outbox.put_nowait(response)
+            task_id = _task_id(getattr(request, kind))
+            if task_id is not None and stream.worker_id:
+                # a request moves the replay on: results it unblocks go out after its ack
+                await self._push_ready(stream, task_id)
 
     async def _answer(
-        self, kind: str, request: pb.DurableTaskRequest, tenant_id: str, worker: list[str]
+        self, kind: str, request: pb.DurableTaskRequest, stream: _Stream
     ) -> list[pb.DurableTaskResponse]:
         body = getattr(request, kind)
         task_id = _task_id(body)
         invocation = _invocation(body)
-        worker_id = worker[0] if worker else ""
+        tenant_id, worker_id = stream.tenant_id, stream.worker_id
         try:
-            if task_id is None and kind != "worker_status":
+            if task_id is None:
                 raise DurableRequestError("durable_task_external_id must be a UUID")
             if kind == "memo":
                 ack = await self._log.memo(
@@ -177,14 +209,11 @@ class DurableService(V1DispatcherServicer):  # type: ignore[misc]
                     conditions=conditions,
                     label=body.label if body.HasField("label") else None,
                 )
-                answer = [
+                return [
                     pb.DurableTaskResponse(
                         wait_for_ack=pb.DurableTaskEventWaitForAckResponse(ref=_ref(wait.ref))
                     )
                 ]
-                if wait.completion is not None:
-                    answer.append(_completed(wait.completion))
-                return answer
             if kind == "trigger_runs":
                 return [await self._trigger_runs(body, tenant_id, worker_id, str(task_id))]
             if kind == "evict_invocation":
@@ -202,8 +231,6 @@ class DurableService(V1DispatcherServicer):  # type: ignore[misc]
                         )
                     )
                 ]
-            if kind == "worker_status":
-                return await self._worker_status(body, tenant_id)
             raise DurableRequestError(f"unknown durable request {kind!r}")
         except StaleInvocation as exc:
             return [_evict_notice(exc.task_id, exc.invocation, "stale invocation")]
@@ -247,19 +274,27 @@ class DurableService(V1DispatcherServicer):  # type: ignore[misc]
             )
         )
 
-    async def _worker_status(self, body: Any, tenant_id: str) -> list[pb.DurableTaskResponse]:
+    async def _worker_status(self, body: Any, stream: _Stream) -> None:
+        """The worker's poll of what it waits for: re-send what is deliverable (a completion
+        may have been lost with an earlier stream) and tell it which invocations are stale."""
         waiting = [
             Ref(task, e.invocation_count, e.branch_id, e.node_id)
             for e in body.waiting_entries
             if (task := require_uuid(e.durable_task_external_id, what="task")) is not None
         ]
         if not waiting:
-            return []
-        answer = await self._log.status(tenant_id=tenant_id, waiting=waiting)
-        responses = [_completed(c) for c in answer.completions]
-        for task_id, invocation in sorted(set(answer.stale)):
-            responses.append(_evict_notice(task_id, invocation, "stale invocation"))
-        return responses
+            return
+        try:
+            stale = await self._log.stale(tenant_id=stream.tenant_id, waiting=waiting)
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                log.exception("durable worker_status failed")
+            return
+        for task_id in sorted({ref.task_id for ref in waiting}):
+            asked = frozenset((r.branch_id, r.node_id) for r in waiting if r.task_id == task_id)
+            await self._push_ready(stream, task_id, resend=asked)
+        for task_id, invocation in stale:
+            stream.outbox.put_nowait(_evict_notice(task_id, invocation, "stale invocation"))
 
     async def RegisterDurableEvent(self, request: Any, context: Ctx) -> Any:
         await abort(

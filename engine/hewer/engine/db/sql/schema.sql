@@ -149,6 +149,7 @@ CREATE TABLE public.durable_entries (
     label text,
     child_run_id uuid,
     satisfied_at timestamp with time zone,
+    satisfied_order integer,
     result bytea,
     is_failure boolean DEFAULT false NOT NULL,
     error_message text,

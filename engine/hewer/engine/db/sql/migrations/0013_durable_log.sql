@@ -48,6 +48,9 @@ CREATE TABLE durable_entries (
     label            text,
     child_run_id     uuid,
     satisfied_at     timestamptz,
+    -- 1, 2, ... in the order the task's nodes were satisfied: a replay gets the results of
+    -- nodes it waits on concurrently in this order, so racing futures resolve as they did
+    satisfied_order  integer,
     -- the result handed back to the task (JSON bytes), or the error of a failed child
     result           bytea,
     is_failure       boolean NOT NULL DEFAULT false,

@@ -45,8 +45,11 @@ FROM unnest($3::int[], $4::int[], $5::text[], $6::bytea[], $7::text[], $8::uuid[
      AS e(branch_id, node_id, kind, idempotency_key, label, child_run_id);
 
 -- name: satisfy_durable_entry
+-- Callers hold the task's row lock (lock_durable_task), which serialises the order counter.
 UPDATE durable_entries
-SET satisfied_at = now(), result = $4, is_failure = $5, error_message = $6
+SET satisfied_at = now(), result = $4, is_failure = $5, error_message = $6,
+    satisfied_order = (SELECT coalesce(max(satisfied_order), 0) + 1
+                       FROM durable_entries WHERE task_id = $1)
 WHERE task_id = $1 AND branch_id = $2 AND node_id = $3 AND satisfied_at IS NULL
 RETURNING node_id;
 
@@ -163,3 +166,18 @@ WHERE m.id IN (
 )
 ORDER BY m.id
 FOR UPDATE;
+
+-- name: durable_delivery_state
+-- The task's current invocation and how far that invocation has walked its log.
+SELECT t.status, t.invocation_count, t.worker_id,
+       CASE WHEN l.invocation_count = t.invocation_count THEN l.last_node_id ELSE 0 END
+           AS reached_node_id,
+       coalesce(l.branch_id, 1) AS branch_id
+FROM tasks t
+LEFT JOIN durable_logs l ON l.task_id = t.id
+WHERE t.id = $1 AND t.tenant_id = $2;
+
+-- name: durable_log_entries
+SELECT branch_id, node_id, kind, satisfied_order, result, is_failure, error_message
+FROM durable_entries
+WHERE task_id = $1;
