@@ -317,8 +317,10 @@ def start_worker(
     token: str | None = None,
     wait: bool = True,
     labels: Mapping[str, str | int] | None = None,
+    script: Path = WORKER_SCRIPT,
 ) -> Iterator[WorkerProc]:
-    """Run ``workers/worker.py`` in its own process group; ready when ``/health`` is 200.
+    """Run ``workers/worker.py`` (or another worker ``script`` taking its arguments) in
+    its own process group; ready when ``/health`` is 200.
 
     ``token`` (default: the engine's) picks the tenant the worker belongs to. With
     ``wait=False`` the caller calls ``wait_healthy()`` (to start several at once).
@@ -341,7 +343,7 @@ def start_worker(
         proc = subprocess.Popen(
             [
                 sys.executable,
-                str(WORKER_SCRIPT),
+                str(script),
                 "--name",
                 name,
                 "--workflows",

@@ -35,6 +35,7 @@ from hewer.engine.services.bus import Bus
 from hewer.engine.services.control import RunControl
 from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.durable import DurableLog
+from hewer.engine.services.durable_signals import DurableSignals
 from hewer.engine.services.enqueue import Enqueuer
 from hewer.engine.services.events import Events
 from hewer.engine.services.lifecycle import Lifecycle
@@ -220,6 +221,7 @@ async def run_engine(
         durable=DurableService(
             auth=grpc_auth,
             durable=durable_log,
+            signals=DurableSignals(repo=repo, durable=durable_log),
             bus=bus,
             max_payload_bytes=settings.max_payload_bytes,
         ),

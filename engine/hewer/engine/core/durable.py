@@ -24,6 +24,9 @@ from typing import Any
 from hewer.engine.core.conditions import Condition, ConditionKind
 
 ROOT_BRANCH = 1
+# The pre-eviction API (``RegisterDurableEvent``, SDKs for engines before v0.80) names its
+# waits by signal key; they are logged on this branch, which no invocation reads.
+SIGNAL_BRANCH = 0
 # Hatchet's message for a cancelled child, which the SDK raises in the parent
 CHILD_CANCELLED = "task was cancelled"
 

@@ -206,6 +206,12 @@ class DurableQueries(RepositoryBase):
     async def durable_log_entries(self, conn: Conn, task_id: str) -> list[Record]:
         return list(await conn.fetch(query("durable_log_entries"), task_id))
 
+    async def durable_signal(self, conn: Conn, *, task_id: str, signal_key: str) -> Record | None:
+        return await conn.fetchrow(query("durable_signal"), task_id, signal_key)
+
+    async def next_signal_node(self, conn: Conn, task_id: str) -> int:
+        return int(await conn.fetchval(query("next_signal_node"), task_id))
+
     async def has_pending_durable_match(self, conn: Conn, task_id: str) -> bool:
         return bool(await conn.fetchval(query("has_pending_durable_match"), task_id))
 

@@ -192,7 +192,7 @@ class DurableLog:
                 conditions=conditions,
             )
             if match_id is not None and self.matches is not None:
-                found = await self._look_back(conn, tenant_id, conditions)
+                found = await self.look_back(conn, tenant_id, conditions)
                 if found:
                     await self.matches.satisfy_now(conn, match_id=match_id, found=found)
         if self.matches is not None and any(c.kind is ConditionKind.SLEEP for c in conditions):
@@ -558,7 +558,7 @@ class DurableLog:
             key=key,
         )
 
-    async def _look_back(
+    async def look_back(
         self, conn: Conn, tenant_id: str, conditions: Sequence[Condition]
     ) -> dict[int, str]:
         """Conditions (by position) met by an event stored since their look-back start:

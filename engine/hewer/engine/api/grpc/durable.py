@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import logging
 from collections import OrderedDict, defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -33,10 +33,12 @@ from hewer.engine.services.durable import (
     Completion,
     DurableLog,
     DurableRequestError,
+    DurableTaskNotFound,
     NonDeterminism,
     Ref,
     StaleInvocation,
 )
+from hewer.engine.services.durable_signals import DurableSignals
 from hewer.engine.services.outage import is_database_unavailable
 from hewer.engine.services.triggers import TriggerError
 
@@ -61,10 +63,19 @@ class _Stream:
 
 class DurableService(V1DispatcherServicer):  # type: ignore[misc]
     def __init__(
-        self, *, auth: GrpcContextAuth, durable: DurableLog, bus: Bus, max_payload_bytes: int
+        self,
+        *,
+        auth: GrpcContextAuth,
+        durable: DurableLog,
+        signals: DurableSignals,
+        bus: Bus,
+        max_payload_bytes: int,
     ) -> None:
         self._auth = auth
         self._log = durable
+        self._signals = signals
+        # open ListenForDurableEvent streams, told of every satisfied node
+        self._signal_listeners: set[Callable[[dict[str, Any]], None]] = set()
         self._max = max_payload_bytes
         # worker id -> its open streams on this replica
         self._streams: dict[str, set[_Stream]] = defaultdict(set)
@@ -73,6 +84,8 @@ class DurableService(V1DispatcherServicer):  # type: ignore[misc]
 
     def _on_bus(self, message: dict[str, Any]) -> None:
         """A node of ``task`` was satisfied: hand over what its invocation may have now."""
+        for listener in list(self._signal_listeners):
+            listener(message)
         task_id = str(message.get("task"))
         for stream in self._streams.get(str(message.get("worker")), ()):
             push = asyncio.get_running_loop().create_task(self._push_ready(stream, task_id))
@@ -296,19 +309,77 @@ class DurableService(V1DispatcherServicer):  # type: ignore[misc]
         for task_id, invocation in stale:
             stream.outbox.put_nowait(_evict_notice(task_id, invocation, "stale invocation"))
 
-    async def RegisterDurableEvent(self, request: Any, context: Ctx) -> Any:
-        await abort(
-            context,
-            grpc.StatusCode.UNIMPLEMENTED,
-            "this engine (v0.80 or later) takes durable waits on the DurableTask stream",
-        )
+    # -- the pre-eviction API (SDKs for engines before v0.80) ---------------------------
 
-    async def ListenForDurableEvent(self, request_iterator: Any, context: Ctx) -> Any:
-        await abort(
-            context,
-            grpc.StatusCode.UNIMPLEMENTED,
-            "this engine (v0.80 or later) takes durable waits on the DurableTask stream",
-        )
+    async def RegisterDurableEvent(
+        self, request: pb.RegisterDurableEventRequest, context: Ctx
+    ) -> pb.RegisterDurableEventResponse:
+        tenant_id = await self._auth.tenant(context)
+        task_id = require_uuid(request.task_id, what="task_id")
+        if task_id is None:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "task_id must be a UUID")
+        try:
+            conditions = parse_conditions(
+                MessageToDict(request.conditions, preserving_proto_field_name=True),
+                parents=(),
+                where="durable wait",
+                actions=DURABLE_ACTIONS,
+            )
+            await self._signals.register(
+                tenant_id=tenant_id,
+                task_id=str(task_id),
+                signal_key=request.signal_key,
+                conditions=conditions,
+            )
+        except DurableTaskNotFound as exc:
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+        except (InvalidCondition, DurableRequestError) as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return pb.RegisterDurableEventResponse()
+
+    async def ListenForDurableEvent(
+        self, request_iterator: AsyncIterator[pb.ListenForDurableEventRequest], context: Ctx
+    ) -> AsyncIterator[pb.DurableEvent]:
+        """Each request subscribes to one (task, signal key); its event is sent once, when
+        the signal is satisfied (at once if it already is)."""
+        tenant_id = await self._auth.tenant(context)
+        wanted: set[tuple[str, str]] = set()
+        # tasks to look at again: a subscription arrived, or one of its nodes was satisfied
+        recheck: asyncio.Queue[str | None] = asyncio.Queue()
+
+        async def read() -> None:
+            async for request in request_iterator:
+                task_id = require_uuid(request.task_id, what="task_id")
+                if task_id is not None and request.signal_key:
+                    wanted.add((str(task_id), request.signal_key))
+                    recheck.put_nowait(str(task_id))
+            recheck.put_nowait(None)
+
+        def on_bus(message: dict[str, Any]) -> None:
+            task_id = str(message.get("task"))
+            if any(task == task_id for task, _ in wanted):
+                recheck.put_nowait(task_id)
+
+        self._signal_listeners.add(on_bus)
+        reader = asyncio.create_task(read())
+        try:
+            while (task_id := await recheck.get()) is not None:
+                for task, key in sorted(k for k in wanted if k[0] == task_id):
+                    try:
+                        data = await self._signals.result(
+                            tenant_id=tenant_id, task_id=task, signal_key=key
+                        )
+                    except DurableTaskNotFound:
+                        wanted.discard((task, key))
+                        continue
+                    if data is not None:
+                        wanted.discard((task, key))
+                        yield pb.DurableEvent(task_id=task, signal_key=key, data=data)
+        finally:
+            self._signal_listeners.discard(on_bus)
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
 
 
 def _task_id(body: Any) -> str | None:

@@ -181,3 +181,12 @@ WHERE t.id = $1 AND t.tenant_id = $2;
 SELECT branch_id, node_id, kind, satisfied_order, result, is_failure, error_message
 FROM durable_entries
 WHERE task_id = $1;
+
+-- name: durable_signal
+-- A wait of the pre-eviction API, by its signal key (core.durable.SIGNAL_BRANCH = 0).
+SELECT node_id, satisfied_at IS NOT NULL AS satisfied, result
+FROM durable_entries
+WHERE task_id = $1 AND branch_id = 0 AND label = $2;
+
+-- name: next_signal_node
+SELECT coalesce(max(node_id), 0) + 1 FROM durable_entries WHERE task_id = $1 AND branch_id = 0;
