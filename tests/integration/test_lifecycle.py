@@ -7,6 +7,7 @@ database holds.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -537,3 +538,37 @@ async def test_replaying_one_task_reruns_it_and_what_follows(engine: Replica, te
     await engine.scheduler.run_round(tenant)
     (c,) = drain(worker)
     assert payload(c)["parents"] == {"a": "a0", "b": "b1"}
+
+
+# -- lock order ----------------------------------------------------------------------------
+
+
+async def test_cancel_waits_for_a_claim_in_flight_instead_of_deadlocking(
+    engine: Replica, tenant: str
+) -> None:
+    """A claim locks the queue item, then updates the task; cancel must lock in that order.
+    With the task locked first, the claim's update and the cancel's dequeue waited on each
+    other (PostgreSQL broke it with a deadlock error, a 500 on a bulk cancel)."""
+    await engine.register(tenant, single())
+    run_id = await engine.trigger(tenant, "solo", {})
+    async with engine.repo.pool.acquire() as claimer:
+        claim = claimer.transaction()
+        await claim.start()
+        await claimer.execute("SELECT id FROM queue_items WHERE task_id = $1 FOR UPDATE", run_id)
+        cancel = asyncio.create_task(
+            engine.lifecycle.cancel(tenant_id=tenant, task_ids=[run_id], reason="test")
+        )
+        await asyncio.sleep(0.3)  # the cancel is now waiting on a lock
+        assert not cancel.done()
+        # the claim goes on to assign: it must not wait for the cancel
+        await asyncio.wait_for(
+            claimer.execute(
+                "UPDATE tasks SET status = 'RUNNING', slot_held = true WHERE id = $1", run_id
+            ),
+            timeout=5,
+        )
+        await claimer.execute("DELETE FROM queue_items WHERE task_id = $1", run_id)
+        await claim.commit()
+    assert await asyncio.wait_for(cancel, timeout=5) == [run_id]
+    task = await engine.task_row(run_id)
+    assert (task["status"], task["slot_held"]) == ("CANCELLED", False)

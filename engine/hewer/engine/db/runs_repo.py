@@ -167,6 +167,11 @@ class RunQueries(RepositoryBase):
         return await conn.fetchrow(query("requeue_task"), task_id, retry_count, app_failure, error)
 
     async def cancel_task(self, conn: Conn, *, tenant_id: str, task_id: str) -> list[Record]:
+        # The queue item first, then the task: the scheduler claims in that order (claim
+        # locks the item, assignment updates the task), and the opposite order deadlocked a
+        # bulk cancel against a claim. A claim in flight is waited for; its task is then
+        # RUNNING and cancelled as such.
+        await conn.execute(query("lock_task_queue_item"), task_id)
         return list(await conn.fetch(query("cancel_task"), tenant_id, task_id))
 
     async def parent_context(self, *, tenant_id: str, task_id: str) -> Record | None:

@@ -179,6 +179,9 @@ WHERE id = $1 AND retry_count = $2 AND status = 'RUNNING'
 RETURNING id, tenant_id, workflow_run_id, step_id, worker_id, retry_count, action_id, priority,
           readable_id, slot_requests::text AS slot_requests;
 
+-- name: lock_task_queue_item
+SELECT id FROM queue_items WHERE task_id = $1 FOR UPDATE;
+
 -- name: cancel_task
 WITH target AS (
     SELECT id, status AS previous_status, worker_id AS previous_worker_id
