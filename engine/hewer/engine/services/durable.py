@@ -418,6 +418,7 @@ class DurableLog:
                     requeued=True,
                     keep_queue_position=True,
                     parents=parents,
+                    admitted=True,
                 )
             ],
         )

@@ -53,6 +53,10 @@ class Enqueue:
     # queue position, ahead of work queued after it (fair recovery)
     keep_queue_position: bool = False
     parents: Mapping[str, Any] = field(default_factory=dict)  # parent outputs, for CEL
+    # already admitted and still holding its concurrency slots (a restored durable task:
+    # eviction keeps them, like its retry count): queued directly, or it would wait for
+    # a slot it holds itself
+    admitted: bool = False
 
 
 @dataclass(slots=True)
@@ -115,7 +119,7 @@ class Enqueuer:
         for item in items:
             version = await self._defs.version(item.version_id, conn=conn)
             step = version.step_by_id(item.step_id)
-            if not self.needs_admission(version):
+            if item.admitted or not self.needs_admission(version):
                 ready.append(item)
                 continue
             run = runs[item.run_id]
