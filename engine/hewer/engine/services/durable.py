@@ -34,7 +34,7 @@ from hewer.engine.services.bus import Bus
 from hewer.engine.services.enqueue import Enqueue, Enqueuer
 from hewer.engine.services.task_messages import opt
 from hewer.engine.services.triggers import TriggerRequest, Triggers
-from hewer.engine.services.waiting import look_back
+from hewer.engine.services.waiting import LookBackSatisfier, look_back
 
 log = logging.getLogger(__name__)
 
@@ -561,14 +561,11 @@ class DurableLog:
         )
 
 
-class DurableMatches(Protocol):
-    """What the durable log needs from the match mechanism (``services/matches.py``)."""
-
-    async def satisfy_now(self, conn: Conn, *, match_id: str, found: dict[int, str]) -> None: ...
+class DurableMatches(LookBackSatisfier, Protocol):
+    """What the durable log needs from the match mechanism (``services/matches.py``): what
+    a DAG task's creator needs, and the children that had ended already."""
 
     async def children_finished(self, conn: Conn, run_ids: list[str]) -> None: ...
-
-    def sleep_registered(self) -> None: ...
 
 
 def _completion(ref: Ref, entry: Record) -> Completion:
