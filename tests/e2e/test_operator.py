@@ -500,11 +500,14 @@ kind: Workflow
 metadata: {name: conditioned}
 spec:
   tasks:
-    - {name: a}
+    - name: a
+      waitFor: [{sleepFor: 2s}]
     - name: b
       parents: [a]
       skipIf: [{parent: a, expression: "output.skip == true"}]
 """
+# how long ``a`` (a task without parents) waits after the trigger
+CONDITIONED_SLEEP_SECONDS = 2
 
 
 CONDITIONED_WORKER = """
@@ -518,7 +521,7 @@ wf = hatchet.workflow(name="conditioned")
 
 @wf.task()
 def a(input: EmptyModel, ctx: Context) -> dict:
-    return {"skip": True}
+    return {"skip": True, "at": time.time()}
 
 @wf.task(parents=[a])
 def b(input: EmptyModel, ctx: Context) -> dict:
@@ -527,11 +530,13 @@ def b(input: EmptyModel, ctx: Context) -> dict:
 def trigger() -> None:
     for _ in range(60):
         try:
+            triggered = time.time()
             ref = wf.run(wait_for_result=False)
             break
         except Exception:
             time.sleep(1)
-    print(json.dumps(ref.result()), file=result_out)
+    result = ref.result()
+    print(json.dumps({**result, "waited": result["a"]["at"] - triggered}), file=result_out)
 
 threading.Thread(target=trigger, daemon=True).start()
 hatchet.worker("conditioned-worker", workflows=[wf]).start()
@@ -541,9 +546,10 @@ hatchet.worker("conditioned-worker", workflows=[wf]).start()
 def test_a_conditioned_workflow_resource_is_enforced_and_its_skip_takes_effect(
     applied: Cluster, engine: EngineProc
 ) -> None:
-    """DAG conditions are enforced: the resource's Enforced condition is True, nothing is
-    listed as not enforced, and a run of the declared workflow skips ``b`` because ``a``'s
-    output says so (the worker's own code has no condition: the declaration wins)."""
+    """DAG conditions are enforced, a first task's too: the resource's Enforced condition is
+    True, nothing is listed as not enforced, and a run of the declared workflow starts ``a``
+    only after its sleep and skips ``b`` because ``a``'s output says so (the worker's own
+    code has no condition: the declaration wins)."""
     k = applied
     k.kubectl("apply", "-f", "-", stdin=CONDITIONED)
     k.wait_ready("workflows", "conditioned")
@@ -570,7 +576,8 @@ def test_a_conditioned_workflow_resource_is_enforced_and_its_skip_takes_effect(
     )
     try:
         result = json.loads(_json_line(proc, timeout=90))
-        assert result == {"a": {"skip": True}, "b": {"skipped": True}}, result
+        assert (result["a"]["skip"], result["b"]) == (True, {"skipped": True}), result
+        assert result["waited"] >= CONDITIONED_SLEEP_SECONDS, result
     finally:
         _stop_process(proc, grace=10.0)
     k.kubectl("delete", "workflows.hewer.dev", "conditioned", "--wait=false")

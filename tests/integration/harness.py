@@ -72,6 +72,8 @@ class Replica:
         timers = Timers(repo=repo, lifecycle=lifecycle, heartbeat_timeout=heartbeat_timeout)
         matches = Matches(repo=repo, bus=bus, lifecycle=lifecycle, enqueuer=enqueuer)
         timers.matches = matches
+        lifecycle.matches = matches
+        triggers.matches = matches
         replica = cls(
             engine_id=engine_id,
             repo=repo,

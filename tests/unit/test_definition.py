@@ -248,27 +248,33 @@ def test_checksum_ignores_key_order_but_not_content() -> None:
     assert parse_workflow(changed).checksum != parse_workflow(original).checksum
 
 
-def test_unenforced_settings_are_listed_once_each() -> None:
-    # which settings are still unenforced changes as features land; the contract that
-    # holds throughout is: each label once, whether set on one task or on several
-    settings = {
-        "rate_limits": [{"key": "k"}],
-        "worker_labels": {"gpu": {"str_value": "x"}},
-        "concurrency": [{"expression": "1"}],
-        "conditions": {"sleep": [{"duration": "1s"}]},
+def test_conditions_on_tasks_without_parents_and_their_look_back_are_enforced() -> None:
+    # a root's, an on-failure task's and a child's conditions, a look-back among them: all
+    # enforced, so nothing is listed as accepted-but-ignored
+    look_back = {
+        "base": {"action": "QUEUE", "or_group_id": "g1", "readable_data_key": "go"},
+        "user_event_key": "go",
+        "consider_events_since": "2024-01-01T00:00:00Z",
     }
-    top = {"concurrency": {"expression": "input.user"}, "concurrency_arr": [{"expression": "x"}]}
-    once = parse_workflow({"name": "wf", **top, "tasks": [task("a", **settings), task("b")]})
-    everywhere = parse_workflow(
+    conditions = {
+        "sleep_conditions": [
+            {
+                "base": {"action": "SKIP", "or_group_id": "g2", "readable_data_key": "s"},
+                "sleep_for": "5s",
+            }
+        ],
+        "user_event_conditions": [look_back],
+    }
+    spec = parse_workflow(
         {
             "name": "wf",
-            **top,
-            "tasks": [task("a", **settings), task("b", **settings)],
-            "on_failure_task": task("h", **settings),
+            "tasks": [task("a", conditions=conditions), task("b", "a", conditions=conditions)],
+            "on_failure_task": task("h", conditions=conditions),
         }
     )
-    assert len(set(once.unenforced)) == len(once.unenforced)
-    assert everywhere.unenforced == once.unenforced
+    assert spec.unenforced == ()
+    assert [len(s.conditions) for s in spec.steps] == [2, 2, 2]
+    assert spec.steps[0].conditions[1].events_since == "2024-01-01T00:00:00Z"
 
 
 def test_empty_optional_settings_are_not_unenforced() -> None:

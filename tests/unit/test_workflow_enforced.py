@@ -36,7 +36,8 @@ def state(not_enforced: list[str]) -> State:
 
 
 async def test_settings_not_enforced_make_the_condition_false_and_warn_once() -> None:
-    listed = ["conditions on a task without parents"]
+    # the engine enforces every setting today; the label stands for one accepted before it is
+    listed = ["a setting accepted before it is enforced"]
     outcome = await reconcile_workflow(state(listed), BODY, SPEC, {})
     enforced = [c for c in outcome.conditions if c[0] == "Enforced"]
     assert enforced == [
@@ -44,7 +45,7 @@ async def test_settings_not_enforced_make_the_condition_false_and_warn_once() ->
             "Enforced",
             False,
             "SettingsNotEnforced",
-            "accepted but not enforced yet: conditions on a task without parents",
+            "accepted but not enforced yet: a setting accepted before it is enforced",
         )
     ]
     assert outcome.status["notEnforced"] == listed

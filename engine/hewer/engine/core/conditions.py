@@ -8,13 +8,19 @@ form); when several fire at once SKIP wins over CANCEL over QUEUE (Hatchet's pre
 
 Parent-output conditions are decided when the step's parents have all completed (task
 completion satisfies them); sleeps and user events stay pending in the match table
-(``task_match_conditions``) until the timer loop or event ingestion satisfies them.
+(``task_match_conditions``) until the timer loop or event ingestion satisfies them. A task
+without parents (a root, the on-failure task) waits on all its conditions from the moment it
+is created; a parent-output condition cannot name a parent it does not have.
+
+A user-event condition with ``consider_events_since`` also counts the events stored since
+that time, when its match is created (the look-back).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -89,6 +95,11 @@ def parse_conditions(
     for item in raw.get("parent_override_conditions", []) or []:
         base = _base(item, where=where, actions=actions)
         parent = str(item.get("parent_readable_id", "")).strip()
+        if not parents:
+            raise InvalidCondition(
+                f"{where}: a parent condition names {parent!r}, but this task has no parents "
+                "(a task without parents can wait only for sleeps and user events)"
+            )
         if parent not in parents:
             raise InvalidCondition(
                 f"{where}: a parent condition names {parent!r}, which is not a parent of "
@@ -118,12 +129,15 @@ def parse_conditions(
             raise InvalidCondition(f"{where}: user event condition has no event key")
         if base["expression"]:
             _check_cel(base["expression"], where=where)
+        since = str(item.get("consider_events_since", "") or "")
+        if since:
+            _parse_since(since, where=where)
         found.append(
             Condition(
                 kind=ConditionKind.USER_EVENT,
                 event_key=key,
                 event_scope=str(item.get("event_scope", "") or ""),
-                events_since=str(item.get("consider_events_since", "") or ""),
+                events_since=since,
                 **base,
             )
         )
@@ -151,6 +165,28 @@ def _base(item: Mapping[str, Any], *, where: str, actions: frozenset[Action]) ->
         "readable_data_key": str(base.get("readable_data_key", "")),
         "expression": str(base.get("expression", "") or ""),
     }
+
+
+def _parse_since(text: str, *, where: str) -> datetime:
+    try:
+        since = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidCondition(
+            f"{where}: user event condition: consider_events_since {text!r} is not a timestamp"
+        ) from None
+    if since.tzinfo is None:
+        raise InvalidCondition(
+            f"{where}: user event condition: consider_events_since {text!r} has no time zone"
+        )
+    return since
+
+
+def look_back_start(condition: Condition) -> datetime | None:
+    """Since when stored events count for a user-event condition (None: only new ones).
+    Parsing checked the timestamp, so this cannot fail for a parsed condition."""
+    if condition.kind is not ConditionKind.USER_EVENT or not condition.events_since:
+        return None
+    return _parse_since(condition.events_since, where="user event condition")
 
 
 def _check_cel(expression: str, *, where: str) -> None:

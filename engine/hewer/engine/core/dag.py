@@ -1,13 +1,15 @@
 """DAG progression: which tasks of a run to create next, and when the run is over.
 
-Only root tasks exist when a run is triggered. Each time a task reaches a final state the
-run's snapshot is fed here, and this decides, for every step not yet created:
+Only root tasks exist when a run is triggered: QUEUED, or WAITING on their conditions (a
+task without parents waits on its sleeps and user events from its creation, the sleeps
+measured from then). Each time a task reaches a final state the run's snapshot is fed here,
+and this decides, for every step not yet created:
 
 * all parents completed          -> create it QUEUED with the parents' outputs;
 * a parent was skipped           -> create it skipped (COMPLETED, output {"skipped": true});
 * a parent failed or was cancelled -> create it CANCELLED (it never runs);
-* the on-failure step, once every other step is final: QUEUED with the error map when
-  something failed, otherwise skipped.
+* the on-failure step, once every other step is final: QUEUED (or WAITING on its own
+  conditions) with the error map when something failed, otherwise skipped.
 
 The run is finished when every step exists and is final.
 """
@@ -78,8 +80,24 @@ def aggregate_status(statuses: list[TaskStatus]) -> TaskStatus:
 
 
 def initial_tasks(version: WorkflowVersionDef) -> tuple[NewTask, ...]:
-    """The tasks a new run starts with: its roots, queued."""
-    return tuple(NewTask(step=s, status=TaskStatus.QUEUED) for s in version.roots)
+    """The tasks a new run starts with: its roots, queued or waiting on their conditions."""
+    return tuple(_parentless(s) for s in version.roots)
+
+
+def starts_waiting(version: WorkflowVersionDef) -> bool:
+    """Whether a new run has a root that waits on conditions (so not every root is queued)."""
+    return any(s.conditions for s in version.roots)
+
+
+def _parentless(step: StepDef, payload_extra: dict[str, Any] | None = None) -> NewTask:
+    """A task without parents: it waits on all its conditions (parsing refuses a
+    parent-output condition there), or is queued at once when it has none."""
+    extra = payload_extra or {}
+    if step.conditions:
+        return NewTask(
+            step=step, status=TaskStatus.WAITING, payload_extra=extra, pending=step.conditions
+        )
+    return NewTask(step=step, status=TaskStatus.QUEUED, payload_extra=extra)
 
 
 def progress(version: WorkflowVersionDef, tasks: list[TaskSnapshot]) -> Progress:
@@ -120,13 +138,7 @@ def progress(version: WorkflowVersionDef, tasks: list[TaskSnapshot]) -> Progress
             if t.status is TaskStatus.FAILED and t.step_id != on_failure.id
         }
         if errors:
-            created.append(
-                NewTask(
-                    step=on_failure,
-                    status=TaskStatus.QUEUED,
-                    payload_extra={"step_run_errors": errors},
-                )
-            )
+            created.append(_parentless(on_failure, {"step_run_errors": errors}))
         else:
             created.append(NewTask(step=on_failure, status=TaskStatus.COMPLETED, skipped=True))
 

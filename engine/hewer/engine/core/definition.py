@@ -252,23 +252,9 @@ def unenforced_settings(definition: Mapping[str, Any]) -> list[str]:
     if one registration fails), so what is listed here is shown where users look instead:
     the REST workflow version (``notEnforced``), the Workflow resource's ``Enforced``
     condition and a Warning event, and the engine log.
+
+    Every setting the protocol carries is enforced today (DAG conditions on any task, their
+    look-back included), so the list is empty; a setting accepted before it is enforced
+    belongs here, never silently ignored.
     """
-    found: list[str] = []
-    tasks = list(definition.get("tasks", []))
-    if definition.get("on_failure_task"):
-        tasks.append(definition["on_failure_task"])
-    for task in tasks:
-        # DAG conditions are enforced once a task's parents finish (services/matches.py);
-        # a task without parents is created by the trigger, which does not wait yet
-        conditions = task.get("conditions") or {}
-        if conditions and not task.get("parents"):
-            _add(found, "conditions on a task without parents")
-        events = conditions.get("user_event_conditions") or [] if conditions else []
-        if any(e.get("consider_events_since") for e in events):
-            _add(found, "user event condition look-back (consider_events_since)")
-    return found
-
-
-def _add(found: list[str], label: str) -> None:
-    if label not in found:
-        found.append(label)
+    return []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from hewer.engine.core.conditions import Condition, ConditionKind
 from hewer.engine.core.durable import Branch
@@ -149,12 +148,6 @@ class DurableQueries(RepositoryBase):
                 column.append(value)
         await conn.execute(query("insert_durable_match_conditions"), match_id, tenant_id, *columns)
         return match_id
-
-    async def recent_events(
-        self, conn: Conn, *, tenant_id: str, key: str, since: datetime, scope: str | None
-    ) -> list[str]:
-        rows = await conn.fetch(query("recent_events"), tenant_id, key, since, scope)
-        return [str(r["payload"]) for r in rows]
 
     async def child_run_tasks(self, conn: Conn, run_ids: Sequence[str]) -> list[Record]:
         return list(await conn.fetch(query("child_run_tasks"), list(run_ids)))

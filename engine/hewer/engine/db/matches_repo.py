@@ -15,10 +15,12 @@ from hewer.engine.db.queries import query
 class MatchQueries(RepositoryBase):
     async def insert_task_matches(
         self, conn: Conn, *, tenant_id: str, rows: Sequence[NewTaskRow]
-    ) -> None:
-        """One match per WAITING task, holding its pending sleep and user-event conditions."""
+    ) -> list[str]:
+        """One match per WAITING task, holding its pending sleep and user-event conditions;
+        returns the matches' ids in the order of ``rows`` (their conditions in the order of
+        ``pending``, as :meth:`match_conditions` reads them back)."""
         if not rows:
-            return
+            return []
         match_ids = [str(uuid.uuid4()) for _ in rows]
         await conn.execute(query("insert_task_matches"), tenant_id, match_ids, [r.id for r in rows])
         columns: list[list[object]] = [[] for _ in range(9)]
@@ -38,6 +40,7 @@ class MatchQueries(RepositoryBase):
                 for column, value in zip(columns, values, strict=True):
                     column.append(value)
         await conn.execute(query("insert_task_match_conditions"), tenant_id, *columns)
+        return match_ids
 
     async def due_sleep_matches(self, conn: Conn, *, limit: int) -> list[str]:
         return [str(r["id"]) for r in await conn.fetch(query("due_sleep_matches"), limit)]
@@ -45,6 +48,12 @@ class MatchQueries(RepositoryBase):
     async def event_key_matches(self, conn: Conn, *, tenant_id: str, key: str) -> list[str]:
         rows = await conn.fetch(query("event_key_matches"), tenant_id, key)
         return [str(r["id"]) for r in rows]
+
+    async def recent_events(
+        self, conn: Conn, *, tenant_id: str, key: str, since: datetime, scope: str | None
+    ) -> list[str]:
+        rows = await conn.fetch(query("recent_events"), tenant_id, key, since, scope)
+        return [str(r["payload"]) for r in rows]
 
     async def match_conditions(self, conn: Conn, match_ids: Sequence[str]) -> list[Record]:
         return list(await conn.fetch(query("match_conditions"), list(match_ids)))

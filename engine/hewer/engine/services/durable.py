@@ -22,11 +22,10 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol
 
 from hewer.engine.core import durable as log_rules
-from hewer.engine.core.conditions import Condition, ConditionKind, event_condition_holds
+from hewer.engine.core.conditions import Condition, ConditionKind
 from hewer.engine.core.durable import EntryKind, LoggedNode, NonDeterminism, branch_holding
 from hewer.engine.core.model import TaskStatus
 from hewer.engine.db.durable_repo import NewEntry
@@ -35,6 +34,7 @@ from hewer.engine.services.bus import Bus
 from hewer.engine.services.enqueue import Enqueue, Enqueuer
 from hewer.engine.services.task_messages import opt
 from hewer.engine.services.triggers import TriggerRequest, Triggers
+from hewer.engine.services.waiting import LookBackSatisfier, look_back
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,9 @@ class DurableLog:
                 conditions=conditions,
             )
             if match_id is not None and self.matches is not None:
-                found = await self.look_back(conn, tenant_id, conditions)
+                found = await look_back(
+                    self._repo, conn, tenant_id=tenant_id, conditions=conditions
+                )
                 if found:
                     await self.matches.satisfy_now(conn, match_id=match_id, found=found)
         if self.matches is not None and any(c.kind is ConditionKind.SLEEP for c in conditions):
@@ -559,38 +561,12 @@ class DurableLog:
             key=key,
         )
 
-    async def look_back(
-        self, conn: Conn, tenant_id: str, conditions: Sequence[Condition]
-    ) -> dict[int, str]:
-        """Conditions (by position) met by an event stored since their look-back start:
-        the newest matching event's payload."""
-        found: dict[int, str] = {}
-        for position, c in enumerate(conditions):
-            if c.kind is not ConditionKind.USER_EVENT or not c.events_since:
-                continue
-            try:
-                since = datetime.fromisoformat(c.events_since)
-            except ValueError:
-                raise DurableRequestError(
-                    f"consider_events_since {c.events_since!r} is not a timestamp"
-                ) from None
-            for payload in await self._repo.recent_events(
-                conn, tenant_id=tenant_id, key=c.event_key, since=since, scope=c.event_scope or None
-            ):
-                if event_condition_holds(c.expression, json.loads(payload)):
-                    found[position] = payload
-                    break
-        return found
 
-
-class DurableMatches(Protocol):
-    """What the durable log needs from the match mechanism (``services/matches.py``)."""
-
-    async def satisfy_now(self, conn: Conn, *, match_id: str, found: dict[int, str]) -> None: ...
+class DurableMatches(LookBackSatisfier, Protocol):
+    """What the durable log needs from the match mechanism (``services/matches.py``): what
+    a DAG task's creator needs, and the children that had ended already."""
 
     async def children_finished(self, conn: Conn, run_ids: list[str]) -> None: ...
-
-    def sleep_registered(self) -> None: ...
 
 
 def _completion(ref: Ref, entry: Record) -> Completion:

@@ -19,6 +19,7 @@ from hewer.engine.core.model import TaskStatus
 from hewer.engine.db.durable_repo import NewEntry
 from hewer.engine.db.repository import Repository
 from hewer.engine.services.durable import DurableLog, DurableRequestError, DurableTaskNotFound
+from hewer.engine.services.waiting import look_back
 
 
 class DurableSignals:
@@ -71,7 +72,9 @@ class DurableSignals:
                 conditions=conditions,
             )
             if match_id is not None and matches is not None:
-                found = await self._durable.look_back(conn, tenant_id, conditions)
+                found = await look_back(
+                    self._repo, conn, tenant_id=tenant_id, conditions=conditions
+                )
                 if found:
                     await matches.satisfy_now(conn, match_id=match_id, found=found)
         if matches is not None and any(c.kind is ConditionKind.SLEEP for c in conditions):

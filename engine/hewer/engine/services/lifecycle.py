@@ -32,10 +32,15 @@ from hewer.engine.services.task_messages import (
     stale_message,
     task_event,
 )
+from hewer.engine.services.waiting import (
+    CREATED_EVENT,
+    LookBackSatisfier,
+    MetAlready,
+    register_waiting,
+    satisfy_met,
+)
 
 log = logging.getLogger(__name__)
-# the task event a new DAG task gets for its initial state, where it is not the state's name
-_CREATED_EVENT = {TaskStatus.QUEUED: "QUEUED", TaskStatus.WAITING: "CREATED"}
 
 
 class TaskNotFound(LookupError):
@@ -80,6 +85,9 @@ class Lifecycle:
         self._completions: Batcher[_Report, None] = Batcher(
             self._write_completions, name="completions"
         )
+        # fires what a look-back met for new WAITING tasks (services/matches.py); set by the
+        # server
+        self.matches: LookBackSatisfier | None = None
 
     # -- reports from workers --------------------------------------------------------------
 
@@ -466,9 +474,10 @@ class Lifecycle:
                 messages.append({"t": "run", "run": run_id, "status": step.run_status.value})
         version_of = {run_id: str(runs[run_id]["workflow_version_id"]) for run_id in run_ids}
         unqueued: list[_Finished] = []
+        met: list[MetAlready] = []
         for tenant_id, rows in new_rows.items():
             failed = await self._create_tasks(
-                conn, tenant_id=tenant_id, rows=rows, version_of=version_of
+                conn, tenant_id=tenant_id, rows=rows, version_of=version_of, met=met
             )
             unqueued += [_Finished(r, TaskStatus.FAILED, str(r["error"])) for r in failed]
             if any(r.task.status is TaskStatus.QUEUED for r in rows):
@@ -478,6 +487,8 @@ class Lifecycle:
         )
         if unqueued:  # children that could not be admitted (a bad concurrency key) failed
             messages += await self._advance_many(conn, unqueued)
+        # last: a firing skip or cancel advances these runs again from what is written now
+        await satisfy_met(self.matches, conn, met)
         return messages
 
     async def advance_and_publish(
@@ -505,15 +516,12 @@ class Lifecycle:
         tenant_id: str,
         rows: Sequence[NewTaskRow],
         version_of: dict[str, str],
+        met: list[MetAlready],
     ) -> list[Record]:
-        """Insert DAG tasks and enqueue the queued ones; returns those that failed instead."""
+        """Insert DAG tasks and enqueue the queued ones; returns those that failed instead.
+        WAITING ones get their matches; what a look-back met for them is added to ``met``."""
         await self._repo.insert_tasks(conn, tenant_id=tenant_id, tasks=rows)
-        # WAITING children hold their pending conditions in the match table (services/matches.py)
-        await self._repo.insert_task_matches(
-            conn,
-            tenant_id=tenant_id,
-            rows=[r for r in rows if r.task.status is TaskStatus.WAITING],
-        )
+        met += await register_waiting(self._repo, conn, tenant_id=tenant_id, rows=rows)
         outcome = await self._enqueuer.enqueue(
             conn,
             tenant_id=tenant_id,
@@ -537,7 +545,7 @@ class Lifecycle:
                 task_id=r.id,
                 run_id=r.run_id,
                 retry_count=0,
-                event_type=_CREATED_EVENT.get(r.task.status)
+                event_type=CREATED_EVENT.get(r.task.status)
                 or ("SKIPPED" if r.task.skipped else r.task.status.value),
             )
             for r in rows

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hewer.engine.core.dag import initial_tasks
+from hewer.engine.core.dag import initial_tasks, starts_waiting
 from hewer.engine.core.idempotency import Collision, IdempotencyKeyError
 from hewer.engine.core.json_input import JsonInputError, decode_json
 from hewer.engine.core.model import TaskStatus
@@ -25,6 +25,13 @@ from hewer.engine.services.bus import CHANNEL, Bus
 from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.enqueue import Enqueue, Enqueuer
 from hewer.engine.services.idempotency import Idempotency, KeyClaim
+from hewer.engine.services.waiting import (
+    CREATED_EVENT,
+    LookBackSatisfier,
+    has_sleep,
+    register_waiting,
+    satisfy_met,
+)
 
 MAX_BULK = 1000
 
@@ -96,6 +103,9 @@ class Triggers:
         self._defs = definitions
         self._enqueuer = enqueuer
         self._idempotency = Idempotency(repo=repo)
+        # roots that wait on conditions: their look-back and sleeps (services/matches.py);
+        # set by the server
+        self.matches: LookBackSatisfier | None = None
 
     async def trigger(
         self,
@@ -207,7 +217,8 @@ class Triggers:
         plain = True
         for run in runs:
             version = await self._defs.version(run.version_id)
-            plain = plain and self._enqueuer.is_plain(version)
+            # roots that wait on conditions get matches: the transactional path below
+            plain = plain and self._enqueuer.is_plain(version) and not starts_waiting(version)
         if conn is None and plain and not claims and all(r.dedupe_key is None for r in runs):
             # the common case (no child dedupe, no caller transaction): one statement
             tasks = await self._first_tasks(runs, created=None, filter_payloads=filter_payloads)
@@ -245,6 +256,7 @@ class Triggers:
                 runs, created=created, filter_payloads=filter_payloads, conn=conn
             )
             await self._repo.insert_tasks(conn, tenant_id=tenant_id, tasks=tasks)
+            met = await register_waiting(self._repo, conn, tenant_id=tenant_id, rows=tasks)
             version_of = {r.id: r.version_id for r in runs}
             outcome = await self._enqueuer.enqueue(
                 conn,
@@ -270,14 +282,23 @@ class Triggers:
                 conn,
                 tenant_id=tenant_id,
                 events=[
-                    TaskEvent(task_id=t.id, run_id=t.run_id, retry_count=0, event_type="QUEUED")
+                    TaskEvent(
+                        task_id=t.id,
+                        run_id=t.run_id,
+                        retry_count=0,
+                        event_type=CREATED_EVENT[t.task.status],
+                    )
                     for t in tasks
                 ],
             )
             if tasks:
                 await self._bus.publish(conn, wake)
+            # last: a skip or cancel a look-back fires advances a run that is complete now
+            await satisfy_met(self.matches, conn, met)
         if tasks and own_transaction:
             self._bus.echo_locally(wake)  # committed: this replica's scheduler can start now
+        if self.matches is not None and has_sleep(tasks):
+            self.matches.sleep_registered()  # the timer loop sleeps until the nearest one
         if collisions:
             raise IdempotencyCollision(created=ids, collisions=collisions)
         return ids

@@ -72,16 +72,6 @@ FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text
      AS c(or_group_id, kind, readable_data_key, expression, event_key, event_scope,
           sleep_seconds, sleep_for, child_run_id);
 
--- name: recent_events
--- Events of one key (and scope, when given) stored since a time, newest first: the
--- look-back of a user-event wait.
-SELECT payload::text AS payload
-FROM events
-WHERE tenant_id = $1 AND key = $2 AND created_at >= $3
-  AND ($4::text IS NULL OR scope = $4)
-ORDER BY created_at DESC
-LIMIT 100;
-
 -- name: child_run_tasks
 SELECT r.id AS run_id, r.status AS run_status, r.finished_at IS NOT NULL AS finished,
        t.readable_id, t.status, t.output, t.error

@@ -42,6 +42,16 @@ WHERE m.id IN (
 ORDER BY m.id
 FOR UPDATE;
 
+-- name: recent_events
+-- Events of one key (and scope, when given) stored since a time, newest first: the
+-- look-back of a user-event condition (a DAG task's or a durable wait's).
+SELECT payload::text AS payload
+FROM events
+WHERE tenant_id = $1 AND key = $2 AND created_at >= $3
+  AND ($4::text IS NULL OR scope = $4)
+ORDER BY created_at DESC
+LIMIT 100;
+
 -- name: match_conditions
 SELECT c.id, c.match_id, c.action, c.or_group_id, c.kind, c.expression, c.event_key,
        c.event_scope, c.sleep_until, c.satisfied_at IS NOT NULL AS satisfied,
