@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from dashboard_workflows import define_dashboard
 from e2e_workflows import define
 from hatchet_sdk import Hatchet
 from placement_workflows import define_placement
@@ -38,7 +39,12 @@ def main() -> None:
 
     os.environ["E2E_WORKER_NAME"] = args.name
     hatchet = Hatchet()
-    available = {**define(hatchet), **define_placement(hatchet), **define_policies(hatchet)}
+    available = {
+        **define(hatchet),
+        **define_placement(hatchet),
+        **define_policies(hatchet),
+        **define_dashboard(hatchet),
+    }
     wanted = [w.strip() for w in args.workflows.split(",") if w.strip()]
     unknown = [w for w in wanted if w not in available]
     if unknown:

@@ -18,6 +18,14 @@ __all__ = ["SCHEDULING", "routes"]
 
 routes = web.RouteTableDef()
 SCHEDULING = web.AppKey("dashboard_scheduling", Scheduling)
+# how long a paused workflow's queued runs wait before they are cancelled, as offered
+QUEUE_TTL_CHOICES = {
+    "3600": "1 hour",
+    "86400": "24 hours",
+    "604800": "7 days",
+    "0": "no time: cancel them",
+}
+DEFAULT_QUEUE_TTL = "86400"
 
 
 def _id(request: web.Request, name: str, what: str) -> str:
@@ -41,7 +49,14 @@ async def workflow_page(request: web.Request, viewer: Viewer) -> web.Response:
     workflow = await request.app[STATE].dashboard.workflow(viewer.tenant.id, workflow_id)
     if workflow is None:
         raise NotFound("There is no workflow with that id in this tenant.")
-    return render(request, "workflow.html", viewer=viewer, workflow=workflow)
+    return render(
+        request,
+        "workflow.html",
+        viewer=viewer,
+        workflow=workflow,
+        ttl_choices=QUEUE_TTL_CHOICES,
+        default_ttl=DEFAULT_QUEUE_TTL,
+    )
 
 
 @routes.post("/workflows/{workflow}/pause")
@@ -60,13 +75,16 @@ async def _set_paused(request: web.Request, viewer: Viewer, *, paused: bool) -> 
     workflow_id = _id(request, "workflow", "workflow")
     service = request.app[SCHEDULING]
     back = _back(request, "/workflows")
+    ttl = str((await request.post()).get("queue_ttl", DEFAULT_QUEUE_TTL))
+    if ttl not in QUEUE_TTL_CHOICES:
+        return redirect(request, back, message="Choose how long queued runs may wait.")
     try:
         if paused:
-            # what the REST API does without settings: queued runs wait, crons still queue
+            # crons and scheduled runs still queue, and wait like the rest
             await service.pause(
                 tenant_id=viewer.tenant.id,
                 workflow_id=workflow_id,
-                queue_ttl_seconds=0,
+                queue_ttl_seconds=float(ttl),
                 cron_behavior="QUEUE",
                 scheduled_behavior="QUEUE",
             )

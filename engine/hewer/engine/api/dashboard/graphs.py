@@ -148,7 +148,8 @@ def timeline_layout(spans: Sequence[Span], *, now: datetime) -> Timeline:
         began = s.assigned_at or s.started_at
         wait_end = began or s.ended_at or now
         # a worker may report the start after the end (the SDK sends both at once)
-        started = s.started_at if s.ended_at is None or (s.started_at or now) <= s.ended_at else None
+        in_order = s.ended_at is None or (s.started_at or now) <= s.ended_at
+        started = s.started_at if in_order else None
         run_from = started or s.assigned_at
         run_to = s.ended_at or now
         run_w = 0.0 if run_from is None else max(x(run_to) - x(run_from), 1.0)
