@@ -46,7 +46,7 @@ _SEPARATOR = "~"
 # browsers keep cookies up to 4 KiB; a session holds a few tokens at most
 MAX_SESSION_BYTES = 3800
 SESSION_SECONDS = 7 * 24 * 3600
-_NEW_CSRF = "dashboard_new_csrf"
+_NEW_CSRF = web.RequestKey("dashboard_new_csrf", str)
 
 
 class Forbidden(Exception):
