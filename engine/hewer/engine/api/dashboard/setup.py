@@ -131,4 +131,4 @@ def add_dashboard(
     app[fleet.HEARTBEAT_TIMEOUT] = heartbeat_timeout
     for module_routes in (routes, runs.routes, catalog.routes, fleet.routes):
         app.router.add_routes(module_routes)
-    app.router.add_static("/static/", STATIC_DIR, append_version=True)
+    app.router.add_static("/static/", STATIC_DIR)
