@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from tests.e2e.e2e_support import (
     _clean_environ,
     _hewer_command,
@@ -88,8 +90,26 @@ def test_the_demo_prints_its_result_and_a_group_signal_stops_everything(signum: 
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def _demo_run_on_the_dashboard(url: str, *, token: str) -> None:
+    """Log in to the dashboard with the printed token: the demo's run is listed, and its
+    page draws the three tasks completed and a timeline of their attempts."""
+    with requests.Session() as browser:
+        login = browser.get(url + "login", timeout=10)
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', login.text)
+        assert csrf is not None, login.text[:500]
+        runs = browser.post(url + "login", data={"csrf": csrf[1], "token": token}, timeout=10)
+        assert runs.status_code == 200 and runs.url.endswith("/runs"), runs.text[:500]
+        link = re.search(r'<a href="(/runs/[0-9a-f-]{36})">', runs.text)
+        assert link is not None and "hewer-demo" in runs.text, runs.text[:2000]
+        page = browser.get(url.rstrip("/") + link[1], timeout=10).text
+        for task in ("fetch", "transform", "summarize"):
+            assert f'class="node node-COMPLETED" data-task="{task}"' in page, page[:3000]
+        assert page.count('<g class="attempt">') == 3
+
+
 def test_demo_stdout_holds_only_the_client_lines_and_the_result() -> None:
-    """The README: ``hewer dev --demo`` prints the four client lines, then the result; logs
+    """The README: ``hewer dev --demo`` prints the four client lines, the dashboard's address
+    (where the demo's run shows with its DAG and timeline), then the result; logs
     (the engine's, the SDK worker's) go to stderr. ``hewer env`` prints the same settings
     while it runs."""
     data_dir = Path(tempfile.mkdtemp(prefix="hewer-e2e-demo-"))
@@ -125,8 +145,13 @@ def test_demo_stdout_holds_only_the_client_lines_and_the_result() -> None:
             "HATCHET_CLIENT_HOST_PORT",
             "HATCHET_CLIENT_SERVER_URL",
         ], lines
-        assert len(lines) == 5, lines  # nothing between the client lines and the result
-        assert json.loads(lines[4])["workflow"] == "hewer-demo"
+        # then the dashboard's address, then the result: nothing else
+        assert len(lines) == 6, lines
+        key, _, dashboard = lines[4].partition("=")
+        assert key == "HEWER_DASHBOARD_URL"
+        assert dashboard == lines[3].split("=", 1)[1] + "/"
+        assert json.loads(lines[5])["workflow"] == "hewer-demo"
+        _demo_run_on_the_dashboard(dashboard, token=lines[0].split("=", 1)[1])
 
         shown = subprocess.run(
             [*_hewer_command(), "env", "--data-dir", str(data_dir)],

@@ -34,13 +34,15 @@ FAKE_SERVER = textwrap.dedent(
         token: str
         grpc_address: str
         server_url: str
+        dashboard_url: str
 
     async def run_engine(*, settings, dsn, stop, on_ready=None):
         import asyncpg
         conn = await asyncpg.connect(dsn)
         await conn.close()
         on_ready(ReadyInfo("t1", "eyFAKE." + settings.default_tenant,
-                           settings.public_grpc_address, settings.public_server_url))
+                           settings.public_grpc_address, settings.public_server_url,
+                           settings.public_server_url + "/"))
         await stop.wait()
 
     async def create_token(*, settings, dsn, tenant_name, name, expires_in):
@@ -92,6 +94,8 @@ def test_dev_prints_client_env_and_stops_on_sigterm(data_dir: Path) -> None:
         "HATCHET_CLIENT_HOST_PORT=localhost:7177",
         "HATCHET_CLIENT_SERVER_URL=http://localhost:8080",
     ]
+    # the dashboard's address comes after the four lines scripts read
+    assert proc.stdout.readline() == "HEWER_DASHBOARD_URL=http://localhost:8080/\n"
     assert EmbeddedPostgres(data_dir=data_dir / "pg").is_running()
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)

@@ -37,9 +37,11 @@ def stats(queued: int, workers: list[tuple[str, int, bool]]) -> dict[str, Any]:
 
 
 class FakeEngine:
-    def __init__(self, answers: list[Any]) -> None:
+    def __init__(self, answers: list[Any], *, reports_fail: bool = False) -> None:
         self.answers = answers
         self.calls: list[tuple[str, Any]] = []
+        self.reports: list[dict[str, Any]] = []
+        self.reports_fail = reports_fail
 
     def _next(self) -> dict[str, Any]:
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
@@ -62,6 +64,11 @@ class FakeEngine:
     async def set_worker_paused(self, worker_id: str, *, paused: bool) -> bool:
         self.calls.append(("pause" if paused else "resume", worker_id))
         return True
+
+    async def report_pool(self, pool: str, *, report: dict[str, Any]) -> None:
+        if self.reports_fail:
+            raise EngineUnavailable("the dashboard's endpoint is down")
+        self.reports.append({"pool": pool, **report})
 
 
 class FakeKube:
@@ -143,6 +150,25 @@ async def test_scale_down_drains_idle_workers_only(events: list[tuple[str, str]]
     ]
     assert kube.status["desiredReplicas"] == 1 and kube.status["busyWorkers"] == 1
     assert ("ScaledDown" in {r for r, _ in events}) and "drained a, c" in events[-1][1]
+    # the engine's dashboard hears of the decision
+    report = engine.reports[-1]
+    assert (report["pool"], report["namespace"], report["decision"]) == ("p", "ns", "down")
+    assert (report["desiredReplicas"], report["replicas"], report["busyWorkers"]) == (1, 3, 1)
+    assert report["autoscaling"] and report["maxReplicas"] == 4
+
+
+async def test_reports_to_the_engine_name_each_new_hold_once_and_never_stop_scaling(
+    events: list[tuple[str, str]],
+) -> None:
+    kube = FakeKube(1, ["a"])
+    engine = FakeEngine([stats(1, [("a", 1, False)])])  # two tasks: one replica is right
+    s = scaler(engine, kube)
+    await s.step(POOL)
+    await s.step(POOL)
+    assert [r.get("decision") for r in engine.reports] == ["hold", None]
+    failing = FakeEngine([stats(20, [("a", 1, False)])], reports_fail=True)
+    decision = await scaler(failing, FakeKube(1, ["a"])).step(POOL)
+    assert decision is not None and decision.direction == "up"
 
 
 async def test_new_work_mid_drain_resumes_the_victims(events: list[tuple[str, str]]) -> None:

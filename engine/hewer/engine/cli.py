@@ -171,6 +171,8 @@ async def _run_engine(
         env = client_env(info)
         for key, value in env.items():
             print(f"{key}={value}")
+        # after the four client lines, which scripts read first
+        print(f"HEWER_DASHBOARD_URL={info.dashboard_url}")
         sys.stdout.flush()
         if client_env_dir is not None:
             # with the tenant id, for REST paths (the SDK takes it from the token otherwise)

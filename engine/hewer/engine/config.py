@@ -19,6 +19,7 @@ HEWER_DB_POOL_SIZE               20                            asyncpg pool max 
 HEWER_MAX_PAYLOAD_BYTES          4194304 (4 MiB)               largest input/output accepted
 HEWER_RETENTION_HOURS            720 (30 days)                 final runs and events older go
 HEWER_RETENTION_CHECK_SECONDS    3600                          how often retention runs
+HEWER_DASHBOARD_AUTH             token                         ``none``: dashboard without login
 ===============================  ============================  ===================================
 
 ``HEWER_DATA_DIR`` defaults to platformdirs' ``user_data_dir("hewer")``
@@ -82,6 +83,9 @@ class Settings:
     max_payload_bytes: int = 4 * 1024 * 1024
     retention_hours: int = 720
     retention_interval_seconds: float = 3600.0
+    # the web dashboard's login: "token" (an API token, like the REST API) or "none"
+    # (every tenant without login, for a trusted local setup)
+    dashboard_auth: str = "token"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:
@@ -136,6 +140,7 @@ class Settings:
             retention_interval_seconds=get(
                 "retention_interval_seconds", "HEWER_RETENTION_CHECK_SECONDS", _float, 3600.0
             ),
+            dashboard_auth=get("dashboard_auth", "HEWER_DASHBOARD_AUTH", _str, "token").lower(),
         )
         settings.validate()
         return settings
@@ -194,6 +199,10 @@ class Settings:
             raise ConfigError("HEWER_RETENTION_HOURS must be at least 1")
         if self.retention_interval_seconds <= 0:
             raise ConfigError("HEWER_RETENTION_CHECK_SECONDS must be greater than 0")
+        if self.dashboard_auth not in ("token", "none"):
+            raise ConfigError(
+                f"HEWER_DASHBOARD_AUTH must be 'token' or 'none', got {self.dashboard_auth!r}"
+            )
 
     @property
     def signing_secret_bytes(self) -> bytes | None:

@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
+from hewer.engine.api.dashboard.setup import add_dashboard
 from hewer.engine.api.grpc.admin import AdminService, WorkflowService
 from hewer.engine.api.grpc.common import GrpcContextAuth
 from hewer.engine.api.grpc.dispatcher import DispatcherService
@@ -33,6 +34,7 @@ from hewer.engine.services.batch_reports import BatchReports
 from hewer.engine.services.batches import BatchFlusher
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.control import RunControl
+from hewer.engine.services.dashboard import Dashboard, SpansForRun
 from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.durable import DurableLog
 from hewer.engine.services.durable_signals import DurableSignals
@@ -63,6 +65,7 @@ class ReadyInfo:
     token: str
     grpc_address: str
     server_url: str
+    dashboard_url: str
 
 
 async def _authenticator(settings: Settings, repo: Repository) -> Authenticator:
@@ -94,8 +97,13 @@ async def run_engine(
     dsn: str,
     stop: asyncio.Event,
     on_ready: Callable[[ReadyInfo], None] | None = None,
+    spans_for_run: SpansForRun | None = None,
 ) -> None:
-    """Serve until ``stop`` is set, then shut down cleanly."""
+    """Serve until ``stop`` is set, then shut down cleanly.
+
+    ``spans_for_run``: where the dashboard's run page reads a run's trace spans (see
+    ``services/dashboard.py``); without it run pages have no Trace section.
+    """
     engine_id = f"engine-{uuid.uuid4()}"
     quiet_database_pool_logs()
     repo = Repository(await create_pool(dsn, size=settings.db_pool_size), observer=METRICS)
@@ -236,6 +244,7 @@ async def run_engine(
     if not bound:
         await repo.close()
         raise EngineStartError(f"cannot listen for gRPC on {grpc_address}: port in use?")
+    dashboard = Dashboard(repo=repo, autoscaling=autoscaling, spans_for_run=spans_for_run)
     secret_box = await SecretBox.create(repo=repo, configured_key=settings.encryption_key)
     app = build_app(
         reads=reads,
@@ -248,6 +257,17 @@ async def run_engine(
         scheduling_service=scheduling,
         max_payload_bytes=settings.max_payload_bytes,
         autoscaling=autoscaling,
+        dashboard=dashboard,
+    )
+    add_dashboard(
+        app,
+        dashboard=dashboard,
+        auth=auth,
+        auth_mode=settings.dashboard_auth,
+        control=control,
+        scheduling=scheduling,
+        run_events=run_events,
+        heartbeat_timeout=settings.heartbeat_timeout_seconds,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -290,6 +310,7 @@ async def run_engine(
                     token=token,
                     grpc_address=settings.public_grpc_address,
                     server_url=settings.public_server_url,
+                    dashboard_url=settings.public_server_url.rstrip("/") + "/",
                 )
             )
         await stop.wait()

@@ -299,6 +299,19 @@ class EngineClient:
         )
         return _pool_answer(result)
 
+    async def report_pool(self, pool: str, *, report: dict[str, Any]) -> None:
+        """Tell the engine a pool's replicas (and the scale decision, if any) for its
+        dashboard; ``report`` carries ``namespace`` (see ``api/rest/pool_reports.py``)."""
+        await self.request("PUT", f"{self._hewer}/worker-pools/{_p(pool)}/report", json_body=report)
+
+    async def forget_pool_report(self, pool: str, *, namespace: str) -> None:
+        await self.request(
+            "DELETE",
+            f"{self._hewer}/worker-pools/{_p(pool)}/report",
+            params={"namespace": namespace},
+            missing_ok=True,
+        )
+
     async def set_worker_paused(self, worker_id: str, *, paused: bool) -> bool:
         """Pause (no new work) or resume a worker; False if the engine no longer has it."""
         result = await self.request(

@@ -87,6 +87,8 @@ class PoolAutoscaler:
     observation: Observation | None = None
     known_queued: int = 0
     last_reason: str = ""
+    # the last decision reason sent to the engine's dashboard
+    reported_reason: str = ""
     problem: str = ""
     status: dict[str, Any] = field(default_factory=dict)
 
@@ -139,6 +141,7 @@ class PoolAutoscaler:
             await self._resume_leftovers(stats)
         self.written = decision.desired
         await self._report(decision, live, stats)
+        await self._tell_engine(pool, spec, decision, live, stats)
         return decision
 
     async def _read(self, pool: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -298,6 +301,46 @@ class PoolAutoscaler:
             self._event(kind, decision.reason, decision.message)
             self.last_reason = decision.reason
         await self._patch_status(status)
+
+    async def _tell_engine(
+        self,
+        pool: Mapping[str, Any],
+        spec: AutoscalingSpec,
+        decision: Decision,
+        live: Mapping[str, Any],
+        stats: Mapping[str, Any] | None,
+    ) -> None:
+        """The engine's dashboard shows the pool: replicas every pass, and each decision
+        (a new reason to hold counts, as it does for Events). A failure only costs the
+        dashboard a point: scaling goes on."""
+        live_status = live.get("status") or {}
+        report: dict[str, Any] = {
+            "namespace": self.namespace,
+            "workflows": list(pool["workflows"]),
+            "autoscaling": True,
+            "minReplicas": spec.min_replicas,
+            "maxReplicas": spec.max_replicas,
+            "desiredReplicas": decision.desired,
+            "replicas": int(live_status.get("replicas") or 0),
+            "readyReplicas": int(live_status.get("readyReplicas") or 0),
+            "reason": f"{decision.reason}: {decision.message}"[:1000],
+        }
+        if stats is not None:
+            report.update(
+                queued=int(stats["queued"]),
+                running=int(stats["running"]),
+                busyWorkers=int(stats["busyWorkers"]),
+            )
+        if decision.direction != "hold":
+            report["decision"] = decision.direction
+        elif decision.reason != self.reported_reason:
+            report["decision"] = "hold"
+        try:
+            await self.state.engine.report_pool(self.name, report=report)
+        except EngineError as exc:
+            log.debug("cannot report %s/%s to the engine: %s", self.namespace, self.name, exc)
+            return
+        self.reported_reason = decision.reason
 
     async def _patch_status(self, status: dict[str, Any]) -> None:
         if status != self.status:

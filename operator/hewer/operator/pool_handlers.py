@@ -3,13 +3,17 @@ Deployment as the spec says; readiness comes from the Deployment."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from hewer.operator import pool_specs
+from hewer.operator.engine_client import EngineError
 from hewer.operator.handler_common import Outcome, State, resource_of
 from hewer.operator.kube import Kube, KubeError
 from hewer.operator.pool_autoscaler import initial_replicas
+
+log = logging.getLogger(__name__)
 
 TOKEN_DAYS = 365
 
@@ -127,7 +131,29 @@ async def reconcile_pool(
     }
     if not autoscaled:  # an autoscaled pool's desiredReplicas is the autoscaler's to write
         pool_status["desiredReplicas"] = pool["replicas"]
+        await _tell_engine(state, meta, pool, pool_status)
     return Outcome(ready, reason, message, status=pool_status, events=events)
+
+
+async def _tell_engine(
+    state: State, meta: Mapping[str, Any], pool: Mapping[str, Any], status: Mapping[str, Any]
+) -> None:
+    """A pool scaled by hand, for the engine's dashboard (the autoscaler reports its own)."""
+    try:
+        await state.engine.report_pool(
+            meta["name"],
+            report={
+                "namespace": meta["namespace"],
+                "workflows": list(pool["workflows"]),
+                "autoscaling": False,
+                "desiredReplicas": int(pool["replicas"]),
+                "replicas": int(status["replicas"]),
+                "readyReplicas": int(status["readyReplicas"]),
+                "reason": "spec.replicas",
+            },
+        )
+    except EngineError as exc:
+        log.debug("cannot report %s/%s to the engine: %s", meta["namespace"], meta["name"], exc)
 
 
 async def delete_pool(
@@ -136,5 +162,7 @@ async def delete_pool(
     token_id = status.get("tokenId")
     if token_id:
         await state.engine.revoke_token(str(token_id))
+    meta = body["metadata"]
+    await state.engine.forget_pool_report(meta["name"], namespace=meta["namespace"])
     # the Deployment and the Secret are owned by the pool: garbage collection removes them
     return "worker token revoked" if token_id else "no worker token was minted"

@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from condition_workflows import define_conditions
+from dashboard_workflows import define_dashboard
 from e2e_workflows import define
 from hatchet_sdk import Hatchet
 from placement_workflows import define_placement
@@ -44,6 +45,7 @@ def main() -> None:
         **define_placement(hatchet),
         **define_policies(hatchet),
         **define_conditions(hatchet),
+        **define_dashboard(hatchet),
     }
     wanted = [w.strip() for w in args.workflows.split(",") if w.strip()]
     unknown = [w for w in wanted if w not in available]

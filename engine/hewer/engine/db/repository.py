@@ -23,6 +23,7 @@ from hewer.engine.db.base import (
 )
 from hewer.engine.db.batches_repo import BatchQueries
 from hewer.engine.db.concurrency_repo import ConcurrencyQueries
+from hewer.engine.db.dashboard_repo import DashboardQueries
 from hewer.engine.db.declared_repo import DeclaredQueries
 from hewer.engine.db.definitions_repo import DefinitionQueries
 from hewer.engine.db.durable_repo import DurableQueries
@@ -65,6 +66,7 @@ class Repository(
     IdempotencyQueries,
     BatchQueries,
     AutoscalingQueries,
+    DashboardQueries,
 ):
     def __init__(self, pool: asyncpg.Pool, *, observer: WriteObserver) -> None:
         self.pool = pool

@@ -21,6 +21,7 @@ from hewer.engine.api.rest import (
     filters,
     hewer_ops,
     observability,
+    pool_reports,
     runs,
     scheduling,
     task_stats,
@@ -44,6 +45,7 @@ from hewer.engine.api.rest.errors import BadRequest, Handler, Unauthorized, erro
 from hewer.engine.api.rest.protocols import RunControl
 from hewer.engine.services.auth import Authenticator, AuthError
 from hewer.engine.services.autoscaling import Autoscaling
+from hewer.engine.services.dashboard import Dashboard
 from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.events import Events
 from hewer.engine.services.reads import Reads
@@ -92,6 +94,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if request.path in _PUBLIC_PATHS or request.match_info.http_exception is not None:
         # unknown paths and wrong methods get their 404/405 without a token check
         return await handler(request)
+    if not request.path.startswith("/api/"):
+        # the web dashboard's pages: each checks the dashboard session (api/dashboard)
+        return await handler(request)
     if webhooks.is_receive(request):
         # a webhook sender has no token: the webhook's own auth is checked by the handler
         return await handler(request)
@@ -120,6 +125,7 @@ def build_app(
     scheduling_service: Scheduling | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     autoscaling: Autoscaling | None = None,
+    dashboard: Dashboard | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, nul_middleware, auth_middleware],
@@ -159,4 +165,7 @@ def build_app(
     if autoscaling is not None:
         app[task_stats.AUTOSCALING] = autoscaling
     app.router.add_routes(task_stats.routes)
+    if dashboard is not None:
+        app[pool_reports.DASHBOARD] = dashboard
+    app.router.add_routes(pool_reports.routes)
     return app
