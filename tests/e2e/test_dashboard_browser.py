@@ -290,6 +290,10 @@ def test_dark_mode_and_the_other_pages_render(dash: Dash) -> None:
             response = page.goto(dash.base + path)
             assert response is not None and response.status == 200
             expect(page.locator("h1")).to_have_text(heading)
-        expect(page.locator(".notice")).to_contain_text("Not reported")
+        # the session engine's operator tests may have reported pools by now
+        if page.locator("section.pool").count() == 0:
+            expect(page.locator(".notice")).to_contain_text("Not reported")
+        else:
+            expect(page.locator("section.pool dt").first).to_have_text("Desired")
     finally:
         context.close()

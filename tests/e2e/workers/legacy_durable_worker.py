@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from hatchet_sdk import DurableContext, EmptyModel, Hatchet, UserEventCondition
+from hatchet_sdk.worker import worker as sdk_worker
 from hatchet_sdk.worker.worker import Worker
 
 LEGACY_DURABLE = "e2e-legacy-durable"
@@ -23,6 +24,12 @@ PRE_EVICTION_ENGINE = "v0.79.0"
 
 async def _old_engine(self: Worker) -> str:
     return PRE_EVICTION_ENGINE
+
+
+def _notice(feature: str, message: str, *args: Any, **kwargs: Any) -> None:
+    # SDK 1.37.5 fails one start in five on purpose once its pre-eviction fallback is past
+    # its deprecation window; the SDK releases this worker stands in for do not
+    print(f"deprecation notice ({feature}): {message}", flush=True)
 
 
 def define_legacy(hatchet: Hatchet) -> Any:
@@ -47,6 +54,7 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     args, _ = parser.parse_known_args()  # start_worker passes worker.py's options too
     Worker._check_engine_version = _old_engine  # type: ignore[method-assign]
+    sdk_worker.emit_deprecation_notice = _notice
     hatchet = Hatchet()
     worker = hatchet.worker(args.name, slots=5, workflows=[define_legacy(hatchet)])
     worker.start()
