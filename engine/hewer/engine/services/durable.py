@@ -449,6 +449,14 @@ class DurableLog:
                 raise DurableTaskNotFound(f"task {task_id} not found")
             if not task["is_durable"]:
                 raise DurableRequestError(f"task {task_id} is not a durable task")
+            status = TaskStatus(task["status"])
+            if not (status.is_final or status is TaskStatus.EVICTED):
+                # the replay that follows refuses an active task (it would run twice), and
+                # the invocation still running would write its next nodes to the new branch
+                raise DurableRequestError(
+                    f"task {task_id} is {status.value}; only a finished or evicted durable "
+                    "task can be reset from a node"
+                )
             branches = await self._repo.durable_branches(conn, task_id)
             if branch_id != log_rules.ROOT_BRANCH and branch_id not in branches:
                 raise DurableRequestError(f"task {task_id} has no branch {branch_id}")
