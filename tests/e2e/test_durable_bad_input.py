@@ -310,6 +310,13 @@ async def test_a_durable_request_for_a_task_the_worker_does_not_hold_is_refused(
     try:
         response = await other.ask(memo=memo(action, b"k"))
         refused(response, task_id=task_id, says=f"is not held by worker {other_id}")
+        evict = pb.DurableTaskEvictInvocationRequest(
+            durable_task_external_id=task_id,
+            invocation_count=action.durable_task_invocation_count,
+            reason="not mine to evict",
+        )
+        response = await other.ask(evict_invocation=evict)
+        refused(response, task_id=task_id, says=f"is not held by worker {other_id}")
     finally:
         other.call.cancel()
         if other.reader is not None:
@@ -324,6 +331,40 @@ async def test_a_durable_request_for_a_task_the_worker_does_not_hold_is_refused(
     assert "must be a UUID" in garbled.error.error_message
     future = pb.DurableTaskMemoRequest(durable_task_external_id=task_id, invocation_count=7)
     refused(await raw.stream.ask(memo=future), task_id=task_id, says="7 is not one of them")
+    await raw.assert_goes_on(action)
+
+
+async def test_a_stream_registered_with_a_worker_id_that_is_not_a_uuid_is_refused(
+    raw: RawWorker,
+) -> None:
+    action = await raw.start_run()
+    requests: asyncio.Queue[pb.DurableTaskRequest] = asyncio.Queue()
+
+    async def outgoing() -> AsyncIterator[pb.DurableTaskRequest]:
+        while True:
+            yield await requests.get()
+
+    call = v1_dispatcher_grpc.V1DispatcherStub(raw.channel).DurableTask(outgoing(), metadata=raw.md)
+    responses = call.__aiter__()
+    try:
+        requests.put_nowait(
+            pb.DurableTaskRequest(
+                register_worker=pb.DurableTaskRequestRegisterWorker(worker_id="not-a-uuid")
+            )
+        )
+        answer = await asyncio.wait_for(responses.__anext__(), timeout=WITHIN)
+        assert answer.WhichOneof("message") == "error", answer
+        assert "worker_id 'not-a-uuid' is not a UUID" in answer.error.error_message
+        # the unregistered stream holds nothing: its eviction of a running task is refused
+        evict = pb.DurableTaskEvictInvocationRequest(
+            durable_task_external_id=action.task_run_external_id,
+            invocation_count=action.durable_task_invocation_count,
+        )
+        requests.put_nowait(pb.DurableTaskRequest(evict_invocation=evict))
+        answer = await asyncio.wait_for(responses.__anext__(), timeout=WITHIN)
+        refused(answer, task_id=action.task_run_external_id, says="is not held by worker")
+    finally:
+        call.cancel()
     await raw.assert_goes_on(action)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -622,3 +623,19 @@ async def test_a_running_task_cannot_be_reset_from_a_node(engine: Replica, tenan
         )
     # no branch was made: the running invocation goes on writing to branch 1
     assert (await f.wait(sleep(30))).branch_id == 1
+
+
+async def test_only_the_worker_holding_the_task_may_evict_it(engine: Replica, tenant: str) -> None:
+    f = await (await flow(engine, tenant)).start()
+    await f.wait(sleep(30))
+    someone_else = str(uuid.uuid4())
+    with pytest.raises(DurableRequestError, match=f"is not held by worker {someone_else}"):
+        await engine.durable.evict(
+            tenant_id=tenant,
+            worker_id=someone_else,
+            task_id=f.task_id,
+            invocation=f.invocation,
+            reason="not mine",
+        )
+    row = await engine.task_row(f.task_id)
+    assert (row["status"], row["slot_held"]) == ("RUNNING", True)

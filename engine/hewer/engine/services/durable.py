@@ -352,8 +352,17 @@ class DurableLog:
             task = await self._repo.lock_durable_task(conn, task_id=task_id, tenant_id=tenant_id)
             if task is None:
                 raise DurableTaskNotFound(f"task {task_id} not found")
+            holder = opt(task["worker_id"])
+            if (
+                task["status"] == TaskStatus.RUNNING.value
+                and int(task["invocation_count"]) == invocation
+                and holder != worker_id
+            ):
+                # a repeated or stale eviction is answered quietly below; this one would
+                # take the running invocation away from the worker that holds it
+                raise DurableRequestError(f"task {task_id} is not held by worker {worker_id}")
             row = await self._repo.evict_durable_task(
-                conn, task_id=task_id, invocation=invocation, worker_id=opt(task["worker_id"])
+                conn, task_id=task_id, invocation=invocation, worker_id=holder
             )
             if row is None:
                 return  # already evicted, or an older invocation: nothing runs it here
