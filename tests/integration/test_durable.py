@@ -639,3 +639,35 @@ async def test_only_the_worker_holding_the_task_may_evict_it(engine: Replica, te
         )
     row = await engine.task_row(f.task_id)
     assert (row["status"], row["slot_held"]) == ("RUNNING", True)
+
+
+async def test_a_wait_left_behind_on_an_abandoned_branch_does_not_hold_an_evicted_task(
+    engine: Replica, tenant: str
+) -> None:
+    f = await (await flow(engine, tenant)).start()
+    await f.wait(event("one"))
+    await f.wait(event("never"))  # node 2: the task was stuck here, so it is reset from it
+    await push(engine, tenant, "one", {})
+    await f.evict()
+    assert await f.status() == "EVICTED"
+    await engine.control.branch_durable_task(
+        tenant_id=tenant, task_id=f.task_id, node_id=2, branch_id=1
+    )
+    await f.assign()
+    await f.wait(event("one"))
+    assert (await f.wait(event("two"))).branch_id == 2
+    await push(engine, tenant, "two", {})
+    await f.evict()  # the worker's eviction raced node 2's satisfaction on branch 2
+    assert (await f.status(), await queue_items(engine, f.task_id)) == ("QUEUED", 1)
+    await f.assign()
+
+    # the abandoned wait is met after all: it is no wait of the current branch, so a task
+    # evicted meanwhile stays evicted until its own wait is met
+    await f.wait(event("one"))
+    await f.wait(event("two"))
+    await f.wait(event("three"))
+    await f.evict()
+    await push(engine, tenant, "never", {})
+    assert await f.status() == "EVICTED"
+    await push(engine, tenant, "three", {})
+    assert await f.status() == "QUEUED"

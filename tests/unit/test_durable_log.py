@@ -27,6 +27,7 @@ from hewer.engine.core.durable import (
     check_entry,
     child_outcome,
     deliverable,
+    is_visible,
     durable_conditions,
     memo_key,
     run_key,
@@ -181,6 +182,17 @@ def test_a_branch_off_an_old_branch_skips_the_newer_one() -> None:
 def test_a_branch_cycle_does_not_loop_forever() -> None:
     branches = {2: Branch(2, 3, 5), 3: Branch(3, 2, 5)}
     assert branch_holding(branches, current=2, node_id=1) in (2, 3)
+
+
+def test_entries_of_an_abandoned_branch_are_not_read() -> None:
+    # branch 2 from node 2 of branch 1: (1, 2) and (1, 3) were left behind
+    branches = {2: Branch(2, 1, 2)}
+    logged = {(1, 1), (1, 2), (1, 3), (2, 2)}
+    read = [n for n in sorted(logged) if is_visible(n, branches, current=2, logged=logged)]
+    assert read == [(1, 1), (2, 2)]
+    # the pre-eviction API's signals (branch 0) are never part of an invocation's log
+    assert not is_visible((0, 1), {}, current=1, logged={(0, 1)})
+    assert is_visible((1, 4), {}, current=1, logged=set())
 
 
 # -- ordered delivery ------------------------------------------------------------------------

@@ -382,7 +382,7 @@ class DurableLog:
             )
             if task["worker_id"] is not None:
                 await self._bus.publish(conn, {"t": "slots", "worker": str(task["worker_id"])})
-            if not await self._repo.has_pending_durable_match(conn, task_id):
+            if not await self._pending_waits(conn, tenant_id, task_id):
                 await self._restore_locked(conn, tenant_id, task_id, why="its wait was satisfied")
 
     async def restore(self, *, tenant_id: str, task_id: str) -> bool:
@@ -514,7 +514,8 @@ class DurableLog:
             return
         status = TaskStatus(task["status"])
         if status is TaskStatus.EVICTED:
-            await self._restore_locked(conn, tenant_id, task_id, why="its wait was satisfied")
+            if await self._reads(conn, tenant_id, task_id, [(branch_id, node_id)]):
+                await self._restore_locked(conn, tenant_id, task_id, why="its wait was satisfied")
         elif status is TaskStatus.RUNNING and task["worker_id"] is not None:
             # the stream reads the result back (ready): a NOTIFY payload is capped at 8 kB
             await self._bus.publish(
@@ -544,6 +545,28 @@ class DurableLog:
         if task["worker_id"] is None or str(task["worker_id"]) != worker_id:
             raise DurableRequestError(f"task {task_id} is not held by worker {worker_id}")
         return task
+
+    async def _pending_waits(self, conn: Conn, tenant_id: str, task_id: str) -> bool:
+        """Whether the task's log (its current branch) still waits for a node: waits left
+        behind on an abandoned branch never restore the task, nor keep it evicted."""
+        pending = await self._repo.pending_durable_nodes(conn, task_id)
+        return bool(pending) and bool(await self._reads(conn, tenant_id, task_id, pending))
+
+    async def _reads(
+        self, conn: Conn, tenant_id: str, task_id: str, nodes: Sequence[tuple[int, int]]
+    ) -> list[tuple[int, int]]:
+        """The ``(branch, node)`` among ``nodes`` that the task's current branch reads."""
+        state = await self._repo.durable_delivery_state(conn, task_id=task_id, tenant_id=tenant_id)
+        if state is None:
+            return []
+        branches = await self._repo.durable_branches(conn, task_id)
+        if not branches:
+            return [n for n in nodes if n[0] == log_rules.ROOT_BRANCH]
+        logged = await self._repo.durable_log_nodes(conn, task_id)
+        current = int(state["branch_id"])
+        return [
+            n for n in nodes if log_rules.is_visible(n, branches, current=current, logged=logged)
+        ]
 
     async def _next_node(
         self, conn: Conn, tenant_id: str, task_id: str, invocation: int
