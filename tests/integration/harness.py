@@ -21,6 +21,7 @@ from hewer.engine.services.admission import Admission
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.control import RunControl
 from hewer.engine.services.definitions import Definitions
+from hewer.engine.services.durable import DurableLog
 from hewer.engine.services.enqueue import Enqueuer
 from hewer.engine.services.lifecycle import Lifecycle
 from hewer.engine.services.matches import Matches
@@ -45,6 +46,7 @@ class Replica:
     timers: Timers
     admission: Admission
     matches: Matches
+    durable: DurableLog
 
     @classmethod
     async def start(
@@ -74,6 +76,11 @@ class Replica:
         timers.matches = matches
         lifecycle.matches = matches
         triggers.matches = matches
+        durable = DurableLog(repo=repo, bus=bus, enqueuer=enqueuer, triggers=triggers)
+        durable.matches = matches
+        matches.durable = durable
+        control.durable = durable
+        matches.wake_timers = timers.wake
         replica = cls(
             engine_id=engine_id,
             repo=repo,
@@ -87,6 +94,7 @@ class Replica:
             timers=timers,
             admission=admission,
             matches=matches,
+            durable=durable,
         )
         scheduler.on_undeliverable = replica._requeue_undeliverable
         bus.subscribe("queue", scheduler.on_bus)
@@ -95,6 +103,7 @@ class Replica:
         bus.subscribe("worker", replica.hub.on_bus)
         bus.subscribe("admit", admission.on_bus)
         bus.subscribe("resync", admission.on_bus)
+        bus.subscribe("children", matches.on_children_bus)
         await bus.start()
         admission.start()
         return replica

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -73,6 +73,21 @@ def branch_holding(branches: Mapping[int, Branch], *, current: int, node_id: int
     return branch
 
 
+def is_visible(
+    node: tuple[int, int],
+    branches: Mapping[int, Branch],
+    *,
+    current: int,
+    logged: Container[tuple[int, int]],
+) -> bool:
+    """Whether the log read from branch ``current`` holds ``(branch, node id)``: the branch
+    that holds the node id, or the current branch when that one never reached the node
+    (``services/durable.py`` writes it there). Other entries belong to abandoned branches."""
+    branch_id, node_id = node
+    holder = branch_holding(branches, current=current, node_id=node_id)
+    return branch_id == holder or (branch_id == current and (holder, node_id) not in logged)
+
+
 @dataclass(frozen=True, slots=True)
 class LoggedNode:
     """An entry of the log as delivery sees it."""
@@ -101,18 +116,16 @@ def deliverable(
     comes after every recorded one, so only a replay that diverges can hold it back.
     """
     by_key = {(n.branch_id, n.node_id): n for n in nodes}
-    visible: list[LoggedNode] = []
-    for node in by_key.values():
-        if node.kind is EntryKind.MEMO or node.satisfied_order is None:
-            continue
-        holder = branch_holding(branches, current=current, node_id=node.node_id)
-        if node.branch_id == holder or (
-            node.branch_id == current and (holder, node.node_id) not in by_key
-        ):
-            visible.append(node)
-    visible.sort(key=lambda n: n.satisfied_order or 0)
+    seen = [
+        node
+        for key, node in by_key.items()
+        if node.kind is not EntryKind.MEMO
+        and node.satisfied_order is not None
+        and is_visible(key, branches, current=current, logged=by_key)
+    ]
+    seen.sort(key=lambda n: n.satisfied_order or 0)
     ready: list[LoggedNode] = []
-    for node in visible:
+    for node in seen:
         if node.node_id > reached:
             break
         ready.append(node)

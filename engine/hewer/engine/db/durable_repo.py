@@ -205,8 +205,13 @@ class DurableQueries(RepositoryBase):
     async def next_signal_node(self, conn: Conn, task_id: str) -> int:
         return int(await conn.fetchval(query("next_signal_node"), task_id))
 
-    async def has_pending_durable_match(self, conn: Conn, task_id: str) -> bool:
-        return bool(await conn.fetchval(query("has_pending_durable_match"), task_id))
+    async def pending_durable_nodes(self, conn: Conn, task_id: str) -> list[tuple[int, int]]:
+        rows = await conn.fetch(query("pending_durable_nodes"), task_id)
+        return [(int(r["branch_id"]), int(r["node_id"])) for r in rows]
+
+    async def durable_log_nodes(self, conn: Conn, task_id: str) -> set[tuple[int, int]]:
+        rows = await conn.fetch(query("durable_log_nodes"), task_id)
+        return {(int(r["branch_id"]), int(r["node_id"])) for r in rows}
 
     async def durable_child_runs(self, conn: Conn, run_ids: Sequence[str]) -> list[Record]:
         return list(await conn.fetch(query("durable_child_runs"), list(run_ids)))

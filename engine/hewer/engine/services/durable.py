@@ -354,8 +354,17 @@ class DurableLog:
             task = await self._repo.lock_durable_task(conn, task_id=task_id, tenant_id=tenant_id)
             if task is None:
                 raise DurableTaskNotFound(f"task {task_id} not found")
+            holder = opt(task["worker_id"])
+            if (
+                task["status"] == TaskStatus.RUNNING.value
+                and int(task["invocation_count"]) == invocation
+                and holder != worker_id
+            ):
+                # a repeated or stale eviction is answered quietly below; this one would
+                # take the running invocation away from the worker that holds it
+                raise DurableRequestError(f"task {task_id} is not held by worker {worker_id}")
             row = await self._repo.evict_durable_task(
-                conn, task_id=task_id, invocation=invocation, worker_id=opt(task["worker_id"])
+                conn, task_id=task_id, invocation=invocation, worker_id=holder
             )
             if row is None:
                 return  # already evicted, or an older invocation: nothing runs it here
@@ -375,7 +384,7 @@ class DurableLog:
             )
             if task["worker_id"] is not None:
                 await self._bus.publish(conn, {"t": "slots", "worker": str(task["worker_id"])})
-            if not await self._repo.has_pending_durable_match(conn, task_id):
+            if not await self._pending_waits(conn, tenant_id, task_id):
                 await self._restore_locked(conn, tenant_id, task_id, why="its wait was satisfied")
 
     async def restore(self, *, tenant_id: str, task_id: str) -> bool:
@@ -451,6 +460,14 @@ class DurableLog:
                 raise DurableTaskNotFound(f"task {task_id} not found")
             if not task["is_durable"]:
                 raise DurableRequestError(f"task {task_id} is not a durable task")
+            status = TaskStatus(task["status"])
+            if not (status.is_final or status is TaskStatus.EVICTED):
+                # the replay that follows refuses an active task (it would run twice), and
+                # the invocation still running would write its next nodes to the new branch
+                raise DurableRequestError(
+                    f"task {task_id} is {status.value}; only a finished or evicted durable "
+                    "task can be reset from a node"
+                )
             branches = await self._repo.durable_branches(conn, task_id)
             if branch_id != log_rules.ROOT_BRANCH and branch_id not in branches:
                 raise DurableRequestError(f"task {task_id} has no branch {branch_id}")
@@ -499,7 +516,8 @@ class DurableLog:
             return
         status = TaskStatus(task["status"])
         if status is TaskStatus.EVICTED:
-            await self._restore_locked(conn, tenant_id, task_id, why="its wait was satisfied")
+            if await self._reads(conn, tenant_id, task_id, [(branch_id, node_id)]):
+                await self._restore_locked(conn, tenant_id, task_id, why="its wait was satisfied")
         elif status is TaskStatus.RUNNING and task["worker_id"] is not None:
             # the stream reads the result back (ready): a NOTIFY payload is capped at 8 kB
             await self._bus.publish(
@@ -529,6 +547,28 @@ class DurableLog:
         if task["worker_id"] is None or str(task["worker_id"]) != worker_id:
             raise DurableRequestError(f"task {task_id} is not held by worker {worker_id}")
         return task
+
+    async def _pending_waits(self, conn: Conn, tenant_id: str, task_id: str) -> bool:
+        """Whether the task's log (its current branch) still waits for a node: waits left
+        behind on an abandoned branch never restore the task, nor keep it evicted."""
+        pending = await self._repo.pending_durable_nodes(conn, task_id)
+        return bool(pending) and bool(await self._reads(conn, tenant_id, task_id, pending))
+
+    async def _reads(
+        self, conn: Conn, tenant_id: str, task_id: str, nodes: Sequence[tuple[int, int]]
+    ) -> list[tuple[int, int]]:
+        """The ``(branch, node)`` among ``nodes`` that the task's current branch reads."""
+        state = await self._repo.durable_delivery_state(conn, task_id=task_id, tenant_id=tenant_id)
+        if state is None:
+            return []
+        branches = await self._repo.durable_branches(conn, task_id)
+        if not branches:
+            return [n for n in nodes if n[0] == log_rules.ROOT_BRANCH]
+        logged = await self._repo.durable_log_nodes(conn, task_id)
+        current = int(state["branch_id"])
+        return [
+            n for n in nodes if log_rules.is_visible(n, branches, current=current, logged=logged)
+        ]
 
     async def _next_node(
         self, conn: Conn, tenant_id: str, task_id: str, invocation: int

@@ -149,7 +149,15 @@ class DurableService(V1DispatcherServicer):  # type: ignore[misc]
         async for request in requests:
             kind = request.WhichOneof("message")
             if kind == "register_worker":
-                worker_id = request.register_worker.worker_id
+                raw_id = request.register_worker.worker_id
+                worker_id = require_uuid(raw_id, what="worker_id")
+                if worker_id is None:
+                    # the stream stays unregistered: every request on it is refused as not
+                    # held by this worker, instead of reaching the database with a bad id
+                    stream.outbox.put_nowait(
+                        _error(None, None, f"register_worker: worker_id {raw_id!r} is not a UUID")
+                    )
+                    continue
                 if not stream.worker_id:
                     stream.worker_id = worker_id
                     self._streams[worker_id].add(stream)

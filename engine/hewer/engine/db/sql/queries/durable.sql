@@ -135,10 +135,14 @@ SELECT EXISTS (
 -- name: durable_task_state
 SELECT id, status, invocation_count, worker_id FROM tasks WHERE id = $1 AND tenant_id = $2;
 
--- name: has_pending_durable_match
-SELECT EXISTS (
-    SELECT 1 FROM task_matches WHERE task_id = $1 AND durable_node_id IS NOT NULL
-);
+-- name: pending_durable_nodes
+-- The log entries of a task whose wait (match) has not fired yet.
+SELECT durable_branch_id AS branch_id, durable_node_id AS node_id
+FROM task_matches
+WHERE task_id = $1 AND durable_node_id IS NOT NULL;
+
+-- name: durable_log_nodes
+SELECT branch_id, node_id FROM durable_entries WHERE task_id = $1;
 
 -- name: durable_child_runs
 SELECT r.id, w.name AS workflow_name, r.input::text AS input,
