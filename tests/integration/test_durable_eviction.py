@@ -9,7 +9,7 @@ import asyncio
 import uuid
 
 import pytest
-from tests.integration.durable_flow import event, flow, push, queue_items, sleep
+from tests.integration.durable_flow import Flow, event, flow, push, queue_items, sleep
 from tests.integration.harness import Replica, drain
 
 from hewer.engine.services.durable import DurableRequestError, DurableTaskNotFound
@@ -210,3 +210,46 @@ async def test_a_wait_left_behind_on_an_abandoned_branch_does_not_hold_an_evicte
     assert await f.status() == "EVICTED"
     await push(engine, tenant, "three", {})
     assert await f.status() == "QUEUED"
+
+
+async def test_a_restored_task_keeps_its_concurrency_slot_and_queues_at_once(
+    engine: Replica, tenant: str
+) -> None:
+    """Eviction keeps the task's concurrency slot (like its retry count); going through
+    admission again on restore left it waiting for the slot it held itself."""
+    name = "durable-keyed"
+    await engine.register(
+        tenant,
+        {
+            "name": name,
+            "tasks": [
+                {
+                    "readable_id": "d",
+                    "action": f"{name}:d",
+                    "is_durable": True,
+                    "concurrency": [
+                        {
+                            "expression": "'one'",
+                            "max_runs": 1,
+                            "limit_strategy": "GROUP_ROUND_ROBIN",
+                        }
+                    ],
+                }
+            ],
+        },
+    )
+    worker = await engine.connect_worker(tenant, [f"{name}:d"], slots={"durable": 5})
+    f = Flow(engine=engine, tenant=tenant, worker=worker, name=name)
+    f.run_id = f.task_id = await engine.trigger(tenant, name)
+    await engine.admission.run_pass(tenant)
+    await f.assign()
+    await f.wait(event("never"))
+    await f.evict()
+    assert await engine.control.restore(tenant_id=tenant, task_id=f.task_id)
+    assert (await f.status(), await queue_items(engine, f.task_id)) == ("QUEUED", 1)
+    slots = await engine.repo.pool.fetchval(
+        "SELECT count(*) FROM concurrency_slots WHERE holder_id = $1", f.task_id
+    )
+    assert slots == 1
+    await f.assign()
+    assert (await f.status(), f.invocation) == ("RUNNING", 2)
