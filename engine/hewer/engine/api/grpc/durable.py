@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +29,7 @@ from hatchet_sdk.contracts.v1.dispatcher_pb2_grpc import V1DispatcherServicer
 
 from hewer.engine.api.grpc.admin import trigger_request_from_proto
 from hewer.engine.api.grpc.common import GrpcContextAuth, abort, require_uuid
+from hewer.engine.api.grpc.lanes import Lanes
 from hewer.engine.core.conditions import DURABLE_ACTIONS, InvalidCondition, parse_conditions
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.durable import (
@@ -158,11 +160,8 @@ class DurableService(V1DispatcherServicer):  # type: ignore[misc]
 
     async def _read(self, requests: AsyncIterator[pb.DurableTaskRequest], stream: _Stream) -> None:
         """Answer the stream's requests: one task's in the order they came, different tasks'
-        side by side (a worker runs many durable tasks; answering them one at a time made
-        each wait behind every other task's round trips)."""
-        in_flight: set[asyncio.Task[None]] = set()
-        last_of_task: dict[str, asyncio.Task[None]] = {}
-        permits = asyncio.Semaphore(_CONCURRENT_REQUESTS)
+        side by side (``lanes.py``)."""
+        lanes = Lanes(limit=_CONCURRENT_REQUESTS)
         polling: asyncio.Task[None] | None = None
         try:
             async for request in requests:
@@ -200,40 +199,22 @@ class DurableService(V1DispatcherServicer):  # type: ignore[misc]
                         polling = asyncio.create_task(
                             self._worker_status(request.worker_status, stream)
                         )
-                        in_flight.add(polling)
-                        polling.add_done_callback(in_flight.discard)
+                        lanes.track(polling)
                     continue
                 lane = _task_id(getattr(request, kind)) or ""
-                handler = asyncio.create_task(
-                    self._handle(kind, request, stream, last_of_task.get(lane), permits)
-                )
-                in_flight.add(handler)
-                last_of_task[lane] = handler
-                handler.add_done_callback(_forget(in_flight, last_of_task, lane))
-            if in_flight:  # the worker closed its side: answer what it sent before that
-                await asyncio.wait(set(in_flight))
+                lanes.submit(lane, functools.partial(self._handle, kind, request, stream))
+            await lanes.drain()  # the worker closed its side: answer what it sent before that
         finally:
-            for handler in list(in_flight):
-                handler.cancel()
+            lanes.cancel()
 
-    async def _handle(
-        self,
-        kind: str,
-        request: pb.DurableTaskRequest,
-        stream: _Stream,
-        previous: asyncio.Task[None] | None,
-        permits: asyncio.Semaphore,
-    ) -> None:
-        if previous is not None:  # the same task's earlier request is answered first
-            await asyncio.wait({previous})
-        async with permits:
-            answer = await self._answer(kind, request, stream)
-            for response in answer.responses:
-                stream.outbox.put_nowait(response)
-            task_id = _task_id(getattr(request, kind))
-            if answer.push and task_id is not None and stream.worker_id:
-                # a replay moved on: results it unblocks go out after its ack
-                await self._push_ready(stream, task_id)
+    async def _handle(self, kind: str, request: pb.DurableTaskRequest, stream: _Stream) -> None:
+        answer = await self._answer(kind, request, stream)
+        for response in answer.responses:
+            stream.outbox.put_nowait(response)
+        task_id = _task_id(getattr(request, kind))
+        if answer.push and task_id is not None and stream.worker_id:
+            # a replay moved on: results it unblocks go out after its ack
+            await self._push_ready(stream, task_id)
 
     async def _answer(self, kind: str, request: pb.DurableTaskRequest, stream: _Stream) -> _Answer:
         body = getattr(request, kind)
@@ -440,19 +421,6 @@ class DurableService(V1DispatcherServicer):  # type: ignore[misc]
             reader.cancel()
             with contextlib.suppress(BaseException):
                 await reader
-
-
-def _forget(
-    in_flight: set[asyncio.Task[None]], last_of_task: dict[str, asyncio.Task[None]], lane: str
-) -> Callable[[asyncio.Task[None]], None]:
-    """Done callback of a request handler: drop it from the stream's bookkeeping."""
-
-    def forget(done: asyncio.Task[None]) -> None:
-        in_flight.discard(done)
-        if last_of_task.get(lane) is done:
-            del last_of_task[lane]
-
-    return forget
 
 
 def _task_id(body: Any) -> str | None:
