@@ -217,6 +217,28 @@ def start_engine(extra_env: Mapping[str, str] | None = None) -> Iterator[Engine]
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def start_embedded_postgres(pg_dir: Path) -> str:
+    """Create (if missing) and start an embedded server in ``pg_dir``; returns its DSN.
+
+    In a fresh interpreter, for the reason given in ``stop_embedded_postgres``.
+    """
+    code = (
+        "import sys; from pathlib import Path; "
+        "from hewer.engine.db.embedded import EmbeddedPostgres; "
+        "print(EmbeddedPostgres(data_dir=Path(sys.argv[1])).start())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(pg_dir)],
+        env=_clean_environ(),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise AssertionError(f"embedded PostgreSQL did not start: {out.stderr.decode()}")
+    return out.stdout.decode().strip().splitlines()[-1]
+
+
 def stop_embedded_postgres(pg_dir: Path) -> None:
     """Stop a server the engine left running (it was killed, or failed to start).
 
@@ -314,6 +336,7 @@ def start_worker(
     workflows: Sequence[str],
     mark_dir: Path,
     slots: int = 10,
+    durable_slots: int | None = None,
     token: str | None = None,
     wait: bool = True,
     labels: Mapping[str, str | int] | None = None,
@@ -350,6 +373,7 @@ def start_worker(
                 ",".join(workflows),
                 "--slots",
                 str(slots),
+                *([] if durable_slots is None else ["--durable-slots", str(durable_slots)]),
                 *[f"--label={k}={v}" for k, v in (labels or {}).items()],
             ],
             env=env,

@@ -9,8 +9,6 @@ trigger was acknowledged completes.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,9 +18,9 @@ import grpc
 import pytest
 from e2e_support import (
     Engine,
-    _clean_environ,
     bearer,
     marks,
+    start_embedded_postgres,
     start_engine,
     start_worker,
     stop_embedded_postgres,
@@ -43,22 +41,6 @@ pytestmark = pytest.mark.timeout(240)
 def outage_engine() -> Iterator[Engine]:
     with start_engine({"HEWER_HEARTBEAT_TIMEOUT_SECONDS": str(HEARTBEAT_TIMEOUT)}) as engine:
         yield engine
-
-
-def _start_postgres(pg_dir: Path) -> None:
-    """In a fresh interpreter, for the reason given in ``stop_embedded_postgres``."""
-    code = (
-        "import sys; from pathlib import Path; "
-        "from hewer.engine.db.embedded import EmbeddedPostgres; "
-        "EmbeddedPostgres(data_dir=Path(sys.argv[1])).start()"
-    )
-    subprocess.run(
-        [sys.executable, "-c", code, str(pg_dir)],
-        env=_clean_environ(),
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
 
 
 def _trigger_code(engine: Engine) -> grpc.StatusCode:
@@ -98,7 +80,7 @@ async def test_database_outage_longer_than_the_heartbeat_timeout(
         )
         assert response.status_code == 503, response.text
         await asyncio.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - outage_start)))
-        _start_postgres(engine.data_dir / "pg")
+        start_embedded_postgres(engine.data_dir / "pg")
         outage = time.monotonic() - outage_start
 
         refs += [await crash.aio_run(wait_for_result=False) for _ in range(RUNS_AFTER)]

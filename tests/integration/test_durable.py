@@ -272,8 +272,26 @@ async def test_a_request_from_an_old_invocation_or_another_worker_is_refused(
             invocation=1,
             key=b"k",
         )
-    assert await engine.durable.stale(
+    polled = await engine.durable.poll(
         tenant_id=tenant, waiting=[Ref(f.task_id, old, 1, 1), Ref(f.task_id, f.invocation, 1, 1)]
-    ) == [(f.task_id, old)]
+    )
+    assert polled.stale == [(f.task_id, old)]
     # none of the refusals took a node: the replay's first request still gets node 1
     assert (await f.wait(sleep(30))).node_id == 1
+
+
+async def test_a_poll_names_the_tasks_whose_waited_nodes_are_satisfied(
+    engine: Replica, tenant: str
+) -> None:
+    f = await (await flow(engine, tenant)).start()
+    waiting = [await f.wait(event("poll-a")), await f.wait(event("poll-b"))]
+    stranger = Ref("00000000-0000-0000-0000-000000000000", 1, 1, 1)
+    polled = await engine.durable.poll(tenant_id=tenant, waiting=[*waiting, stranger])
+    assert (polled.stale, polled.resend) == ([], {})  # nothing satisfied, the stranger ignored
+    await push(engine, tenant, "poll-b", {})
+    polled = await engine.durable.poll(tenant_id=tenant, waiting=waiting)
+    assert polled.resend == {f.task_id: frozenset({(1, 1), (1, 2)})}
+    # another tenant's poll sees none of this task
+    other_tenant = await engine.repo.ensure_tenant("tenant-b")
+    other = await engine.durable.poll(tenant_id=other_tenant, waiting=waiting)
+    assert (other.stale, other.resend) == ([], {})

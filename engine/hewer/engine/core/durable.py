@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from hewer.engine.core.conditions import Condition, ConditionKind
 
@@ -130,6 +131,54 @@ def deliverable(
             break
         ready.append(node)
     return ready
+
+
+class WaitedNode(Protocol):
+    """A node a worker says it waits for (``worker_status``)."""
+
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def invocation(self) -> int: ...
+    @property
+    def branch_id(self) -> int: ...
+    @property
+    def node_id(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PollAnswer:
+    # (task, invocation) pairs that are no longer their task's current one: dropped
+    stale: list[tuple[str, int]]
+    # task -> the (branch, node)s it waits for, for the tasks with a waited node satisfied:
+    # what is deliverable goes out again (a completion may have been lost with a stream)
+    resend: dict[str, frozenset[tuple[int, int]]]
+
+
+def answer_poll(
+    waiting: Iterable[WaitedNode],
+    *,
+    current: Mapping[str, int],
+    satisfied: AbstractSet[tuple[str, int, int]],
+) -> PollAnswer:
+    """A worker's poll, from each task's current invocation (``current``; a task missing
+    from it is unknown and ignored) and the waited ``(task, branch, node)``s satisfied. Only
+    tasks with a satisfied waited node are handed anything: reading every waiting task's log
+    on every poll (each second) made the poll cost grow with the runs a worker holds."""
+    stale: set[tuple[str, int]] = set()
+    asked: dict[str, set[tuple[int, int]]] = {}
+    due: set[str] = set()
+    for w in waiting:
+        invocation = current.get(w.task_id)
+        if invocation is None:
+            continue
+        if w.invocation < invocation:
+            stale.add((w.task_id, w.invocation))
+            continue
+        asked.setdefault(w.task_id, set()).add((w.branch_id, w.node_id))
+        if (w.task_id, w.branch_id, w.node_id) in satisfied:
+            due.add(w.task_id)
+    return PollAnswer(stale=sorted(stale), resend={t: frozenset(asked[t]) for t in sorted(due)})
 
 
 def _digest(parts: Iterable[str]) -> bytes:

@@ -191,6 +191,23 @@ class DurableQueries(RepositoryBase):
     ) -> Record | None:
         return await conn.fetchrow(query("durable_task_state"), task_id, tenant_id)
 
+    async def durable_waiting_states(
+        self, *, tenant_id: str, nodes: Sequence[tuple[str, int, int]]
+    ) -> list[Record]:
+        """``(task, branch, node)`` each: the task's ``invocation_count`` and whether the
+        node is ``satisfied``."""
+        if not nodes:
+            return []
+        return list(
+            await self.pool.fetch(
+                query("durable_waiting_states"),
+                tenant_id,
+                [t for t, _, _ in nodes],
+                [b for _, b, _ in nodes],
+                [n for _, _, n in nodes],
+            )
+        )
+
     async def durable_delivery_state(
         self, conn: Conn, *, task_id: str, tenant_id: str
     ) -> Record | None:

@@ -26,7 +26,13 @@ from typing import Protocol
 
 from hewer.engine.core import durable as log_rules
 from hewer.engine.core.conditions import Condition, ConditionKind
-from hewer.engine.core.durable import EntryKind, LoggedNode, NonDeterminism, branch_holding
+from hewer.engine.core.durable import (
+    EntryKind,
+    LoggedNode,
+    NonDeterminism,
+    PollAnswer,
+    branch_holding,
+)
 from hewer.engine.core.model import TaskStatus
 from hewer.engine.db.durable_repo import NewEntry
 from hewer.engine.db.repository import Conn, Record, Repository, TaskEvent
@@ -38,7 +44,7 @@ from hewer.engine.services.waiting import LookBackSatisfier, look_back
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NonDeterminism"]
+__all__ = ["NonDeterminism", "PollAnswer"]
 
 
 class DurableRequestError(ValueError):
@@ -79,11 +85,15 @@ class MemoAck:
     ref: Ref
     existed: bool
     result: bytes | None
+    # the node was in the log already: a replay reached it, which may free results held
+    # back for it (core.durable.deliverable); a new node frees none
+    replayed: bool
 
 
 @dataclass(frozen=True, slots=True)
 class WaitAck:
     ref: Ref
+    replayed: bool  # as MemoAck.replayed
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,15 +128,15 @@ class DurableLog:
             if existing is not None:
                 self._check(existing, ref, EntryKind.MEMO, wanted)
                 if existing["satisfied"]:
-                    return MemoAck(ref, True, existing["result"])
-                return MemoAck(ref, False, None)
+                    return MemoAck(ref, True, existing["result"], replayed=True)
+                return MemoAck(ref, False, None, replayed=True)
             await self._repo.insert_durable_entries(
                 conn,
                 task_id=task_id,
                 tenant_id=tenant_id,
                 entries=[NewEntry(ref.branch_id, ref.node_id, EntryKind.MEMO.value, wanted)],
             )
-            return MemoAck(ref, False, None)
+            return MemoAck(ref, False, None, replayed=False)
 
     async def complete_memo(
         self, *, tenant_id: str, ref: Ref, key: bytes, payload: bytes | None
@@ -174,7 +184,8 @@ class DurableLog:
             ref, existing = await self._next_node(conn, tenant_id, task_id, invocation)
             if existing is not None:
                 self._check(existing, ref, EntryKind.WAIT_FOR, wanted)
-                return WaitAck(ref)  # a replay: its result is delivered in order (ready)
+                # a replay: its result is delivered in order (ready)
+                return WaitAck(ref, replayed=True)
             await self._repo.insert_durable_entries(
                 conn,
                 task_id=task_id,
@@ -199,7 +210,7 @@ class DurableLog:
                     await self.matches.satisfy_now(conn, match_id=match_id, found=found)
         if self.matches is not None and any(c.kind is ConditionKind.SLEEP for c in conditions):
             self.matches.sleep_registered()
-        return WaitAck(ref)
+        return WaitAck(ref, replayed=False)
 
     async def trigger_runs(
         self,
@@ -290,23 +301,21 @@ class DurableLog:
                     await self.matches.children_finished(conn, [str(r["id"]) for r in finished])
         return [(refs[i], run_ids[i]) for i in range(len(requests))]
 
-    async def stale(self, *, tenant_id: str, waiting: Sequence[Ref]) -> list[tuple[str, int]]:
-        """The invocations among ``waiting`` that are no longer their task's current one."""
-        stale: set[tuple[str, int]] = set()
-        async with self._repo.transaction() as conn:
-            for task_id in {ref.task_id for ref in waiting}:
-                task = await self._repo.durable_task_state(
-                    conn, task_id=task_id, tenant_id=tenant_id
-                )
-                if task is None:
-                    continue
-                current = int(task["invocation_count"])
-                stale.update(
-                    (task_id, ref.invocation)
-                    for ref in waiting
-                    if ref.task_id == task_id and ref.invocation < current
-                )
-        return sorted(stale)
+    async def poll(self, *, tenant_id: str, waiting: Sequence[Ref]) -> PollAnswer:
+        """A worker's poll of the nodes it waits for: which invocations are stale, and which
+        tasks have something to hand over again (``core.durable.answer_poll``)."""
+        rows = await self._repo.durable_waiting_states(
+            tenant_id=tenant_id, nodes=[(r.task_id, r.branch_id, r.node_id) for r in waiting]
+        )
+        return log_rules.answer_poll(
+            waiting,
+            current={str(r["task_id"]): int(r["invocation_count"]) for r in rows},
+            satisfied={
+                (str(r["task_id"]), int(r["branch_id"]), int(r["node_id"]))
+                for r in rows
+                if r["satisfied"]
+            },
+        )
 
     async def ready(self, *, tenant_id: str, task_id: str) -> Ready | None:
         """The satisfied nodes the task's current invocation may be handed, in the order they

@@ -1,13 +1,14 @@
 """``v1.V1Dispatcher``: the durable-task stream (``DurableTask``) and the legacy durable
 event RPCs.
 
-One stream per worker process. Each request is answered in order through the durable log
-(``services/durable.py``). Results of waited-for nodes are handed over in the order the
-nodes were satisfied (``core.durable.deliverable``), after every request that moves a replay
-on, when a node is satisfied (bus kind ``durable``, to the worker that runs the task) and
-when the worker polls with ``worker_status``. A request the engine refuses is answered with
-an ``error`` naming the node, which the SDK raises in the task; a request from an invocation
-that is no longer current gets ``server_evict``, which makes the SDK drop it.
+One stream per worker process. Each task's requests are answered in order through the
+durable log (``services/durable.py``); different tasks' requests are answered concurrently.
+Results of waited-for nodes are handed over in the order the nodes were satisfied
+(``core.durable.deliverable``), after every request that moves a replay on, when a node is
+satisfied (bus kind ``durable``, to the worker that runs the task) and when the worker polls
+with ``worker_status``. A request the engine refuses is answered with an ``error`` naming the
+node, which the SDK raises in the task; a request from an invocation that is no longer
+current gets ``server_evict``, which makes the SDK drop it.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -27,6 +29,7 @@ from hatchet_sdk.contracts.v1.dispatcher_pb2_grpc import V1DispatcherServicer
 
 from hewer.engine.api.grpc.admin import trigger_request_from_proto
 from hewer.engine.api.grpc.common import GrpcContextAuth, abort, require_uuid
+from hewer.engine.api.grpc.lanes import Lanes
 from hewer.engine.core.conditions import DURABLE_ACTIONS, InvalidCondition, parse_conditions
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.durable import (
@@ -48,6 +51,16 @@ Outbox = asyncio.Queue[pb.DurableTaskResponse]
 # (task, invocation) pairs whose handed-over nodes a stream remembers; an older pair that
 # falls out only costs a duplicate completion, which the SDK ignores
 _SENT_MEMORY = 10_000
+# requests of one stream answered at once (each holds a database connection meanwhile)
+_CONCURRENT_REQUESTS = 8
+
+
+class _Answer(NamedTuple):
+    responses: list[pb.DurableTaskResponse]
+    # whether results held back for a replay may be free now: a request that reached a node
+    # already in the log (a replay) may free some, one that added a node frees none (nothing
+    # lies beyond it), so the log is not read back after every new node
+    push: bool = True
 
 
 @dataclasses.dataclass(eq=False)
@@ -146,42 +159,64 @@ class DurableService(V1DispatcherServicer):  # type: ignore[misc]
                     del self._streams[stream.worker_id]
 
     async def _read(self, requests: AsyncIterator[pb.DurableTaskRequest], stream: _Stream) -> None:
-        async for request in requests:
-            kind = request.WhichOneof("message")
-            if kind == "register_worker":
-                raw_id = request.register_worker.worker_id
-                worker_id = require_uuid(raw_id, what="worker_id")
-                if worker_id is None:
-                    # the stream stays unregistered: every request on it is refused as not
-                    # held by this worker, instead of reaching the database with a bad id
+        """Answer the stream's requests: one task's in the order they came, different tasks'
+        side by side (``lanes.py``)."""
+        lanes = Lanes(limit=_CONCURRENT_REQUESTS)
+        polling: asyncio.Task[None] | None = None
+        try:
+            async for request in requests:
+                kind = request.WhichOneof("message")
+                if kind == "register_worker":
+                    raw_id = request.register_worker.worker_id
+                    worker_id = require_uuid(raw_id, what="worker_id")
+                    if worker_id is None:
+                        # the stream stays unregistered: every request on it is refused as
+                        # not held by this worker, instead of reaching the database with a
+                        # bad id
+                        stream.outbox.put_nowait(
+                            _error(
+                                None, None, f"register_worker: worker_id {raw_id!r} is not a UUID"
+                            )
+                        )
+                        continue
+                    if not stream.worker_id:
+                        stream.worker_id = worker_id
+                        self._streams[worker_id].add(stream)
                     stream.outbox.put_nowait(
-                        _error(None, None, f"register_worker: worker_id {raw_id!r} is not a UUID")
+                        pb.DurableTaskResponse(
+                            register_worker=pb.DurableTaskResponseRegisterWorker(
+                                worker_id=worker_id
+                            )
+                        )
                     )
                     continue
-                if not stream.worker_id:
-                    stream.worker_id = worker_id
-                    self._streams[worker_id].add(stream)
-                stream.outbox.put_nowait(
-                    pb.DurableTaskResponse(
-                        register_worker=pb.DurableTaskResponseRegisterWorker(worker_id=worker_id)
-                    )
-                )
-                continue
-            if kind is None:
-                continue
-            if kind == "worker_status":
-                await self._worker_status(request.worker_status, stream)
-                continue
-            for response in await self._answer(kind, request, stream):
-                stream.outbox.put_nowait(response)
-            task_id = _task_id(getattr(request, kind))
-            if task_id is not None and stream.worker_id:
-                # a request moves the replay on: results it unblocks go out after its ack
-                await self._push_ready(stream, task_id)
+                if kind is None:
+                    continue
+                if kind == "worker_status":
+                    # off the read loop, one at a time: the SDK polls every second, so a
+                    # poll that comes while one is answered is dropped
+                    if polling is None or polling.done():
+                        polling = asyncio.create_task(
+                            self._worker_status(request.worker_status, stream)
+                        )
+                        lanes.track(polling)
+                    continue
+                lane = _task_id(getattr(request, kind)) or ""
+                lanes.submit(lane, functools.partial(self._handle, kind, request, stream))
+            await lanes.drain()  # the worker closed its side: answer what it sent before that
+        finally:
+            lanes.cancel()
 
-    async def _answer(
-        self, kind: str, request: pb.DurableTaskRequest, stream: _Stream
-    ) -> list[pb.DurableTaskResponse]:
+    async def _handle(self, kind: str, request: pb.DurableTaskRequest, stream: _Stream) -> None:
+        answer = await self._answer(kind, request, stream)
+        for response in answer.responses:
+            stream.outbox.put_nowait(response)
+        task_id = _task_id(getattr(request, kind))
+        if answer.push and task_id is not None and stream.worker_id:
+            # a replay moved on: results it unblocks go out after its ack
+            await self._push_ready(stream, task_id)
+
+    async def _answer(self, kind: str, request: pb.DurableTaskRequest, stream: _Stream) -> _Answer:
         body = getattr(request, kind)
         task_id = _task_id(body)
         invocation = _invocation(body)
@@ -202,7 +237,7 @@ class DurableService(V1DispatcherServicer):  # type: ignore[misc]
                 )
                 if ack.result is not None:
                     memo.memo_result_payload = ack.result
-                return [pb.DurableTaskResponse(memo_ack=memo)]
+                return _Answer([pb.DurableTaskResponse(memo_ack=memo)], push=ack.replayed)
             if kind == "complete_memo":
                 ref = body.ref
                 await self._log.complete_memo(
@@ -211,7 +246,7 @@ class DurableService(V1DispatcherServicer):  # type: ignore[misc]
                     key=body.memo_key,
                     payload=body.payload,
                 )
-                return []
+                return _Answer([], push=False)  # a memo's value travels in its ack
             if kind == "wait_for":
                 try:
                     conditions = parse_conditions(
@@ -230,13 +265,10 @@ class DurableService(V1DispatcherServicer):  # type: ignore[misc]
                     conditions=conditions,
                     label=body.label if body.HasField("label") else None,
                 )
-                return [
-                    pb.DurableTaskResponse(
-                        wait_for_ack=pb.DurableTaskEventWaitForAckResponse(ref=_ref(wait.ref))
-                    )
-                ]
+                waited = pb.DurableTaskEventWaitForAckResponse(ref=_ref(wait.ref))
+                return _Answer([pb.DurableTaskResponse(wait_for_ack=waited)], push=wait.replayed)
             if kind == "trigger_runs":
-                return [await self._trigger_runs(body, tenant_id, worker_id, str(task_id))]
+                return _Answer([await self._trigger_runs(body, tenant_id, worker_id, str(task_id))])
             if kind == "evict_invocation":
                 await self._log.evict(
                     tenant_id=tenant_id,
@@ -245,24 +277,26 @@ class DurableService(V1DispatcherServicer):  # type: ignore[misc]
                     invocation=invocation,
                     reason=body.reason if body.HasField("reason") else "",
                 )
-                return [
-                    pb.DurableTaskResponse(
-                        eviction_ack=pb.DurableTaskEvictionAckResponse(
-                            invocation_count=invocation, durable_task_external_id=str(task_id)
-                        )
-                    )
-                ]
+                evicted = pb.DurableTaskEvictionAckResponse(
+                    invocation_count=invocation, durable_task_external_id=str(task_id)
+                )
+                # an evicted task is handed nothing until it is restored
+                return _Answer([pb.DurableTaskResponse(eviction_ack=evicted)], push=False)
             raise DurableRequestError(f"unknown durable request {kind!r}")
         except StaleInvocation as exc:
-            return [_evict_notice(exc.task_id, exc.invocation, "stale invocation")]
+            return _Answer([_evict_notice(exc.task_id, exc.invocation, "stale invocation")])
         except NonDeterminism as exc:
-            return [_error(body, task_id, str(exc), node_id=exc.node_id, nondeterminism=True)]
+            return _Answer(
+                [_error(body, task_id, str(exc), node_id=exc.node_id, nondeterminism=True)]
+            )
         except (DurableRequestError, TriggerError) as exc:
-            return [_error(body, task_id, str(exc))]
+            return _Answer([_error(body, task_id, str(exc))])
         except Exception as exc:
             if not is_database_unavailable(exc):
                 log.exception("durable %s request failed", kind)
-            return [_error(body, task_id, f"the engine could not record the {kind}: {exc}")]
+            return _Answer(
+                [_error(body, task_id, f"the engine could not record the {kind}: {exc}")]
+            )
 
     async def _trigger_runs(
         self, body: Any, tenant_id: str, worker_id: str, task_id: str
@@ -306,15 +340,14 @@ class DurableService(V1DispatcherServicer):  # type: ignore[misc]
         if not waiting:
             return
         try:
-            stale = await self._log.stale(tenant_id=stream.tenant_id, waiting=waiting)
+            answer = await self._log.poll(tenant_id=stream.tenant_id, waiting=waiting)
         except Exception as exc:
             if not is_database_unavailable(exc):
                 log.exception("durable worker_status failed")
             return
-        for task_id in sorted({ref.task_id for ref in waiting}):
-            asked = frozenset((r.branch_id, r.node_id) for r in waiting if r.task_id == task_id)
+        for task_id, asked in answer.resend.items():
             await self._push_ready(stream, task_id, resend=asked)
-        for task_id, invocation in stale:
+        for task_id, invocation in answer.stale:
             stream.outbox.put_nowait(_evict_notice(task_id, invocation, "stale invocation"))
 
     # -- the pre-eviction API (SDKs for engines before v0.80) ---------------------------

@@ -144,6 +144,17 @@ WHERE task_id = $1 AND durable_node_id IS NOT NULL;
 -- name: durable_log_nodes
 SELECT branch_id, node_id FROM durable_entries WHERE task_id = $1;
 
+-- name: durable_waiting_states
+-- A worker's poll of the nodes it waits for ($2, $3, $4: task, branch, node of each): the
+-- task's current invocation and whether the node is satisfied, in one statement however
+-- many runs the worker holds. Nodes of tasks of other tenants, or gone, are left out.
+SELECT w.task_id, w.branch_id, w.node_id, t.invocation_count,
+       e.satisfied_at IS NOT NULL AS satisfied
+FROM unnest($2::uuid[], $3::int[], $4::int[]) AS w (task_id, branch_id, node_id)
+JOIN tasks t ON t.id = w.task_id AND t.tenant_id = $1
+LEFT JOIN durable_entries e
+    ON e.task_id = w.task_id AND e.branch_id = w.branch_id AND e.node_id = w.node_id;
+
 -- name: durable_child_runs
 SELECT r.id, w.name AS workflow_name, r.input::text AS input,
        r.finished_at IS NOT NULL AS finished
