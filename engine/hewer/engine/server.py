@@ -20,6 +20,7 @@ from hewer.engine.api.grpc.common import GrpcContextAuth
 from hewer.engine.api.grpc.dispatcher import DispatcherService
 from hewer.engine.api.grpc.durable import DurableService
 from hewer.engine.api.grpc.events import EventsService
+from hewer.engine.api.grpc.otlp import TraceCollector
 from hewer.engine.api.grpc.server import build_grpc_server
 from hewer.engine.api.grpc.streams import RunStreams
 from hewer.engine.api.rest.app import build_app
@@ -49,6 +50,7 @@ from hewer.engine.services.secrets import SecretBox
 from hewer.engine.services.subscriptions import EventWatchers, ResultWatchers
 from hewer.engine.services.tenant_objects import TenantObjects
 from hewer.engine.services.timers import Timers
+from hewer.engine.services.traces import Traces
 from hewer.engine.services.triggers import Triggers
 from hewer.engine.services.worker_registry import WorkerRegistry
 from hewer.engine.services.workers import ActionMessage, WorkerHub
@@ -175,6 +177,7 @@ async def run_engine(
     bus.subscribe("resync", autoscaling.on_bus)
 
     reads = Reads(repo)
+    traces = Traces(repo=repo)
     tenant_objects = TenantObjects(repo)
     worker_registry = WorkerRegistry(repo)
     grpc_auth = GrpcContextAuth(auth)
@@ -223,6 +226,9 @@ async def run_engine(
             bus=bus,
             max_payload_bytes=settings.max_payload_bytes,
         ),
+        traces=TraceCollector(
+            auth=grpc_auth, traces=traces, max_span_bytes=settings.max_payload_bytes
+        ),
     )
     grpc_address = f"{settings.bind_host}:{settings.grpc_port}"
     try:
@@ -244,6 +250,7 @@ async def run_engine(
         scheduling_service=scheduling,
         max_payload_bytes=settings.max_payload_bytes,
         autoscaling=autoscaling,
+        traces=traces,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
