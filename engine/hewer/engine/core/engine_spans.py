@@ -9,8 +9,9 @@ Per run: ``hatchet.engine.workflow_run`` from creation to finish (still open: up
 under the span of the parent task's attempt for a child run, under the event span for an
 event-triggered run, else under the SDK span that triggered it. An event-triggered run also
 gets ``hatchet.engine.event``. Per attempt of each task: ``hatchet.engine.queued`` from
-entering the queue to being assigned, and ``hatchet.engine.start_step_run`` from its start
-on the worker to its outcome.
+entering the queue to being assigned, and ``hatchet.engine.start_step_run`` from being sent to
+a worker to its outcome (the worker's start report is its span event ``started``): the SDK's
+span of the attempt starts after the one and ends before the other, so it nests inside.
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ def attempt_at(task: TaskFacts, moment: datetime) -> tuple[int, int]:
 class _Attempt:
     retry_count: int
     ordinal: int
-    started_ns: int
+    assigned_ns: int
+    started_ns: int | None = None  # when the worker's start report arrived
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +206,7 @@ class _TaskSpans:
                 spans.append(self.queued(event.retry_count, ordinal, since, at, SpanStatus.OK))
                 queued_since = None
                 running = _Attempt(event.retry_count, ordinal, at)
-            elif kind == "STARTED" and running is not None:
+            elif kind == "STARTED" and running is not None and running.started_ns is None:
                 running.started_ns = at
             elif kind == "DURABLE_EVICTED" and running is not None:
                 evicted = {"hatchet.evicted": "true"}
@@ -241,8 +243,11 @@ class _TaskSpans:
         message: str,
         extra: Mapping[str, str] | None = None,
     ) -> Span:
-        retry, ordinal, start = attempt.retry_count, attempt.ordinal, attempt.started_ns
-        return self.span(ATTEMPT_SPAN, retry, ordinal, start, end, status, message, extra)
+        retry, ordinal, start = attempt.retry_count, attempt.ordinal, attempt.assigned_ns
+        span = self.span(ATTEMPT_SPAN, retry, ordinal, start, end, status, message, extra)
+        if attempt.started_ns is not None:
+            span.events.append({"name": "started", "time_unix_nano": attempt.started_ns})
+        return span
 
     def queued(
         self,
