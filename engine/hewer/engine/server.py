@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from aiohttp import web
 
@@ -21,6 +22,7 @@ from hewer.engine.api.grpc.common import GrpcContextAuth
 from hewer.engine.api.grpc.dispatcher import DispatcherService
 from hewer.engine.api.grpc.durable import DurableService
 from hewer.engine.api.grpc.events import EventsService
+from hewer.engine.api.grpc.otlp import TraceCollector
 from hewer.engine.api.grpc.server import build_grpc_server
 from hewer.engine.api.grpc.streams import RunStreams
 from hewer.engine.api.rest.app import build_app
@@ -52,6 +54,7 @@ from hewer.engine.services.secrets import SecretBox
 from hewer.engine.services.subscriptions import EventWatchers, ResultWatchers
 from hewer.engine.services.tenant_objects import TenantObjects
 from hewer.engine.services.timers import Timers
+from hewer.engine.services.traces import Traces
 from hewer.engine.services.triggers import Triggers
 from hewer.engine.services.worker_registry import WorkerRegistry
 from hewer.engine.services.workers import ActionMessage, WorkerHub
@@ -186,6 +189,7 @@ async def run_engine(
     bus.subscribe("resync", autoscaling.on_bus)
 
     reads = Reads(repo)
+    traces = Traces(repo=repo)
     tenant_objects = TenantObjects(repo)
     worker_registry = WorkerRegistry(repo)
     grpc_auth = GrpcContextAuth(auth)
@@ -235,6 +239,9 @@ async def run_engine(
             bus=bus,
             max_payload_bytes=settings.max_payload_bytes,
         ),
+        traces=TraceCollector(
+            auth=grpc_auth, traces=traces, max_span_bytes=settings.max_payload_bytes
+        ),
     )
     grpc_address = f"{settings.bind_host}:{settings.grpc_port}"
     try:
@@ -244,7 +251,24 @@ async def run_engine(
     if not bound:
         await repo.close()
         raise EngineStartError(f"cannot listen for gRPC on {grpc_address}: port in use?")
-    dashboard = Dashboard(repo=repo, autoscaling=autoscaling, spans_for_run=spans_for_run)
+
+    async def trace_of_run(*, tenant_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The run's spans as the dashboard's waterfall reads them (seconds since epoch)."""
+        spans = await traces.spans_for_run(tenant_id=tenant_id, run_id=run_id)
+        return [
+            {
+                "name": s.name,
+                "start": s.start_ns / 1e9,
+                "end": s.end_ns / 1e9,
+                "status": s.status.value,
+                "attributes": dict(s.attributes),
+            }
+            for s in spans
+        ]
+
+    dashboard = Dashboard(
+        repo=repo, autoscaling=autoscaling, spans_for_run=spans_for_run or trace_of_run
+    )
     secret_box = await SecretBox.create(repo=repo, configured_key=settings.encryption_key)
     app = build_app(
         reads=reads,
@@ -257,6 +281,7 @@ async def run_engine(
         scheduling_service=scheduling,
         max_payload_bytes=settings.max_payload_bytes,
         autoscaling=autoscaling,
+        traces=traces,
         dashboard=dashboard,
     )
     add_dashboard(

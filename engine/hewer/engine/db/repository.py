@@ -35,6 +35,7 @@ from hewer.engine.db.reads import ReadQueries
 from hewer.engine.db.recovery_repo import RecoveryQueries
 from hewer.engine.db.runs_repo import RunQueries
 from hewer.engine.db.schedule_repo import ScheduleQueries
+from hewer.engine.db.traces_repo import TraceQueries
 from hewer.engine.db.workers_repo import WorkerQueries
 
 __all__ = [
@@ -66,6 +67,7 @@ class Repository(
     IdempotencyQueries,
     BatchQueries,
     AutoscalingQueries,
+    TraceQueries,
     DashboardQueries,
 ):
     def __init__(self, pool: asyncpg.Pool, *, observer: WriteObserver) -> None:

@@ -285,6 +285,7 @@ class ScheduleQueries(RepositoryBase):
             "events": "delete_old_events",
             "scheduled": "delete_old_scheduled",
             "workflows": "purge_deleted_workflows",
+            "spans": "delete_old_spans",
         }[what]
         return len(await self.pool.fetch(query(name), tenant_id, cutoff, limit))
 

@@ -1,6 +1,7 @@
-"""Data retention: deletes final-state runs (with their tasks, events and logs), events and
-fired or dropped scheduled runs older than the tenant's retention (default 720 h),
-deleted workflows once their last run is gone, and expired idempotency keys.
+"""Data retention: deletes final-state runs (with their tasks, events and logs), events,
+fired or dropped scheduled runs and received OpenTelemetry spans older than the tenant's
+retention (default 720 h), deleted workflows once their last run is gone, and expired
+idempotency keys.
 
 Every replica runs the loop; a session advisory lock lets one replica at a time do a pass.
 Deletes go in small batches so that the hot tables are never locked for long.
@@ -54,7 +55,7 @@ class Retention:
         """One pass over every tenant; counts of deleted rows (empty if another replica
         holds the lock)."""
         # "workflows": deleted workflows whose runs have all expired (runs go first)
-        totals = {"runs": 0, "events": 0, "scheduled": 0, "workflows": 0}
+        totals = {"runs": 0, "events": 0, "scheduled": 0, "workflows": 0, "spans": 0}
         async with self._repo.connection() as lock_conn:
             if not await self._repo.try_advisory_lock(lock_conn, _LOCK_KEY):
                 return {}

@@ -15,6 +15,7 @@ from hatchet_sdk.contracts import dispatcher_pb2_grpc
 from hewer.engine.api.grpc.common import GrpcContextAuth, abort, require_uuid, timestamp
 from hewer.engine.api.grpc.streams import RunStreams
 from hewer.engine.core.durations import InvalidDuration, parse_duration
+from hewer.engine.core.traces import ensure_traceparent
 from hewer.engine.services.batch_reports import (
     BatchEventKind,
     BatchItemReport,
@@ -32,7 +33,10 @@ from hewer.engine.services.workers import ActionKind, ActionMessage, WorkerHub, 
 log = logging.getLogger(__name__)
 # the SDK's .pyi for this module omits the servicer base class
 DispatcherServicer: Any = dispatcher_pb2_grpc.DispatcherServicer  # type: ignore[attr-defined]
-ENGINE_VERSION = "v0.81.0"  # enables slot_config and the durable-task stream (protocol.md §4)
+# v0.80.0 enables slot_config and the durable-task stream (protocol.md §4); v0.82.0 is the
+# SDK's OBSERVABILITY gate, which in hatchet-sdk 1.37.5 only lets its OTel tests run (the
+# OTLP TraceService, engine spans and GET .../traces are served: api/grpc/otlp.py)
+ENGINE_VERSION = "v0.82.0"
 DEFAULT_SLOTS = {"default": 100}
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -43,6 +47,14 @@ def labels_from_proto(labels: Any) -> dict[str, str | int]:
     for key, value in labels.items():
         out[key] = value.int_value if value.HasField("int_value") else value.str_value
     return out
+
+
+def _action_metadata(message: ActionMessage) -> str:
+    """A task's action carries its run's traceparent (one naming the run's span if the run
+    has none), so that an instrumented worker's spans join the run's trace."""
+    if message.kind is not ActionKind.START:
+        return message.additional_metadata
+    return ensure_traceparent(message.additional_metadata, run_id=message.workflow_run_id)
 
 
 def action_to_proto(message: ActionMessage) -> pb.AssignedAction:
@@ -60,7 +72,7 @@ def action_to_proto(message: ActionMessage) -> pb.AssignedAction:
         action_payload=message.payload,
         task_name=message.readable_id,
         retry_count=message.retry_count,
-        additional_metadata=message.additional_metadata,
+        additional_metadata=_action_metadata(message),
         priority=message.priority,
     )
     if message.child_index is not None:

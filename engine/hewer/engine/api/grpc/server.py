@@ -6,12 +6,14 @@ import grpc
 from hatchet_sdk.contracts import dispatcher_pb2_grpc, events_pb2_grpc, workflows_pb2_grpc
 from hatchet_sdk.contracts.v1 import dispatcher_pb2_grpc as v1_dispatcher_grpc
 from hatchet_sdk.contracts.v1 import workflows_pb2_grpc as v1_workflows_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
 
 from hewer.engine.api.grpc.admin import AdminService, WorkflowService
 from hewer.engine.api.grpc.boundary import BoundaryInterceptor
 from hewer.engine.api.grpc.dispatcher import DispatcherService
 from hewer.engine.api.grpc.durable import DurableService
 from hewer.engine.api.grpc.events import EventsService
+from hewer.engine.api.grpc.otlp import TraceCollector
 from hewer.engine.services.auth import Authenticator
 
 # The SDKs ping every 10 s even without calls; grpcio's defaults answer that with GOAWAY
@@ -34,6 +36,7 @@ def build_grpc_server(
     workflows: WorkflowService,
     events: EventsService,
     durable: DurableService,
+    traces: TraceCollector,
 ) -> grpc.aio.Server:
     # Receive up to twice the payload limit (plus the envelope) so that the services see an
     # oversized input or task output and answer with a message naming HEWER_MAX_PAYLOAD_BYTES
@@ -53,4 +56,6 @@ def build_grpc_server(
     workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(workflows, server)
     events_pb2_grpc.add_EventsServiceServicer_to_server(events, server)
     v1_dispatcher_grpc.add_V1DispatcherServicer_to_server(durable, server)
+    # the OTLP trace service the SDKs' instrumentation exports to, on the same port and token
+    otlp_grpc.add_TraceServiceServicer_to_server(traces, server)
     return server

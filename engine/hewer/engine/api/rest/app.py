@@ -1,7 +1,8 @@
 """The REST API the Hatchet SDKs call (``/api/v1/...``), as an aiohttp application.
 
 Layout: ``runs`` (workflow-run listing, details, trigger), ``tasks`` (task details, logs,
-cancel and replay), ``workflows`` (definitions and the tenant), ``workers`` and ``events``.
+cancel and replay), ``workflows`` (definitions and the tenant), ``workers``, ``events`` and
+``traces`` (a run's OpenTelemetry trace).
 Reads go through :class:`Reads`, tenant settings through :class:`TenantObjects`; run state
 changes go through :class:`RunControl`.
 """
@@ -30,6 +31,7 @@ from hewer.engine.api.rest import (
     workers,
     workflows,
 )
+from hewer.engine.api.rest import traces as traces_api
 from hewer.engine.api.rest.context import (
     AUTH,
     CONTROL,
@@ -52,6 +54,7 @@ from hewer.engine.services.reads import Reads
 from hewer.engine.services.scheduling import Scheduling
 from hewer.engine.services.secrets import SecretBox
 from hewer.engine.services.tenant_objects import TenantObjects
+from hewer.engine.services.traces import Traces
 
 # Probes answer without a token: kubelets and load balancers have none.
 _PUBLIC_PATHS = frozenset({"/api/ready", "/api/live", "/metrics"})
@@ -125,6 +128,7 @@ def build_app(
     scheduling_service: Scheduling | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     autoscaling: Autoscaling | None = None,
+    traces: Traces | None = None,
     dashboard: Dashboard | None = None,
 ) -> web.Application:
     app = web.Application(
@@ -165,6 +169,9 @@ def build_app(
     if autoscaling is not None:
         app[task_stats.AUTOSCALING] = autoscaling
     app.router.add_routes(task_stats.routes)
+    if traces is not None:
+        app[traces_api.TRACES] = traces
+    app.router.add_routes(traces_api.routes)
     if dashboard is not None:
         app[pool_reports.DASHBOARD] = dashboard
     app.router.add_routes(pool_reports.routes)
