@@ -71,6 +71,16 @@ class ReadyInfo:
     dashboard_url: str
 
 
+def _ready_info(*, settings: Settings, tenant_id: str, token: str) -> ReadyInfo:
+    return ReadyInfo(
+        tenant_id=tenant_id,
+        token=token,
+        grpc_address=settings.public_grpc_address,
+        server_url=settings.public_server_url,
+        dashboard_url=settings.public_server_url.rstrip("/") + "/",
+    )
+
+
 async def _authenticator(settings: Settings, repo: Repository) -> Authenticator:
     return await Authenticator.create(
         repo=repo,
@@ -94,6 +104,20 @@ async def create_token(
         await repo.close()
 
 
+async def client_ready_info(*, settings: Settings, dsn: str) -> ReadyInfo:
+    """What ``on_ready`` of :func:`run_engine` gets, for the parent of several engine
+    processes: a fresh token of the default tenant, as a lone engine issues when ready."""
+    pool = await create_pool(dsn, size=2)
+    repo = Repository(pool, observer=METRICS)
+    try:
+        tenant_id = await repo.ensure_tenant(settings.default_tenant)
+        auth = await _authenticator(settings, repo)
+        token = await auth.issue(tenant_id=tenant_id, name="dev")
+        return _ready_info(settings=settings, tenant_id=tenant_id, token=token)
+    finally:
+        await repo.close()
+
+
 async def run_engine(
     *,
     settings: Settings,
@@ -101,11 +125,16 @@ async def run_engine(
     stop: asyncio.Event,
     on_ready: Callable[[ReadyInfo], None] | None = None,
     spans_for_run: SpansForRun | None = None,
+    reuse_port: bool = False,
+    on_serving: Callable[[str], None] | None = None,
 ) -> None:
     """Serve until ``stop`` is set, then shut down cleanly.
 
     ``spans_for_run``: where the dashboard's run page reads a run's trace spans (see
     ``services/dashboard.py``); without it run pages have no Trace section.
+    ``reuse_port``: bind both ports with SO_REUSEPORT, as one of ``--processes N``.
+    ``on_serving``: told this engine's id once both ports serve (no token is issued for it,
+    unlike ``on_ready``).
     """
     engine_id = f"engine-{uuid.uuid4()}"
     quiet_database_pool_logs()
@@ -242,6 +271,7 @@ async def run_engine(
         traces=TraceCollector(
             auth=grpc_auth, traces=traces, max_span_bytes=settings.max_payload_bytes
         ),
+        reuse_port=reuse_port,
     )
     grpc_address = f"{settings.bind_host}:{settings.grpc_port}"
     try:
@@ -296,7 +326,9 @@ async def run_engine(
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.bind_host, settings.http_port)
+    site = web.TCPSite(
+        runner, settings.bind_host, settings.http_port, reuse_port=reuse_port or None
+    )
 
     await bus.start()
     scheduler.start()
@@ -329,15 +361,9 @@ async def run_engine(
         )
         if on_ready is not None:
             token = await auth.issue(tenant_id=tenant_id, name="dev")
-            on_ready(
-                ReadyInfo(
-                    tenant_id=tenant_id,
-                    token=token,
-                    grpc_address=settings.public_grpc_address,
-                    server_url=settings.public_server_url,
-                    dashboard_url=settings.public_server_url.rstrip("/") + "/",
-                )
-            )
+            on_ready(_ready_info(settings=settings, tenant_id=tenant_id, token=token))
+        if on_serving is not None:
+            on_serving(engine_id)
         await stop.wait()
     finally:
         log.info("shutting down")
