@@ -121,7 +121,6 @@ async def _run_engine(
     ``processes``: more than one runs that many engine processes (see processes.py); one
     runs the engine in this process."""
     from hewer.engine.db.migrate import apply_migrations
-    from hewer.engine.processes import run_engine_processes
     from hewer.engine.server import run_engine
 
     for name in await apply_migrations(dsn):
@@ -199,6 +198,8 @@ async def _run_engine(
     stopper = loop.create_task(stop_engine_after_demo())
     try:
         if processes > 1:
+            from hewer.engine.processes import run_engine_processes
+
             await run_engine_processes(
                 settings=settings, dsn=dsn, count=processes, stop=engine_stop, on_ready=on_ready
             )
