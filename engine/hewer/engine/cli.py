@@ -35,7 +35,7 @@ from hewer.engine.dev_env import (
 from hewer.engine.errors import EngineStartError
 
 if TYPE_CHECKING:
-    from hewer.engine.server import ReadyInfo
+    from hewer.engine.ready import ReadyInfo
 
 __all__ = ["client_env", "main"]
 
@@ -121,7 +121,6 @@ async def _run_engine(
     ``processes``: more than one runs that many engine processes (see processes.py); one
     runs the engine in this process."""
     from hewer.engine.db.migrate import apply_migrations
-    from hewer.engine.server import run_engine
 
     for name in await apply_migrations(dsn):
         log.info("applied migration %s", name)
@@ -204,6 +203,8 @@ async def _run_engine(
                 settings=settings, dsn=dsn, count=processes, stop=engine_stop, on_ready=on_ready
             )
         else:
+            from hewer.engine.server import run_engine
+
             await run_engine(settings=settings, dsn=dsn, stop=engine_stop, on_ready=on_ready)
     finally:
         stopper.cancel()

@@ -41,7 +41,7 @@ from typing import Any
 
 from hewer.engine.config import Settings
 from hewer.engine.errors import EngineStartError
-from hewer.engine.server import ReadyInfo, client_ready_info, run_engine
+from hewer.engine.ready import ReadyInfo, client_ready_info
 from hewer.engine.services.metrics import MULTIPROC_DIR_VARIABLE
 
 __all__ = [
@@ -244,6 +244,8 @@ def _stop_at_end_of_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) 
 async def run_child(*, settings: Settings, dsn: str, index: int) -> None:
     """One of ``--processes N`` (see processes.py): the parent applied the migrations and
     announces the engine; this one serves and prints its ready line."""
+    from hewer.engine.server import run_engine  # the whole engine: only in the children
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -29,8 +28,8 @@ from hewer.engine.api.rest.app import build_app
 from hewer.engine.config import Settings
 from hewer.engine.db.repository import Repository, create_pool
 from hewer.engine.errors import EngineStartError
+from hewer.engine.ready import ReadyInfo, authenticator, ready_info
 from hewer.engine.services.admission import Admission
-from hewer.engine.services.auth import Authenticator
 from hewer.engine.services.autoscaling import Autoscaling
 from hewer.engine.services.batch_reports import BatchReports
 from hewer.engine.services.batches import BatchFlusher
@@ -62,34 +61,6 @@ from hewer.engine.services.workers import ActionMessage, WorkerHub
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class ReadyInfo:
-    tenant_id: str
-    token: str
-    grpc_address: str
-    server_url: str
-    dashboard_url: str
-
-
-def _ready_info(*, settings: Settings, tenant_id: str, token: str) -> ReadyInfo:
-    return ReadyInfo(
-        tenant_id=tenant_id,
-        token=token,
-        grpc_address=settings.public_grpc_address,
-        server_url=settings.public_server_url,
-        dashboard_url=settings.public_server_url.rstrip("/") + "/",
-    )
-
-
-async def _authenticator(settings: Settings, repo: Repository) -> Authenticator:
-    return await Authenticator.create(
-        repo=repo,
-        configured_secret=settings.signing_secret,
-        server_url=settings.public_server_url,
-        grpc_address=settings.public_grpc_address,
-    )
-
-
 async def create_token(
     *, settings: Settings, dsn: str, tenant_name: str, name: str, expires_in: timedelta
 ) -> str:
@@ -98,22 +69,8 @@ async def create_token(
     repo = Repository(pool, observer=METRICS)
     try:
         tenant_id = await repo.ensure_tenant(tenant_name)
-        auth = await _authenticator(settings, repo)
+        auth = await authenticator(settings=settings, repo=repo)
         return await auth.issue(tenant_id=tenant_id, name=name, expires_in=expires_in)
-    finally:
-        await repo.close()
-
-
-async def client_ready_info(*, settings: Settings, dsn: str) -> ReadyInfo:
-    """What ``on_ready`` of :func:`run_engine` gets, for the parent of several engine
-    processes: a fresh token of the default tenant, as a lone engine issues when ready."""
-    pool = await create_pool(dsn, size=2)
-    repo = Repository(pool, observer=METRICS)
-    try:
-        tenant_id = await repo.ensure_tenant(settings.default_tenant)
-        auth = await _authenticator(settings, repo)
-        token = await auth.issue(tenant_id=tenant_id, name="dev")
-        return _ready_info(settings=settings, tenant_id=tenant_id, token=token)
     finally:
         await repo.close()
 
@@ -178,7 +135,7 @@ async def run_engine(
     matches.wake_timers = timers.wake
     results = ResultWatchers(repo)
     run_events = EventWatchers()
-    auth = await _authenticator(settings, repo)
+    auth = await authenticator(settings=settings, repo=repo)
     tenant_id = await repo.ensure_tenant(settings.default_tenant)
 
     batches = BatchFlusher(
@@ -361,7 +318,7 @@ async def run_engine(
         )
         if on_ready is not None:
             token = await auth.issue(tenant_id=tenant_id, name="dev")
-            on_ready(_ready_info(settings=settings, tenant_id=tenant_id, token=token))
+            on_ready(ready_info(settings=settings, tenant_id=tenant_id, token=token))
         if on_serving is not None:
             on_serving(engine_id)
         await stop.wait()
