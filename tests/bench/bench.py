@@ -383,8 +383,13 @@ class MemoryMonitor:
     def rss(self) -> int:
         if psutil is not None:
             with contextlib.suppress(Exception):
-                return int(psutil.Process(self.pid).memory_info().rss)
+                # with --processes N: the parent and its N engine processes
+                return sum(int(p.memory_info().rss) for p in self.engine_processes())
         return _proc_status_kb(self.pid, "VmRSS") * 1024
+
+    def engine_processes(self) -> list[Any]:
+        engine = psutil.Process(self.pid)
+        return [engine, *engine.children()]
 
     def hwm(self) -> int:
         return _proc_status_kb(self.pid, "VmHWM") * 1024
@@ -412,9 +417,9 @@ class MemoryMonitor:
             return (0.0, 0.0)
         eng = pg = 0.0
         with contextlib.suppress(Exception):
-            p = psutil.Process(self.pid)
-            t = p.cpu_times()
-            eng = t.user + t.system
+            for p in self.engine_processes():
+                t = p.cpu_times()
+                eng += t.user + t.system
         for proc in self.pg_processes():
             with contextlib.suppress(Exception):
                 ct = proc.cpu_times()
@@ -779,6 +784,9 @@ async def run_bench(args: argparse.Namespace, h: Harness) -> int:
             str(grpc_port),
             "--http-port",
             str(http_port),
+            # several engine processes behind the ports (engine/hewer/engine/processes.py)
+            "--processes",
+            str(args.processes),
         ],
         env=env,
         stdout_pipe=True,
@@ -990,6 +998,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=1,
         help="SubscribeToWorkflowRuns streams the load generator uses",
+    )
+    p.add_argument(
+        "--processes", type=int, default=1, help="engine processes (hewer dev --processes N)"
     )
     p.add_argument("--lean-slots", type=int, default=500)
     p.add_argument("--senders", type=int, default=32, help="lean worker concurrent senders")

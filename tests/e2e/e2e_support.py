@@ -160,8 +160,12 @@ class Engine:
 
 
 @contextlib.contextmanager
-def start_engine(extra_env: Mapping[str, str] | None = None) -> Iterator[Engine]:
-    """``hewer dev`` on a fresh embedded PostgreSQL and free ports; SIGTERM at the end."""
+def start_engine(
+    extra_env: Mapping[str, str] | None = None, extra_args: Sequence[str] = ()
+) -> Iterator[Engine]:
+    """``hewer dev`` on a fresh embedded PostgreSQL and free ports; SIGTERM at the end.
+
+    ``extra_args``: more flags of ``hewer dev`` (``--processes 2``, say)."""
     # mkdtemp is 0700: the embedded server runs as `nobody` when we are root
     data_dir = Path(tempfile.mkdtemp(prefix="hewer-e2e-"))
     data_dir.chmod(0o755)
@@ -192,6 +196,7 @@ def start_engine(extra_env: Mapping[str, str] | None = None) -> Iterator[Engine]
                     str(grpc_port),
                     "--http-port",
                     str(http_port),
+                    *extra_args,
                 ],
                 env=env,
                 stdout=subprocess.PIPE,

@@ -35,7 +35,7 @@ from hewer.engine.dev_env import (
 from hewer.engine.errors import EngineStartError
 
 if TYPE_CHECKING:
-    from hewer.engine.server import ReadyInfo
+    from hewer.engine.ready import ReadyInfo
 
 __all__ = ["client_env", "main"]
 
@@ -110,11 +110,17 @@ def _database(settings: Settings) -> Iterator[str]:
 
 
 async def _run_engine(
-    *, settings: Settings, dsn: str, demo: bool, client_env_dir: Path | None = None
+    *,
+    settings: Settings,
+    dsn: str,
+    demo: bool,
+    client_env_dir: Path | None = None,
+    processes: int = 1,
 ) -> None:
-    """``client_env_dir``: where ``hewer dev`` writes ``client.env`` (see dev_env.py)."""
+    """``client_env_dir``: where ``hewer dev`` writes ``client.env`` (see dev_env.py).
+    ``processes``: more than one runs that many engine processes (see processes.py); one
+    runs the engine in this process."""
     from hewer.engine.db.migrate import apply_migrations
-    from hewer.engine.server import run_engine
 
     for name in await apply_migrations(dsn):
         log.info("applied migration %s", name)
@@ -190,7 +196,16 @@ async def _run_engine(
 
     stopper = loop.create_task(stop_engine_after_demo())
     try:
-        await run_engine(settings=settings, dsn=dsn, stop=engine_stop, on_ready=on_ready)
+        if processes > 1:
+            from hewer.engine.processes import run_engine_processes
+
+            await run_engine_processes(
+                settings=settings, dsn=dsn, count=processes, stop=engine_stop, on_ready=on_ready
+            )
+        else:
+            from hewer.engine.server import run_engine
+
+            await run_engine(settings=settings, dsn=dsn, stop=engine_stop, on_ready=on_ready)
     finally:
         stopper.cancel()
         if client_env_dir is not None:
@@ -202,15 +217,27 @@ async def _run_engine(
             loop.remove_signal_handler(signum)
 
 
+def _processes(args: argparse.Namespace) -> int:
+    count: int = args.processes
+    if count < 1:
+        raise CliError("--processes must be at least 1")
+    return count
+
+
 def _cmd_dev(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    processes = _processes(args)
     if settings.database_url:
         log.info("using HEWER_DATABASE_URL instead of the embedded PostgreSQL")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with _database(settings) as dsn:
         asyncio.run(
             _run_engine(
-                settings=settings, dsn=dsn, demo=args.demo, client_env_dir=settings.data_dir
+                settings=settings,
+                dsn=dsn,
+                demo=args.demo,
+                client_env_dir=settings.data_dir,
+                processes=processes,
             )
         )
     return 0
@@ -231,7 +258,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not settings.database_url:
         raise CliError("hewer serve needs HEWER_DATABASE_URL (use `hewer dev` for a local engine)")
-    asyncio.run(_run_engine(settings=settings, dsn=settings.database_url, demo=False))
+    if args.engine_process is not None:
+        from hewer.engine.processes import run_child
+
+        asyncio.run(
+            run_child(settings=settings, dsn=settings.database_url, index=args.engine_process)
+        )
+        return 0
+    processes = _processes(args)
+    asyncio.run(
+        _run_engine(settings=settings, dsn=settings.database_url, demo=False, processes=processes)
+    )
     return 0
 
 
@@ -324,6 +361,14 @@ def _parser() -> argparse.ArgumentParser:
             default=None,
             help="REST port (default HEWER_HTTP_PORT or 8080)",
         )
+        p.add_argument(
+            "--processes",
+            type=int,
+            default=1,
+            metavar="N",
+            help="run N engine processes sharing both ports with SO_REUSEPORT, to use N "
+            "cores (default 1: the engine runs in this process)",
+        )
 
     dev = sub.add_parser("dev", help="run the engine on an embedded PostgreSQL")
     data_dir(dev)
@@ -348,6 +393,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the engine on HEWER_DATABASE_URL")
     ports(serve)
+    # internal: one of the processes of --processes N, started by its parent (processes.py)
+    serve.add_argument("--engine-process", type=int, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(func=_cmd_serve)
 
     migrate = sub.add_parser(

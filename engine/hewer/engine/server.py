@@ -10,7 +10,6 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -29,8 +28,8 @@ from hewer.engine.api.rest.app import build_app
 from hewer.engine.config import Settings
 from hewer.engine.db.repository import Repository, create_pool
 from hewer.engine.errors import EngineStartError
+from hewer.engine.ready import ReadyInfo, authenticator, ready_info
 from hewer.engine.services.admission import Admission
-from hewer.engine.services.auth import Authenticator
 from hewer.engine.services.autoscaling import Autoscaling
 from hewer.engine.services.batch_reports import BatchReports
 from hewer.engine.services.batches import BatchFlusher
@@ -62,24 +61,6 @@ from hewer.engine.services.workers import ActionMessage, WorkerHub
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class ReadyInfo:
-    tenant_id: str
-    token: str
-    grpc_address: str
-    server_url: str
-    dashboard_url: str
-
-
-async def _authenticator(settings: Settings, repo: Repository) -> Authenticator:
-    return await Authenticator.create(
-        repo=repo,
-        configured_secret=settings.signing_secret,
-        server_url=settings.public_server_url,
-        grpc_address=settings.public_grpc_address,
-    )
-
-
 async def create_token(
     *, settings: Settings, dsn: str, tenant_name: str, name: str, expires_in: timedelta
 ) -> str:
@@ -88,7 +69,7 @@ async def create_token(
     repo = Repository(pool, observer=METRICS)
     try:
         tenant_id = await repo.ensure_tenant(tenant_name)
-        auth = await _authenticator(settings, repo)
+        auth = await authenticator(settings=settings, repo=repo)
         return await auth.issue(tenant_id=tenant_id, name=name, expires_in=expires_in)
     finally:
         await repo.close()
@@ -101,11 +82,16 @@ async def run_engine(
     stop: asyncio.Event,
     on_ready: Callable[[ReadyInfo], None] | None = None,
     spans_for_run: SpansForRun | None = None,
+    reuse_port: bool = False,
+    on_serving: Callable[[str], None] | None = None,
 ) -> None:
     """Serve until ``stop`` is set, then shut down cleanly.
 
     ``spans_for_run``: where the dashboard's run page reads a run's trace spans (see
     ``services/dashboard.py``); without it run pages have no Trace section.
+    ``reuse_port``: bind both ports with SO_REUSEPORT, as one of ``--processes N``.
+    ``on_serving``: told this engine's id once both ports serve (no token is issued for it,
+    unlike ``on_ready``).
     """
     engine_id = f"engine-{uuid.uuid4()}"
     quiet_database_pool_logs()
@@ -149,7 +135,7 @@ async def run_engine(
     matches.wake_timers = timers.wake
     results = ResultWatchers(repo)
     run_events = EventWatchers()
-    auth = await _authenticator(settings, repo)
+    auth = await authenticator(settings=settings, repo=repo)
     tenant_id = await repo.ensure_tenant(settings.default_tenant)
 
     batches = BatchFlusher(
@@ -242,6 +228,7 @@ async def run_engine(
         traces=TraceCollector(
             auth=grpc_auth, traces=traces, max_span_bytes=settings.max_payload_bytes
         ),
+        reuse_port=reuse_port,
     )
     grpc_address = f"{settings.bind_host}:{settings.grpc_port}"
     try:
@@ -296,7 +283,9 @@ async def run_engine(
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.bind_host, settings.http_port)
+    site = web.TCPSite(
+        runner, settings.bind_host, settings.http_port, reuse_port=reuse_port or None
+    )
 
     await bus.start()
     scheduler.start()
@@ -329,15 +318,9 @@ async def run_engine(
         )
         if on_ready is not None:
             token = await auth.issue(tenant_id=tenant_id, name="dev")
-            on_ready(
-                ReadyInfo(
-                    tenant_id=tenant_id,
-                    token=token,
-                    grpc_address=settings.public_grpc_address,
-                    server_url=settings.public_server_url,
-                    dashboard_url=settings.public_server_url.rstrip("/") + "/",
-                )
-            )
+            on_ready(ready_info(settings=settings, tenant_id=tenant_id, token=token))
+        if on_serving is not None:
+            on_serving(engine_id)
         await stop.wait()
     finally:
         log.info("shutting down")

@@ -4,6 +4,15 @@ plus Hewer's queue depth gauge and trigger-to-start latency histogram.
 Counters count what this replica did (scrape every replica, then sum). Gauges that describe
 shared state (queue depth, worker slots) are refreshed from the database at scrape time.
 
+A replica of ``hewer serve --processes N`` is N processes behind one port, and a scrape
+reaches one of them: there the parent sets ``PROMETHEUS_MULTIPROC_DIR`` to a fresh
+directory before it starts them, every process records into its own files in it (the
+client picks that storage at import when the variable is set), and :meth:`render` sums
+the files of all of them, those of a process that died and was restarted included, so
+counters never go backwards. The shared-state gauges are not recorded at all but yielded
+by a collector from the rows the scraping process has just read: summing them across
+processes would count the same database N times.
+
 Hatchet names four tenant counters without ``_total`` (``hatchet_tenant_assigned_tasks``,
 ``..._scheduling_timed_out``, ``..._rate_limited``, ``..._queued_to_assigned``,
 ``..._reassigned_tasks``); the Python client always appends ``_total`` to counters, so to
@@ -12,7 +21,8 @@ keep Hatchet's names these are exported as monotonically increasing gauges.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +34,9 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 # the *_created samples double the output for no use here
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -32,6 +45,45 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 _DURATION_MS_BUCKETS = (10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000)
 T = ("tenant_id",)
+# set by the parent of several engine processes (see the module docstring)
+MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class SharedStateGauges(Collector):
+    """Queue depth and worker slots as last read from the database by this process."""
+
+    def __init__(self) -> None:
+        self._depths: list[tuple[str, str, float]] = []
+        self._slots: list[tuple[str, int, int]] = []
+
+    def set_queue_depths(self, rows: Iterable[Any]) -> None:
+        self._depths = [(str(r["tenant_id"]), r["action_id"], float(r["n"])) for r in rows]
+
+    def set_worker_slots(self, rows: Iterable[Any]) -> None:
+        self._slots = [(str(r["tenant_id"]), int(r["total"]), int(r["used"])) for r in rows]
+
+    def collect(self) -> Iterator[Metric]:
+        used = GaugeMetricFamily(
+            "hatchet_tenant_used_worker_slots", "Worker slots in use", labels=T
+        )
+        available = GaugeMetricFamily(
+            "hatchet_tenant_available_worker_slots", "Free worker slots", labels=T
+        )
+        slots = GaugeMetricFamily(
+            "hatchet_tenant_worker_slots", "Worker slots (free + used)", labels=T
+        )
+        for tenant, total, in_use in self._slots:
+            used.add_metric([tenant], in_use)
+            available.add_metric([tenant], max(0, total - in_use))
+            slots.add_metric([tenant], total)
+        depth = GaugeMetricFamily(
+            "hewer_queue_depth",
+            "Task attempts waiting in the queue",
+            labels=("tenant_id", "action_id"),
+        )
+        for tenant, action, n in self._depths:
+            depth.add_metric([tenant, action], n)
+        yield from (used, available, slots, depth)
 
 
 class EngineMetrics:
@@ -83,7 +135,8 @@ class EngineMetrics:
         self.t_cancelled = c("hatchet_tenant_cancelled_tasks_total", "Tasks cancelled", T)
 
         def g(name: str, doc: str, labels: Sequence[str] = T) -> Gauge:
-            return Gauge(name, doc, labels, registry=r)
+            # counters in all but name: across processes their sum is the total
+            return Gauge(name, doc, labels, registry=r, multiprocess_mode="sum")
 
         self.t_assigned = g("hatchet_tenant_assigned_tasks", "Tasks assigned (counter)")
         self.t_sched_timed_out = g(
@@ -101,13 +154,9 @@ class EngineMetrics:
             registry=r,
         )
         self.t_reassigned = g("hatchet_tenant_reassigned_tasks", "Tasks reassigned (counter)")
-        self.t_used_slots = g("hatchet_tenant_used_worker_slots", "Worker slots in use")
-        self.t_available_slots = g("hatchet_tenant_available_worker_slots", "Free worker slots")
-        self.t_slots = g("hatchet_tenant_worker_slots", "Worker slots (free + used)")
+        self.shared_state = SharedStateGauges()
+        r.register(self.shared_state)
         # Hewer
-        self.queue_depth = g(
-            "hewer_queue_depth", "Task attempts waiting in the queue", ("tenant_id", "action_id")
-        )
         self.trigger_to_start = Histogram(
             "hewer_trigger_to_start_seconds",
             "Seconds from a run's trigger to the dispatch of its first task attempt",
@@ -177,22 +226,20 @@ class EngineMetrics:
     # -- scrape-time state --------------------------------------------------------------------
 
     def set_queue_depths(self, rows: Iterable[Any]) -> None:
-        self.queue_depth.clear()
-        for row in rows:
-            self.queue_depth.labels(str(row["tenant_id"]), row["action_id"]).set(row["n"])
+        self.shared_state.set_queue_depths(rows)
 
     def set_worker_slots(self, rows: Iterable[Any]) -> None:
-        for gauge in (self.t_used_slots, self.t_available_slots, self.t_slots):
-            gauge.clear()
-        for row in rows:
-            tenant = str(row["tenant_id"])
-            total, used = int(row["total"]), int(row["used"])
-            self.t_slots.labels(tenant).set(total)
-            self.t_used_slots.labels(tenant).set(used)
-            self.t_available_slots.labels(tenant).set(max(0, total - used))
+        self.shared_state.set_worker_slots(rows)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        multiproc_dir = os.environ.get(MULTIPROC_DIR_VARIABLE)
+        if not multiproc_dir:
+            return generate_latest(self.registry)
+        # every process's recorded metrics, read from their files at each scrape
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=multiproc_dir)  # type: ignore[no-untyped-call]
+        merged.register(self.shared_state)
+        return generate_latest(merged)
 
     def render_tenant(self, tenant_id: str) -> bytes:
         """Only the samples labelled with this tenant (the tenant REST endpoint)."""

@@ -37,7 +37,13 @@ def build_grpc_server(
     events: EventsService,
     durable: DurableService,
     traces: TraceCollector,
+    reuse_port: bool = False,
 ) -> grpc.aio.Server:
+    """``reuse_port``: share the port with the other processes of ``--processes N``.
+
+    grpcio sets SO_REUSEPORT unless told not to, so a lone engine turns it off: binding a
+    port that another program holding SO_REUSEPORT serves must fail, not share its traffic.
+    """
     # Receive up to twice the payload limit (plus the envelope) so that the services see an
     # oversized input or task output and answer with a message naming HEWER_MAX_PAYLOAD_BYTES
     # (and fail such a task at once) instead of grpcio's bare RESOURCE_EXHAUSTED.
@@ -49,6 +55,7 @@ def build_grpc_server(
             *KEEPALIVE_OPTIONS,
             ("grpc.max_receive_message_length", receive_limit),
             ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
     dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)  # type: ignore[attr-defined]
