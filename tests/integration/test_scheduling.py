@@ -508,3 +508,32 @@ async def test_deleting_a_workflow_keeps_its_runs_and_frees_its_name(
     deleted = await Retention(repo=engine.repo, default_hours=720, interval_seconds=3600).run_once()
     assert deleted["runs"] == 1 and deleted["workflows"] == 1
     assert await pool.fetchval("SELECT count(*) FROM workflows WHERE id = $1", workflow_id) == 0
+
+
+def _tenant_counter(tenant: str, name: str) -> float:
+    for family in text_string_to_metric_families(METRICS.render().decode()):
+        for sample in family.samples:
+            if sample.name == name and sample.labels.get("tenant_id") == tenant:
+                return sample.value
+    return 0.0
+
+
+async def test_created_and_succeeded_counters_count_the_set_based_writes(
+    engine: Replica, tenant: str
+) -> None:
+    """Triggers and completions write their task events inside one statement each
+    (create_runs, complete_tasks); the counters must still see every task."""
+    await engine.register(tenant, WORKFLOW)
+    created = "hatchet_tenant_created_tasks_total"
+    succeeded = "hatchet_tenant_succeeded_tasks_total"
+    before = (_tenant_counter(tenant, created), _tenant_counter(tenant, succeeded))
+    runs = [await engine.trigger(tenant, "ticked") for _ in range(3)]
+    session = await engine.connect_worker(tenant, ["ticked:run"])
+    assert session is not None
+    assert await engine.scheduler.run_round(tenant)
+    for run_id in runs[:2]:
+        await engine.lifecycle.completed(
+            tenant_id=tenant, task_id=run_id, retry_count=0, output="{}"
+        )
+    assert _tenant_counter(tenant, created) - before[0] == 3
+    assert _tenant_counter(tenant, succeeded) - before[1] == 2

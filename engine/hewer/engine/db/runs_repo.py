@@ -271,6 +271,15 @@ class RunQueries(RepositoryBase):
             list(reporters),
         )
         self._observe_durations([r for r in rows if r["run_finished"]])
+        # the statement writes the COMPLETED task events itself: count them like
+        # insert_task_events does, or the succeeded-tasks metrics would miss every completion
+        by_tenant: dict[str, list[TaskEvent]] = {}
+        for r in rows:
+            by_tenant.setdefault(str(r["tenant_id"]), []).append(
+                TaskEvent(str(r["id"]), str(r["workflow_run_id"]), r["retry_count"], "COMPLETED")
+            )
+        for tenant_id, events in by_tenant.items():
+            self.observer.task_events(tenant_id, events)
         return list(rows)
 
     async def start_tasks(
@@ -297,6 +306,10 @@ class RunQueries(RepositoryBase):
     ) -> None:
         """Runs without dedupe keys and their queued first tasks, in one round trip."""
         workflow_of_run = {r.id: r.workflow_id for r in runs}
+        # the statement writes the QUEUED task events itself (see complete_tasks)
+        self.observer.task_events(
+            tenant_id, [TaskEvent(t.id, t.run_id, 0, "QUEUED") for t in tasks]
+        )
         await self.pool.execute(
             query("create_runs"),
             tenant_id,
