@@ -110,6 +110,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Ctrl-C (or kill -INT) stops the server even when started in the background of a shell
+    # script, which starts us with SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     user = ROOT_OS_USER if os.geteuid() == 0 else None
     bindir = find_bindir()
     if user is not None:
