@@ -1,8 +1,11 @@
 """Hewer throughput / latency benchmark (a script, not a test).
 
     .venv/bin/python tests/bench/bench.py [--tasks N] [--quick] [--profile DIR]
+                                          [--database-url URL]
 
 Starts a fresh ``hewer dev`` engine (own data dir under /tmp, free ports) and measures:
+(with ``--database-url``: ``hewer serve`` on a fresh database of that server instead, so
+Hewer and a peer queue can be measured on one server with the same settings)
 
 1. lean worker: a protocol-level grpc.aio worker (separate process) that answers every
    AssignedAction with COMPLETED, 500 slots. Low-rate phase (sequential single triggers →
@@ -57,6 +60,10 @@ try:
     import psutil
 except ImportError:  # pragma: no cover - psutil ships with the dev environment
     psutil = None
+
+import shared_pg  # tests/bench/shared_pg.py, next to this script
+
+from hewer.engine.db.embedded import EmbeddedPostgres
 
 REPO = Path(__file__).resolve().parents[2]
 HEWER = REPO / ".venv" / "bin" / "hewer"
@@ -302,6 +309,8 @@ class Proc:
 class Harness:
     tmp: Path
     procs: list[Proc] = field(default_factory=list)
+    # (server URL, database name) of databases this run created on a shared server
+    databases: list[tuple[str, str]] = field(default_factory=list)
 
     def spawn(
         self,
@@ -344,6 +353,11 @@ class Harness:
         for proc in reversed(list(self.procs)):
             with contextlib.suppress(Exception):
                 self.stop(proc)
+        for url, name in self.databases:  # after the engine: it holds connections to it
+            try:
+                asyncio.run(shared_pg.drop_database(url, name))
+            except Exception as exc:
+                print(f"could not drop database {name}: {exc!r}", file=sys.stderr)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -759,6 +773,40 @@ def summarize_profile(raw: Path, top: int = 15) -> None:
         print(f"    {100 * c / total:5.1f}%  {f}")
 
 
+async def start_serve_engine(
+    *, args: argparse.Namespace, h: Harness, env: dict[str, str], grpc_port: int, http_port: int
+) -> tuple[Proc, Path | None]:
+    """``hewer serve`` on a database of its own on the --database-url server.
+
+    A new database per run: every run starts with empty tables, like ``hewer dev`` on its
+    fresh data dir. ``serve`` mints a token at start and prints the same HATCHET_CLIENT_*
+    lines as ``dev``. Returns the engine and the server's postmaster.pid (for CPU figures),
+    if the server runs here.
+    """
+    name = await shared_pg.create_database(args.database_url, "hewer_bench")
+    h.databases.append((args.database_url, name))
+    engine = h.spawn(
+        "engine",
+        [
+            *(str(HEWER), "serve", "--grpc-port", str(grpc_port), "--http-port", str(http_port)),
+            *("--processes", str(args.processes)),
+        ],
+        env={**env, "HEWER_DATABASE_URL": shared_pg.with_database(args.database_url, name)},
+        stdout_pipe=True,
+    )
+    print(f"engine: hewer serve on database {name} of --database-url", flush=True)
+    return engine, await shared_pg.postmaster_pid_file(args.database_url)
+
+
+async def describe_database(*, args: argparse.Namespace, data_dir: Path) -> shared_pg.ServerInfo:
+    """The server's version and durability settings, printed next to the figures."""
+    url = args.database_url or EmbeddedPostgres(data_dir=data_dir / "pg").dsn
+    info = await shared_pg.server_info(url)
+    where = "shared server (--database-url)" if args.database_url else "hewer dev's embedded"
+    print(f"database: {where}: {info.describe()}", flush=True)
+    return info
+
+
 async def run_bench(args: argparse.Namespace, h: Harness) -> int:
     grpc_port, http_port = _free_port(), _free_port()
     data_dir = h.tmp / "data"
@@ -773,25 +821,32 @@ async def run_bench(args: argparse.Namespace, h: Harness) -> int:
         flush=True,
     )
     t_boot = time.perf_counter()
-    engine = h.spawn(
-        "engine",
-        [
-            str(HEWER),
-            "dev",
-            "--data-dir",
-            str(data_dir),
-            "--grpc-port",
-            str(grpc_port),
-            "--http-port",
-            str(http_port),
-            # several engine processes behind the ports (engine/hewer/engine/processes.py)
-            "--processes",
-            str(args.processes),
-        ],
-        env=env,
-        stdout_pipe=True,
-    )
+    pg_pid_file: Path | None = data_dir / "pg" / "postmaster.pid"
+    if args.database_url:
+        engine, pg_pid_file = await start_serve_engine(
+            args=args, h=h, env=env, grpc_port=grpc_port, http_port=http_port
+        )
+    else:
+        engine = h.spawn(
+            "engine",
+            [
+                str(HEWER),
+                "dev",
+                "--data-dir",
+                str(data_dir),
+                "--grpc-port",
+                str(grpc_port),
+                "--http-port",
+                str(http_port),
+                # several engine processes behind the ports (engine/hewer/engine/processes.py)
+                "--processes",
+                str(args.processes),
+            ],
+            env=env,
+            stdout_pipe=True,
+        )
     client_env = await asyncio.to_thread(read_env_lines, engine, 90)
+    server = await describe_database(args=args, data_dir=data_dir)
     print(
         f"engine ready in {time.perf_counter() - t_boot:.1f}s on gRPC :{grpc_port} "
         f"(pid {engine.popen.pid}, idle RSS {fmt_mb(MemoryMonitor(engine.popen.pid).rss())})",
@@ -799,7 +854,7 @@ async def run_bench(args: argparse.Namespace, h: Harness) -> int:
     )
     host = f"localhost:{grpc_port}"
     token = client_env["HATCHET_CLIENT_TOKEN"]
-    mon = MemoryMonitor(engine.popen.pid, data_dir / "pg" / "postmaster.pid")
+    mon = MemoryMonitor(engine.popen.pid, pg_pid_file)
     mon.start()
 
     results: dict[str, PhaseResult] = {}
@@ -913,14 +968,15 @@ async def run_bench(args: argparse.Namespace, h: Harness) -> int:
     peak = max(mon.hwm(), mon.peak_rss)
     print(
         f"\nengine peak RSS (VmHWM, whole run incl. load): {fmt_mb(peak)}; "
-        f"embedded PostgreSQL peak PSS (all backends): {fmt_mb(mon.peak_pg_pss)}"
+        f"{'shared' if args.database_url else 'embedded'} PostgreSQL peak PSS (all backends): "
+        f"{fmt_mb(mon.peak_pg_pss)}"
     )
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for raw in profiles:
         if raw.exists():
             summarize_profile(raw)
 
-    print("\nsummary (measured vs target)")
+    print(f"\nsummary (measured vs target; {server.describe()})")
     rows: list[tuple[str, float, float, bool, str]] = []
     if "lean_bulk" in results:
         rows.append(
@@ -968,6 +1024,10 @@ async def run_bench(args: argparse.Namespace, h: Harness) -> int:
             for k, v in results.items()
         }
         out["engine_peak_rss_mb"] = peak / 1024 / 1024  # type: ignore[assignment]
+        out["server"] = {  # type: ignore[assignment]
+            **server.as_dict(),
+            "engine_command": "serve" if args.database_url else "dev",
+        }
         await asyncio.to_thread(Path(args.json).write_text, json.dumps(out, indent=2))
     return 1 if incomplete else 0
 
@@ -1017,6 +1077,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile-native",
         action="store_true",
         help="with --profile: also sample C frames (grpc, protobuf, asyncpg internals)",
+    )
+    p.add_argument(
+        "--database-url",
+        metavar="URL",
+        default=None,
+        help="run `hewer serve` on a fresh database of this PostgreSQL server (created and\n"
+        "dropped per run) instead of `hewer dev`'s embedded one; see pg_server.py",
     )
     p.add_argument("--json", metavar="FILE", default=None, help="also write figures as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs) for debugging")
@@ -1079,6 +1146,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.keep:
             print(f"logs kept in {tmp}", file=sys.stderr)
+            for _url, name in h.databases:
+                print(f"database {name} kept on --database-url", file=sys.stderr)
             for proc in reversed(list(h.procs)):
                 h.stop(proc)
         else:
