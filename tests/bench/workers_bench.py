@@ -382,6 +382,26 @@ def spawn_with_stdin(h: bench.Harness, name: str, argv: list[str], env: dict[str
     return proc
 
 
+def start_profiler(directory: str | None, pid: int) -> tuple[Any, Path | None]:
+    """py-spy on the engine for the heartbeat phase (its own samples cost the engine little:
+    it reads the process's memory from outside)."""
+    py_spy = bench.find_py_spy() if directory else None
+    if directory is None or py_spy is None:
+        if directory is not None:
+            print("  --profile: py-spy not found; profiling skipped")
+        return None, None
+    raw = bench.profile_path(directory, "heartbeats")
+    argv = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "100"]
+    argv += ["--nonblocking", "--output", str(raw)]
+    popen = subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=bench._die_with_parent,
+    )
+    return popen, raw
+
+
 async def active_workers(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM workers WHERE is_active"))
 
@@ -458,10 +478,14 @@ async def run(args: argparse.Namespace, h: bench.Harness) -> int:
 
     # 3. heartbeats only; one heartbeat round to settle first
     await asyncio.sleep(HEARTBEAT_EVERY)
+    profiler, raw = start_profiler(args.profile, engine.popen.pid)
     sim.send("MEASURE")
     c0, t0 = cpu_now(proc.popen.pid), time.perf_counter()
     await asyncio.sleep(args.period)
     c1, wall = cpu_now(proc.popen.pid), time.perf_counter() - t0
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        await asyncio.to_thread(profiler.wait, 30)
     sim.send("REPORT")
     beats = json.loads(await asyncio.to_thread(sim.read_tagged, "REPORT", 30))
     combined = cpu_line(f"heartbeats, {args.workers} workers", c0, c1, wall)
@@ -472,6 +496,8 @@ async def run(args: argparse.Namespace, h: bench.Harness) -> int:
         flush=True,
     )
     failed |= combined >= BUDGET_PCT
+    if raw is not None:
+        bench.summarize_profile(raw, top=25)
     for line in sampler.summary():
         print("  " + line, flush=True)
 
@@ -518,6 +544,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the runs")
     p.add_argument("--register-concurrency", type=int, default=50)
     p.add_argument("--engine-log-level", default="WARNING")
+    p.add_argument(
+        "--profile", metavar="DIR", default=None, help="py-spy the engine's heartbeat phase"
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs) for debugging")
     p.add_argument("--role", choices=["bench", "sim"], default="bench", help=argparse.SUPPRESS)
     p.add_argument("--host", default="", help=argparse.SUPPRESS)
