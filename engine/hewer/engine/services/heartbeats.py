@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
 from enum import Enum
 
 from hewer.engine.db.repository import Repository
@@ -42,31 +41,27 @@ class Verdict(Enum):
     LISTENER_LOST = "listener_lost"  # stream open here, but the database says inactive
 
 
-@dataclass(frozen=True, slots=True)
-class PendingBeat:
-    tenant_id: str
-    received: float  # monotonic
-
-
 class HeartbeatBuffer:
     def __init__(self, *, repo: Repository, flush_every: float = FLUSH_EVERY) -> None:
         self._repo = repo
         self._flush_every = flush_every
-        self._pending: dict[str, PendingBeat] = {}  # worker id -> newest beat not yet stored
-        self._verdicts: dict[str, Verdict] = {}
+        # (tenant, worker) -> monotonic time of its newest beat not yet stored
+        self._pending: dict[tuple[str, str], float] = {}
+        self._verdicts: dict[tuple[str, str], Verdict] = {}
         self._task: asyncio.Task[None] | None = None
 
     def note(self, *, tenant_id: str, worker_id: str) -> Verdict | None:
         """Note a beat; returns what the previous flush found for this worker, if anything
         (then the beat is not noted: the worker is unknown or must reconnect first)."""
-        verdict = self._verdicts.pop(worker_id, None)
+        key = (tenant_id, worker_id)
+        verdict = self._verdicts.pop(key, None)
         if verdict is None:
-            self._pending[worker_id] = PendingBeat(tenant_id, time.monotonic())
+            self._pending[key] = time.monotonic()
         return verdict
 
-    def listener_established(self, *, worker_id: str) -> None:
+    def listener_established(self, *, tenant_id: str, worker_id: str) -> None:
         """The worker re-opened its stream: an earlier verdict no longer holds."""
-        self._verdicts.pop(worker_id, None)
+        self._verdicts.pop((tenant_id, worker_id), None)
 
     @property
     def pending(self) -> int:
@@ -79,17 +74,17 @@ class HeartbeatBuffer:
             return 0
         batch, self._pending = self._pending, {}
         now = time.monotonic()
-        ids = list(batch)
+        keys = list(batch)
         try:
             rows = await self._repo.worker_heartbeats(
-                worker_ids=ids,
-                tenant_ids=[batch[w].tenant_id for w in ids],
-                ages=[max(0.0, now - batch[w].received) for w in ids],
+                tenant_ids=[tenant_id for tenant_id, _ in keys],
+                worker_ids=[worker_id for _, worker_id in keys],
+                ages=[max(0.0, now - batch[key]) for key in keys],
             )
         except Exception as exc:
-            for worker_id, beat in batch.items():
+            for key, received in batch.items():
                 # a beat that arrived during the failed write is newer: it wins
-                self._pending.setdefault(worker_id, beat)
+                self._pending.setdefault(key, received)
             if is_database_unavailable(exc):
                 outage_log("heartbeats").failed(exc)
                 return 0
@@ -97,13 +92,13 @@ class HeartbeatBuffer:
         outage_log("heartbeats").succeeded()
         found = set()
         for row in rows:
-            worker_id = str(row["id"])
-            found.add(worker_id)
+            key = (str(row["tenant_id"]), str(row["id"]))
+            found.add(key)
             if row["last_listener_established"] is not None and not row["is_active"]:
-                self._verdicts[worker_id] = Verdict.LISTENER_LOST
-        for worker_id in ids:
-            if worker_id not in found:
-                self._verdicts[worker_id] = Verdict.UNKNOWN
+                self._verdicts[key] = Verdict.LISTENER_LOST
+        for key in keys:
+            if key not in found:
+                self._verdicts[key] = Verdict.UNKNOWN
         return len(rows)
 
     def start(self) -> None:

@@ -61,7 +61,7 @@ class WorkerRegistry:
         return await self._repo.get_worker(tenant_id=tenant_id, worker_id=worker_id)
 
     async def worker_listening(self, *, tenant_id: str, worker_id: str, engine_id: str) -> bool:
-        self._beats.listener_established(worker_id=worker_id)
+        self._beats.listener_established(tenant_id=tenant_id, worker_id=worker_id)
         return await self._repo.worker_listening(
             tenant_id=tenant_id, worker_id=worker_id, engine_id=engine_id
         )

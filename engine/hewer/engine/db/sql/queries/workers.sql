@@ -33,7 +33,7 @@ UPDATE workers w
 SET last_heartbeat_at = greatest(w.last_heartbeat_at, b.at)
 FROM beats b, locked l
 WHERE w.id = b.id AND l.id = b.id
-RETURNING w.id, w.is_active, w.last_listener_established;
+RETURNING w.id, w.tenant_id, w.is_active, w.last_listener_established;
 
 -- name: worker_listening
 UPDATE workers
