@@ -2,29 +2,15 @@
 
     .venv/bin/python tests/bench/workers_bench.py [--workers 500] [--period 60] [--tasks 2000]
 
-Starts a fresh ``hewer dev`` (bench.py's harness) and one simulator process (grpc.aio,
-``hatchet_sdk.contracts`` stubs) that registers ``--workers`` workers, each on its own
-channel (as real workers are separate processes), with two actions and a slot config, keeps
-one ``ListenV2`` stream open per worker and sends ``Heartbeat`` every 4 s per worker, the
-workers' phases spread evenly over the 4 s. ``--task-workers`` of them (default 50, 10 slots
-each) also serve ``wb-noop:noop`` and answer every assignment with COMPLETED.
-
-Phases, printed as they finish:
-
-1. idle: the engine with no worker, ``--idle`` seconds (the floor the rest is compared to);
-2. registration: Register + ListenV2 for every worker, until PostgreSQL shows all active;
-3. heartbeats: ``--period`` seconds of heartbeats only. Engine CPU % and PostgreSQL CPU %
-   (postmaster and backends, psutil; the lock sampler's own backend is subtracted), combined
-   as % of one core against the target; the simulator's CPU is shown apart and excluded;
-   heartbeat RPC latency p50/p99;
-4. tasks: ``--tasks`` no-op runs (bench.py's bulk trigger + result streams) while the
-   heartbeats go on: runs/s and trigger→result latency. Run with ``--workers 1
-   --task-workers 1`` for the one-worker comparison.
-
-All along, pg_locks / pg_stat_activity are sampled every 0.5 s for backends waiting on a lock
-(``wait_event_type = 'Lock'``): waits are counted per (backend, statement start), by table
-where PostgreSQL names one, with the longest wait seen. Exit status 1 when the heartbeat
-budget is exceeded, a lock wait on ``workers`` was seen, or a phase failed.
+A fresh ``hewer dev`` (bench.py's harness) and one simulator process (grpc.aio,
+``hatchet_sdk.contracts`` stubs): ``--workers`` workers, one channel each, two actions and a
+slot config each, one ``ListenV2`` stream each, a ``Heartbeat`` every 4 s each (phases spread
+over the 4 s); ``--task-workers`` of them also serve ``wb-noop:noop``. Phases: idle floor,
+registration, ``--period`` s of heartbeats only (engine + PostgreSQL CPU as % of one core
+against the 10 % target, simulator excluded; heartbeat RPC p50/p99), then ``--tasks`` no-op
+runs while the heartbeats go on (``--workers 1 --slots 500`` for the one-worker comparison).
+Lock waits are sampled all along (lock_sampler.py). Exit status 1 when the budget is
+exceeded, a lock wait on ``workers`` was seen, or runs are missing. See tests/bench/README.md.
 """
 
 from __future__ import annotations
@@ -40,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import argparse
 import asyncio
 import collections
-import contextlib
 import json
 import signal
 import subprocess
@@ -55,6 +40,7 @@ from hatchet_sdk.contracts import dispatcher_pb2 as dpb
 from hatchet_sdk.contracts import dispatcher_pb2_grpc
 from hatchet_sdk.contracts.v1 import workflows_pb2 as v1pb
 from hatchet_sdk.contracts.v1 import workflows_pb2_grpc as v1grpc
+from lock_sampler import LockSampler
 
 import bench
 from hewer.engine.db.embedded import EmbeddedPostgres
@@ -64,7 +50,6 @@ NOOP_WORKFLOW = "wb-noop"
 NOOP_ACTION = "wb-noop:noop"
 HEARTBEAT_EVERY = 4.0  # seconds, as the SDKs
 BUDGET_PCT = 10.0  # engine + PostgreSQL, % of one core, for the heartbeat phase
-LOCK_SAMPLE_EVERY = 0.5
 
 
 def noop_workflow() -> Any:
@@ -256,83 +241,6 @@ async def sim_main(args: argparse.Namespace) -> None:
     await asyncio.gather(*beaters, *listeners, return_exceptions=True)
     await asyncio.gather(*(w.channel.close(grace=0.5) for w in workers), return_exceptions=True)
     await admin_channel.close(grace=0.5)
-
-
-# --------------------------------------------------------------------------------------------
-# lock waits, sampled from PostgreSQL
-
-
-@dataclass
-class LockWait:
-    table: str
-    query: str
-    longest: float = 0.0
-
-
-class LockSampler:
-    """Backends waiting on a heavyweight lock, every 0.5 s, by (pid, statement start)."""
-
-    SQL = """
-        SELECT a.pid, a.query_start, left(a.query, 90) AS query,
-               extract(epoch FROM now() - coalesce(a.state_change, a.query_start))::float8
-                   AS waited,
-               (SELECT string_agg(DISTINCT l.relation::regclass::text, ',')
-                FROM pg_locks l
-                WHERE l.pid = a.pid AND l.relation IS NOT NULL
-                  AND (NOT l.granted OR l.locktype = 'tuple')) AS tables
-        FROM pg_stat_activity a
-        WHERE a.wait_event_type = 'Lock' AND a.pid <> pg_backend_pid()
-    """
-
-    def __init__(self, dsn: str) -> None:
-        self._dsn = dsn
-        self.waits: dict[tuple[int, Any], LockWait] = {}
-        self.samples = 0
-        self.backend_pid = 0
-        self._conn: asyncpg.Connection | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._conn = await asyncpg.connect(self._dsn)
-        self.backend_pid = self._conn.get_server_pid()
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        assert self._conn is not None
-        while True:
-            for r in await self._conn.fetch(self.SQL):
-                key = (r["pid"], r["query_start"])
-                tables = r["tables"] or "(transaction id: table not named)"
-                wait = self.waits.setdefault(key, LockWait(tables, r["query"] or ""))
-                wait.longest = max(wait.longest, r["waited"] or 0.0)
-            self.samples += 1
-            await asyncio.sleep(LOCK_SAMPLE_EVERY)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._conn is not None:
-            await self._conn.close()
-
-    def summary(self) -> list[str]:
-        by_table: dict[str, list[LockWait]] = collections.defaultdict(list)
-        for w in self.waits.values():
-            by_table[w.table].append(w)
-        if not by_table:
-            return [f"lock waits: none in {self.samples} samples"]
-        lines = [f"lock waits in {self.samples} samples:"]
-        for table, ws in sorted(by_table.items()):
-            worst = max(ws, key=lambda w: w.longest)
-            lines.append(
-                f"  {table}: {len(ws)} waits, longest {1000 * worst.longest:.0f} ms "
-                f"({worst.query!r})"
-            )
-        return lines
-
-    def waits_on(self, table: str) -> int:
-        return sum(1 for w in self.waits.values() if table in w.table.split(","))
 
 
 def backend_cpu(pid: int) -> float:
