@@ -61,10 +61,13 @@ class WorkerRegistry:
         return await self._repo.get_worker(tenant_id=tenant_id, worker_id=worker_id)
 
     async def worker_listening(self, *, tenant_id: str, worker_id: str, engine_id: str) -> bool:
-        self._beats.listener_established(tenant_id=tenant_id, worker_id=worker_id)
-        return await self._repo.worker_listening(
+        listening = await self._repo.worker_listening(
             tenant_id=tenant_id, worker_id=worker_id, engine_id=engine_id
         )
+        # after the write: a flush that read the inactive row before it must not send the
+        # worker, which has just connected, off to reconnect again
+        self._beats.listener_established(tenant_id=tenant_id, worker_id=worker_id)
+        return listening
 
     async def worker_disconnected(self, *, worker_id: str, engine_id: str) -> None:
         await self._repo.worker_disconnected(worker_id=worker_id, engine_id=engine_id)
