@@ -41,6 +41,7 @@ from hewer.engine.services.durable import DurableLog
 from hewer.engine.services.durable_signals import DurableSignals
 from hewer.engine.services.enqueue import Enqueuer
 from hewer.engine.services.events import Events
+from hewer.engine.services.heartbeats import HeartbeatBuffer
 from hewer.engine.services.lifecycle import Lifecycle
 from hewer.engine.services.matches import Matches
 from hewer.engine.services.metrics import METRICS
@@ -177,7 +178,8 @@ async def run_engine(
     reads = Reads(repo)
     traces = Traces(repo=repo)
     tenant_objects = TenantObjects(repo)
-    worker_registry = WorkerRegistry(repo)
+    heartbeats = HeartbeatBuffer(repo=repo)
+    worker_registry = WorkerRegistry(repo, beats=heartbeats)
     grpc_auth = GrpcContextAuth(auth)
     streams = RunStreams(reads=reads, results=results, events=run_events)
     dispatcher = DispatcherService(
@@ -292,6 +294,7 @@ async def run_engine(
     admission.start()
     batches.start()
     timers.start()
+    heartbeats.start()
     scheduling.start()
     retention.start()
     results.start()
@@ -330,6 +333,7 @@ async def run_engine(
         await retention.stop()
         await scheduling.stop()
         await timers.stop()
+        await heartbeats.stop()
         await admission.stop()
         await batches.stop()
         await scheduler.stop()

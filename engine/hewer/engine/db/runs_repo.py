@@ -378,6 +378,9 @@ class RunQueries(RepositoryBase):
         )
         self._observe_durations(finished_rows)
 
+    async def has_ready_items(self, *, tenant_id: str, action_ids: Sequence[str]) -> bool:
+        return bool(await self.pool.fetchval(query("has_ready_items"), tenant_id, list(action_ids)))
+
     async def local_worker_capacity(
         self, *, worker_ids: Sequence[str], heartbeat_window: float
     ) -> list[Record]:

@@ -82,6 +82,13 @@ class WorkerQueries(RepositoryBase):
     async def worker_heartbeat(self, *, tenant_id: str, worker_id: str) -> Record | None:
         return await self.pool.fetchrow(query("worker_heartbeat"), worker_id, tenant_id)
 
+    async def worker_heartbeats(
+        self, *, worker_ids: Sequence[str], tenant_ids: Sequence[str], ages: Sequence[float]
+    ) -> list[Record]:
+        """Store many heartbeats at once; ``ages``: seconds since each beat arrived. Returns
+        the workers found, with their listener state."""
+        return list(await self.pool.fetch(query("worker_heartbeats"), worker_ids, tenant_ids, ages))
+
     async def worker_listening(self, *, tenant_id: str, worker_id: str, engine_id: str) -> bool:
         row = await self.pool.fetchval(query("worker_listening"), worker_id, tenant_id, engine_id)
         return row is not None

@@ -82,15 +82,18 @@ class Scheduler:
 
     async def _loop(self) -> None:
         while True:
+            woken = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=SAFETY_TICK)
+                woken = True
             self._wake.clear()
             try:
                 busy = False
                 tenants = self._hub.tenants()
                 for tenant_id in tenants:
                     async with self.assign_lock:
-                        busy = await self.run_round(tenant_id) or busy
+                        ready = await self.run_round(tenant_id, only_if_ready=not woken)
+                        busy = ready or busy
                 if busy:
                     self._wake.set()  # there may be more: go again without waiting
                 if tenants:  # a round without tenants did not reach the database
@@ -101,11 +104,21 @@ class Scheduler:
                 log_failure("scheduler", exc, log, "scheduling round")
                 await asyncio.sleep(0.5)
 
-    async def run_round(self, tenant_id: str) -> bool:
-        """One claim-assign-send pass for a tenant; True when it assigned anything."""
+    async def run_round(self, tenant_id: str, *, only_if_ready: bool = False) -> bool:
+        """One claim-assign-send pass for a tenant; True when it assigned anything.
+
+        ``only_if_ready`` (the safety tick: nothing woke the loop): first probe for a ready
+        queue item, so that an idle engine holding hundreds of workers does not read all
+        their capacity every second."""
         sessions = [s for s in self._hub.sessions() if s.tenant_id == tenant_id and not s.closed]
         if not sessions:
             return False
+        if only_if_ready:
+            actions = set().union(*(s.actions - s.batch_actions for s in sessions))
+            if not actions or not await self._repo.has_ready_items(
+                tenant_id=tenant_id, action_ids=sorted(actions)
+            ):
+                return False
         # read outside the claim transaction: only this replica assigns to these workers, and
         # a slot freed meanwhile just waits for the next round
         states = await self._repo.local_worker_capacity(

@@ -4,16 +4,15 @@ rule that only the worker holding an attempt may fail or cancel it.
 
 The gRPC dispatcher calls this service, never the repository (``lint-imports`` checks it).
 
-Heartbeats of a worker whose action stream this replica holds are kept in memory while the
-database is unavailable and written once it is back: a worker is not told its heartbeat
-failed (the SDK would then tear down its listener and drop the task reports it is retrying)
-for an outage that is the engine's, and timers do not judge liveness until a heartbeat
-timeout after the outage (services/timers.py).
+Heartbeats of a worker whose action stream this replica holds are noted in memory and written
+in batches (services/heartbeats.py), kept through a database outage and written once it is
+back: a worker is not told its heartbeat failed (the SDK would then tear down its listener and
+drop the task reports it is retrying) for an outage that is the engine's, and timers do not
+judge liveness until a heartbeat timeout after the outage (services/timers.py).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,22 +20,21 @@ from typing import Any
 
 from hewer.engine.db.base import Record
 from hewer.engine.db.repository import Repository
+from hewer.engine.services.heartbeats import HeartbeatBuffer, Verdict
 from hewer.engine.services.lifecycle import NotHolder, TaskNotFound
-from hewer.engine.services.outage import is_database_unavailable, outage_log
 
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    stored: bool  # False: kept in memory until the database is back
+    stored: bool  # False: noted in memory, written by the next flush
     # the worker had an action stream, but it is not active any more: it must reconnect
     listener_lost: bool
 
 
 class WorkerRegistry:
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, *, beats: HeartbeatBuffer) -> None:
         self._repo = repo
-        # (tenant, worker) -> monotonic time of a heartbeat the database could not take
-        self._unstored: dict[tuple[str, str], float] = {}
+        self._beats = beats
 
     async def insert_worker(
         self,
@@ -63,9 +61,13 @@ class WorkerRegistry:
         return await self._repo.get_worker(tenant_id=tenant_id, worker_id=worker_id)
 
     async def worker_listening(self, *, tenant_id: str, worker_id: str, engine_id: str) -> bool:
-        return await self._repo.worker_listening(
+        listening = await self._repo.worker_listening(
             tenant_id=tenant_id, worker_id=worker_id, engine_id=engine_id
         )
+        # after the write: a flush that read the inactive row before it must not send the
+        # worker, which has just connected, off to reconnect again
+        self._beats.listener_established(tenant_id=tenant_id, worker_id=worker_id)
+        return listening
 
     async def worker_disconnected(self, *, worker_id: str, engine_id: str) -> None:
         await self._repo.worker_disconnected(worker_id=worker_id, engine_id=engine_id)
@@ -74,33 +76,18 @@ class WorkerRegistry:
         self, *, tenant_id: str, worker_id: str, streaming_here: bool
     ) -> Heartbeat | None:
         """Record a heartbeat; None if the worker is unknown. ``streaming_here``: this replica
-        holds the worker's action stream (only then is a heartbeat kept through an outage)."""
-        try:
-            row = await self._repo.worker_heartbeat(tenant_id=tenant_id, worker_id=worker_id)
-        except Exception as exc:
-            if not (streaming_here and is_database_unavailable(exc)):
-                raise
-            self._unstored[(tenant_id, worker_id)] = time.monotonic()
-            outage_log("heartbeats").failed(exc)
-            return Heartbeat(stored=False, listener_lost=False)
-        self._unstored.pop((tenant_id, worker_id), None)
-        if self._unstored:
-            await self._flush_unstored()
+        holds the worker's action stream; then the beat is batched (services/heartbeats.py),
+        else written at once (a stream on another replica, or none yet)."""
+        if streaming_here:
+            verdict = self._beats.note(tenant_id=tenant_id, worker_id=worker_id)
+            if verdict is Verdict.UNKNOWN:
+                return None
+            return Heartbeat(stored=False, listener_lost=verdict is Verdict.LISTENER_LOST)
+        row = await self._repo.worker_heartbeat(tenant_id=tenant_id, worker_id=worker_id)
         if row is None:
             return None
         lost = row["last_listener_established"] is not None and not row["is_active"]
         return Heartbeat(stored=True, listener_lost=lost)
-
-    async def _flush_unstored(self) -> None:
-        for (tenant_id, worker_id), _ in list(self._unstored.items()):
-            try:
-                await self._repo.worker_heartbeat(tenant_id=tenant_id, worker_id=worker_id)
-            except Exception as exc:
-                if is_database_unavailable(exc):
-                    return  # down again: the next heartbeat tries again
-                raise
-            self._unstored.pop((tenant_id, worker_id), None)
-        outage_log("heartbeats").succeeded()
 
     async def current_retry_count(self, *, tenant_id: str, task_id: str) -> int:
         """The task's current attempt, for step events that do not name theirs."""

@@ -414,6 +414,15 @@ FROM changed c
 JOIN workflows w ON w.id = c.workflow_id
 WHERE c.finished_at IS NOT NULL;
 
+-- name: has_ready_items
+-- Whether a claim could find anything for these actions: the scheduler's safety tick asks this
+-- one index probe before it reads the capacity of every local worker (services/scheduler.py).
+SELECT EXISTS (
+    SELECT 1 FROM queue_items
+    WHERE tenant_id = $1 AND action_id = ANY($2::text[]) AND NOT paused
+      AND available_at <= now()
+);
+
 -- name: local_worker_capacity
 -- This replica's workers: whether they may take work, and the slot units their tasks hold.
 SELECT w.id, w.is_paused, w.engine_id, w.labels,

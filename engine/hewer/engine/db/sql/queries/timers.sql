@@ -29,9 +29,15 @@ WHERE t.status = 'RUNNING'
 LIMIT $2;
 
 -- name: deactivate_dead_workers
+-- SKIP LOCKED: a row locked now is being written by a heartbeat flush or a listener, so the
+-- worker is not dead; the sweep never queues behind them (and they never behind the sweep).
 UPDATE workers SET is_active = false
-WHERE is_active
-  AND coalesce(last_heartbeat_at, created_at) < now() - make_interval(secs => $1);
+WHERE id IN (
+    SELECT id FROM workers
+    WHERE is_active
+      AND coalesce(last_heartbeat_at, created_at) < now() - make_interval(secs => $1)
+    FOR NO KEY UPDATE SKIP LOCKED
+);
 
 -- name: next_deadline
 SELECT least(

@@ -15,6 +15,26 @@ UPDATE workers SET last_heartbeat_at = now()
 WHERE id = $1 AND tenant_id = $2
 RETURNING is_active, last_listener_established;
 
+-- name: worker_heartbeats
+-- The heartbeats a replica noted since its last flush, in one statement (services/heartbeats.py):
+-- each beat's age is taken off this database's clock. greatest(): a listener that opened
+-- meanwhile stored a newer time. Rows are locked in id order so that two flushes (two replicas
+-- while a worker moves between them) cannot deadlock; the dead-worker sweep (timers.sql) skips
+-- rows a flush holds instead of waiting for them.
+WITH beats AS (
+    SELECT b.id, b.tenant_id, now() - make_interval(secs => b.age) AS at
+    FROM unnest($1::uuid[], $2::uuid[], $3::float8[]) AS b(id, tenant_id, age)
+), locked AS (
+    SELECT w.id FROM workers w JOIN beats b ON b.id = w.id AND b.tenant_id = w.tenant_id
+    ORDER BY w.id
+    FOR NO KEY UPDATE OF w
+)
+UPDATE workers w
+SET last_heartbeat_at = greatest(w.last_heartbeat_at, b.at)
+FROM beats b, locked l
+WHERE w.id = b.id AND l.id = b.id
+RETURNING w.id, w.tenant_id, w.is_active, w.last_listener_established;
+
 -- name: worker_listening
 UPDATE workers
 SET is_active = true, engine_id = $3, last_listener_established = now(),
