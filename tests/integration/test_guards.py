@@ -91,6 +91,33 @@ async def test_started_is_recorded_once_for_the_running_attempt(
     assert (await engine.task_row(run_id))["started_at"] is not None
 
 
+async def test_a_repeated_start_report_is_answered_without_the_database(
+    engine: Replica, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await engine.register(tenant, SOLO)
+    worker = await engine.connect_worker(tenant, ["solo:run"])
+    run_id = await engine.trigger(tenant, "solo")
+    await engine.scheduler.run_round(tenant)
+    drain(worker)
+    await engine.lifecycle.started(tenant_id=tenant, task_id=run_id, retry_count=0)
+    writes: list[list[str]] = []
+    start_tasks = engine.repo.start_tasks
+
+    async def counted(**kwargs: Any) -> Any:
+        writes.append(list(kwargs["task_ids"]))
+        return await start_tasks(**kwargs)
+
+    monkeypatch.setattr(engine.repo, "start_tasks", counted)
+    await engine.lifecycle.started(tenant_id=tenant, task_id=run_id, retry_count=0)
+    assert writes == []
+    # another attempt, and an unknown task (a failure is not remembered), do reach it
+    await engine.lifecycle.started(tenant_id=tenant, task_id=run_id, retry_count=1)
+    for _ in range(2):
+        with pytest.raises(TaskNotFound):
+            await engine.lifecycle.started(tenant_id=tenant, task_id=UNKNOWN_TASK, retry_count=0)
+    assert writes == [[run_id], [UNKNOWN_TASK], [UNKNOWN_TASK]]
+
+
 async def test_a_completion_that_overtakes_its_start_report_still_records_a_start(
     engine: Replica, tenant: str
 ) -> None:

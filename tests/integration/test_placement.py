@@ -239,6 +239,30 @@ async def test_a_released_slot_is_reused_and_slot_costs_count(engine: Replica, t
     assert (await engine.task_row(first))["status"] == "RUNNING"  # released, still running
 
 
+async def test_held_slots_add_up_per_kind_over_every_held_task(
+    engine: Replica, tenant: str
+) -> None:
+    await engine.register(tenant, single("mixed", slot_requests={"default": 2, "gpu": 1}))
+    await engine.register(tenant, single("plain"))
+    worker = await engine.connect_worker(
+        tenant, ["mixed:run", "plain:run"], slots={"default": 20, "gpu": 5}
+    )
+    mixed = [await engine.trigger(tenant, "mixed") for _ in range(3)]
+    plain = [await engine.trigger(tenant, "plain") for _ in range(4)]
+    await engine.scheduler.run_round(tenant)
+    assert len(drain(worker)) == 7
+    (state,) = await engine.repo.local_worker_capacity(
+        worker_ids=[worker.worker_id], heartbeat_window=60
+    )
+    assert dict(state["used"]) == {"default": 3 * 2 + 4, "gpu": 3}
+    await engine.repo.release_slot(tenant_id=tenant, task_id=mixed[0])
+    await engine.repo.release_slot(tenant_id=tenant, task_id=plain[0])
+    (state,) = await engine.repo.local_worker_capacity(
+        worker_ids=[worker.worker_id], heartbeat_window=60
+    )
+    assert dict(state["used"]) == {"default": 2 * 2 + 3, "gpu": 2}
+
+
 async def test_priority_order_holds_with_two_replicas(dsn: str) -> None:
     first, second = await Replica.start(dsn), await Replica.start(dsn)
     try:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 from hewer.engine.db.base import RETRYABLE_ERRORS
@@ -18,6 +19,7 @@ from hewer.engine.services.outage import log_failure
 log = logging.getLogger(__name__)
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+Key = TypeVar("Key", bound=Hashable)
 MAX_ATTEMPTS = 3
 
 
@@ -74,3 +76,31 @@ class Batcher(Generic[Item, Result]):
                 return [error] * len(items)
             return results
         raise AssertionError("unreachable")
+
+
+class Repeats(Generic[Key]):
+    """Answers a repeated request from memory with the outcome of the first one.
+
+    For idempotent writes whose repeats change nothing (the SDK reports each start twice): a
+    repeat shares the first request's outcome, also while it is still being written. A
+    failure is forgotten, so a later repeat tries again. The newest ``size`` keys are kept.
+    """
+
+    def __init__(self, *, size: int) -> None:
+        self._size = size
+        self._outcomes: OrderedDict[Key, asyncio.Future[None]] = OrderedDict()
+
+    async def once(self, key: Key, write: Callable[[], Awaitable[None]]) -> None:
+        outcome = self._outcomes.get(key)
+        if outcome is None:
+            outcome = asyncio.ensure_future(write())
+            outcome.add_done_callback(lambda done: self._forget_failure(key, done))
+            self._outcomes[key] = outcome
+            if len(self._outcomes) > self._size:
+                self._outcomes.popitem(last=False)
+        await asyncio.shield(outcome)
+
+    def _forget_failure(self, key: Key, done: asyncio.Future[None]) -> None:
+        failed = done.cancelled() or done.exception() is not None
+        if failed and self._outcomes.get(key) is done:
+            del self._outcomes[key]

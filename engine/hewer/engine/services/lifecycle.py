@@ -19,7 +19,7 @@ from hewer.engine.core.model import TaskStatus
 from hewer.engine.core.placement import desired_worker
 from hewer.engine.core.retry import decide_retry
 from hewer.engine.db.repository import Conn, NewTaskRow, Record, Repository, TaskEvent
-from hewer.engine.services.batching import Batcher
+from hewer.engine.services.batching import Batcher, Repeats
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.enqueue import Enqueue, Enqueuer
@@ -82,6 +82,9 @@ class Lifecycle:
         self._defs = definitions
         self._enqueuer = enqueuer
         self._starts: Batcher[_Report, None] = Batcher(self._write_starts, name="starts")
+        # more than the attempts starting on one replica in the moments between an
+        # attempt's two start reports
+        self._start_repeats: Repeats[tuple[str, str, int]] = Repeats(size=4096)
         self._completions: Batcher[_Report, None] = Batcher(
             self._write_completions, name="completions"
         )
@@ -92,8 +95,12 @@ class Lifecycle:
     # -- reports from workers --------------------------------------------------------------
 
     async def started(self, *, tenant_id: str, task_id: str, retry_count: int) -> None:
-        """Record that the worker began the attempt (idempotent: the SDK reports it twice)."""
-        await self._starts.submit(_Report(tenant_id, task_id, retry_count, "", None))
+        """Record that the worker began the attempt (idempotent: the SDK reports it twice,
+        and its second report is answered from memory)."""
+        report = _Report(tenant_id, task_id, retry_count, "", None)
+        await self._start_repeats.once(
+            (tenant_id, task_id, retry_count), lambda: self._starts.submit(report)
+        )
 
     async def completed(
         self,
