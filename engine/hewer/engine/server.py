@@ -47,7 +47,7 @@ from hewer.engine.services.matches import Matches
 from hewer.engine.services.metrics import METRICS
 from hewer.engine.services.outage import quiet_database_pool_logs
 from hewer.engine.services.reads import Reads
-from hewer.engine.services.retention import Retention
+from hewer.engine.services.retention import Retention, ensure_partitions
 from hewer.engine.services.scheduler import Scheduler
 from hewer.engine.services.scheduling import Scheduling
 from hewer.engine.services.secrets import SecretBox
@@ -97,6 +97,7 @@ async def run_engine(
     engine_id = f"engine-{uuid.uuid4()}"
     quiet_database_pool_logs()
     repo = Repository(await create_pool(dsn, size=settings.db_pool_size), observer=METRICS)
+    await ensure_partitions(repo)  # before the first run is written
     bus = Bus(repo=repo, dsn=dsn)
     hub = WorkerHub()
     definitions = Definitions(repo)

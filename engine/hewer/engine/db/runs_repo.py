@@ -46,9 +46,10 @@ class RunQueries(RepositoryBase):
         return {str(r["id"]) for r in rows}
 
     async def runs_by_dedupe_key(
-        self, conn: Conn, *, tenant_id: str, keys: Sequence[str]
+        self, conn: Conn, *, tenant_id: str, run_ids: Sequence[str]
     ) -> dict[str, str]:
-        rows = await conn.fetch(query("runs_by_dedupe_key"), tenant_id, list(keys))
+        """The dedupe keys of those of ``run_ids`` (child runs' derived ids) that exist."""
+        rows = await conn.fetch(query("runs_by_dedupe_key"), tenant_id, list(run_ids))
         return {r["dedupe_key"]: str(r["id"]) for r in rows}
 
     async def insert_tasks(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from hewer.engine.db.base import Conn, Record, RepositoryBase
@@ -279,7 +279,17 @@ class ScheduleQueries(RepositoryBase):
     async def tenant_retention(self, default_hours: int) -> list[Record]:
         return list(await self.pool.fetch(query("tenant_retention"), default_hours))
 
-    async def delete_old(self, what: str, *, tenant_id: str, cutoff: datetime, limit: int) -> int:
+    async def delete_old(
+        self,
+        what: str,
+        *,
+        tenant_id: str,
+        cutoff: datetime,
+        limit: int,
+        spare_from: str | None = None,
+    ) -> int:
+        """One batch of ``what`` older than ``cutoff``; for runs, those in day partitions
+        with ids from ``spare_from`` on are left for their day's drop."""
         name = {
             "runs": "delete_old_runs",
             "events": "delete_old_events",
@@ -287,7 +297,27 @@ class ScheduleQueries(RepositoryBase):
             "workflows": "purge_deleted_workflows",
             "spans": "delete_old_spans",
         }[what]
-        return len(await self.pool.fetch(query(name), tenant_id, cutoff, limit))
+        args: tuple[Any, ...] = (tenant_id, cutoff, limit)
+        if what == "runs":
+            args += (spare_from,)
+        return len(await self.pool.fetch(query(name), *args))
+
+    async def ensure_partitions(self, *, first_day: date, days: int) -> list[date]:
+        """Create the missing day partitions of runs, tasks and task events; the days
+        created."""
+        rows = await self.pool.fetch(query("ensure_partitions"), first_day, days)
+        return [r["day"] for r in rows]
+
+    async def partition_days(self) -> list[date]:
+        return [r["day"] for r in await self.pool.fetch(query("partition_days"))]
+
+    async def drop_day_partitions(self, *, day: date, cutoffs: dict[str, datetime]) -> int | None:
+        """Drop ``day``'s partitions if every run in them finished before its tenant's
+        cutoff; the number of runs dropped, or None when the day must stay."""
+        dropped = await self.pool.fetchval(
+            query("drop_day_partitions"), day, list(cutoffs), list(cutoffs.values())
+        )
+        return None if dropped is None or dropped < 0 else int(dropped)
 
     async def try_advisory_lock(self, conn: Conn, key: int) -> bool:
         return bool(await conn.fetchval(query("try_advisory_lock"), key))

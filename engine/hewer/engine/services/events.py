@@ -19,12 +19,12 @@ Hatchet drops the run silently: the event is stored, and none of its runs are cr
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from hewer.engine.core.cel import CelError, evaluate_bool, filter_variables
+from hewer.engine.core.ids import new_event_id
 from hewer.engine.db.repository import Record, Repository
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class Events:
         return [await self._push_one(tenant_id=tenant_id, event=e) for e in events]
 
     async def _push_one(self, *, tenant_id: str, event: NewEvent) -> StoredEvent:
-        event_id = str(uuid.uuid4())
+        event_id = new_event_id()
         created_at = await self._repo.store_event(
             event_id=event_id,
             tenant_id=tenant_id,

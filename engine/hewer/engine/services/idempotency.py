@@ -86,12 +86,10 @@ class Idempotency:
     async def claim(self, conn: Conn, *, tenant_id: str, claims: Sequence[KeyClaim]) -> ClaimResult:
         """Claim the keys in ``conn``'s transaction; the runs of ``collisions`` must not be
         inserted. Within one call the earliest request of a key wins."""
-        dedupe_keys = [c.dedupe_key for c in claims if c.dedupe_key]
-        if dedupe_keys:
+        spawns = [c.run_id for c in claims if c.dedupe_key]
+        if spawns:
             # a repeated child spawn gets its first run back from the insert: no new claim
-            spawned = await self._repo.runs_by_dedupe_key(
-                conn, tenant_id=tenant_id, keys=dedupe_keys
-            )
+            spawned = await self._repo.runs_by_dedupe_key(conn, tenant_id=tenant_id, run_ids=spawns)
             claims = [c for c in claims if c.dedupe_key not in spawned]
         if not claims:
             return ClaimResult()

@@ -9,12 +9,12 @@ siblings finishing at once never create a child twice.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from hewer.engine.core.dag import progress
+from hewer.engine.core.ids import task_id_for
 from hewer.engine.core.model import TaskStatus
 from hewer.engine.core.placement import desired_worker
 from hewer.engine.core.retry import decide_retry
@@ -463,7 +463,7 @@ class Lifecycle:
             for new in step.new_tasks:
                 new_rows.setdefault(tenant_id, []).append(
                     NewTaskRow(
-                        id=str(uuid.uuid4()),
+                        id=task_id_for(run_id, new.step.id),
                         run_id=run_id,
                         task=new,
                         priority=int(run["priority"]),

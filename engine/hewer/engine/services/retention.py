@@ -3,6 +3,15 @@ fired or dropped scheduled runs and received OpenTelemetry spans older than the 
 retention (default 720 h), deleted workflows once their last run is gone, and expired
 idempotency keys.
 
+Runs, tasks and task events live in one partition per UTC day (migration 0016). A day is
+dropped whole once every run in it is final and past its tenant's retention; until then the
+pass leaves its expired runs to that drop instead of deleting them row by row. Rows are
+still deleted one by one where no drop will come: in the DEFAULT partition (rows older than
+the partitions, or of a day the partitions missed), for tenants whose retention is shorter
+than the longest one, and in a day still held :data:`SPARE_GRACE` after its retention by a
+run that never finished. The pass also creates the partitions of the coming days
+(:data:`DAYS_AHEAD`), as the engine does at start.
+
 Every replica runs the loop; a session advisory lock lets one replica at a time do a pass.
 Deletes go in small batches so that the hot tables are never locked for long.
 """
@@ -12,13 +21,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
+from hewer.engine.core.ids import time_floor
 from hewer.engine.db.repository import Repository
 from hewer.engine.services.outage import log_failure
 
 log = logging.getLogger(__name__)
 BATCH = 500
+DAYS_AHEAD = 7
+SPARE_GRACE = timedelta(days=7)
+# partitions must keep being created however rarely retention is set to run
+PARTITION_CHECK_SECONDS = 3600.0
 _LOCK_KEY = 0x4865776572_0003  # "Hewer", migration 3
 
 
@@ -40,33 +54,58 @@ class Retention:
 
     async def _loop(self) -> None:
         await asyncio.sleep(min(60.0, self._interval))  # not during start-up
+        due = 0.0
+        loop = asyncio.get_running_loop()
         while True:
             try:
-                deleted = await self.run_once()
-                if any(deleted.values()):
-                    log.info("retention deleted %s", deleted)
+                if loop.time() >= due:
+                    due = loop.time() + self._interval
+                    deleted = await self.run_once()
+                    if any(deleted.values()):
+                        log.info("retention deleted %s", deleted)
+                else:
+                    await ensure_partitions(self._repo)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log_failure("retention", exc, log, "retention pass")
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(min(self._interval, PARTITION_CHECK_SECONDS))
 
     async def run_once(self, *, now: datetime | None = None) -> dict[str, int]:
         """One pass over every tenant; counts of deleted rows (empty if another replica
         holds the lock)."""
-        # "workflows": deleted workflows whose runs have all expired (runs go first)
-        totals = {"runs": 0, "events": 0, "scheduled": 0, "workflows": 0, "spans": 0}
+        # "workflows": deleted workflows whose runs have all expired (runs go first);
+        # "days": day partitions dropped (their runs are counted in "runs")
+        kinds = ("runs", "events", "scheduled", "workflows", "spans")
+        totals = dict.fromkeys((*kinds, "days"), 0)
         async with self._repo.connection() as lock_conn:
             if not await self._repo.try_advisory_lock(lock_conn, _LOCK_KEY):
                 return {}
             try:
                 current = now or datetime.now(UTC)
-                for tenant in await self._repo.tenant_retention(self._default_hours):
-                    cutoff = current - timedelta(hours=int(tenant["hours"]))
-                    for what in totals:
+                await ensure_partitions(self._repo, today=current.date())
+                hours = {
+                    str(t["id"]): int(t["hours"])
+                    for t in await self._repo.tenant_retention(self._default_hours)
+                }
+                cutoffs = {tenant: current - timedelta(hours=h) for tenant, h in hours.items()}
+                runs, days = await self._drop_expired_days(cutoffs)
+                totals["runs"] += runs
+                totals["days"] += days
+                longest = max(hours.values(), default=self._default_hours)
+                for tenant, cutoff in cutoffs.items():
+                    # the longest retention decides when a day can go: its runs wait for that
+                    spare_from = (
+                        time_floor(cutoff - SPARE_GRACE) if hours[tenant] >= longest else None
+                    )
+                    for what in kinds:
                         while True:
                             n = await self._repo.delete_old(
-                                what, tenant_id=str(tenant["id"]), cutoff=cutoff, limit=BATCH
+                                what,
+                                tenant_id=tenant,
+                                cutoff=cutoff,
+                                limit=BATCH,
+                                spare_from=spare_from,
                             )
                             totals[what] += n
                             if n < BATCH:
@@ -80,3 +119,28 @@ class Retention:
             finally:
                 await self._repo.advisory_unlock(lock_conn, _LOCK_KEY)
         return totals
+
+    async def _drop_expired_days(self, cutoffs: dict[str, datetime]) -> tuple[int, int]:
+        """Drop every day whose runs are all past their tenant's cutoff; (runs, days)."""
+        if not cutoffs:
+            return 0, 0
+        latest = max(cutoffs.values())
+        runs = days = 0
+        for day in await self._repo.partition_days():
+            if datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1) > latest:
+                break
+            dropped = await self._repo.drop_day_partitions(day=day, cutoffs=cutoffs)
+            if dropped is not None:
+                runs += dropped
+                days += 1
+        return runs, days
+
+
+async def ensure_partitions(repo: Repository, *, today: date | None = None) -> list[date]:
+    """Create the day partitions from yesterday to :data:`DAYS_AHEAD` days ahead (clocks of
+    replicas may differ a little; a day without its partition falls into DEFAULT)."""
+    first = (today or datetime.now(UTC).date()) - timedelta(days=1)
+    created = await repo.ensure_partitions(first_day=first, days=DAYS_AHEAD + 2)
+    if created:
+        log.info("created partitions for %s", ", ".join(d.isoformat() for d in created))
+    return created

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from hewer.engine.core.dag import initial_tasks, starts_waiting
 from hewer.engine.core.idempotency import Collision, IdempotencyKeyError
+from hewer.engine.core.ids import child_run_id, new_run_id, task_id_for
 from hewer.engine.core.json_input import JsonInputError, decode_json
 from hewer.engine.core.model import TaskStatus
 from hewer.engine.core.placement import DesiredLabel, labels_to_json
@@ -170,7 +170,9 @@ class Triggers:
                 }
                 child = req.child_key if req.child_key else str(req.child_index or 0)
                 dedupe_key = f"{req.parent_task_id}.{child}"
-            run_id = str(uuid.uuid4())
+                run_id = child_run_id(parent_task_id=req.parent_task_id, spawn_key=child)
+            else:
+                run_id = new_run_id()
             if req.filter_payload is not None:
                 filter_payloads[run_id] = req.filter_payload
             runs.append(
@@ -244,14 +246,8 @@ class Triggers:
                 await self._idempotency.settle(
                     conn, tenant_id=tenant_id, held=claimed.held, created=created
                 )
+            # a repeated child spawn was skipped by the insert: its id is the first spawn's
             ids = [r.id for r in runs]
-            skipped = [r for r in runs if r.id not in created]
-            if skipped:
-                existing = await self._repo.runs_by_dedupe_key(
-                    conn, tenant_id=tenant_id, keys=[str(r.dedupe_key) for r in skipped]
-                )
-                by_id = {r.id: existing.get(str(r.dedupe_key), r.id) for r in skipped}
-                ids = [by_id.get(i, i) for i in ids]
             tasks = await self._first_tasks(
                 runs, created=created, filter_payloads=filter_payloads, conn=conn
             )
@@ -326,7 +322,7 @@ class Triggers:
                         new, payload_extra={**new.payload_extra, "triggers": triggers}
                     )
                 # a single-task run shares its id with its task, as Hatchet's does
-                task_id = run.id if len(version.steps) == 1 else str(uuid.uuid4())
+                task_id = run.id if len(version.steps) == 1 else task_id_for(run.id, new.step.id)
                 tasks.append(
                     NewTaskRow(
                         id=task_id,

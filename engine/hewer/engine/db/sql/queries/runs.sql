@@ -13,11 +13,13 @@ FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int[
             $15::text[], $16::text[])
      AS r(id, workflow_id, version_id, input, metadata, priority, parent_task_id, parent_run_id,
           child_index, child_key, dedupe_key, desired_worker_id, event_id, event_key, labels)
-ON CONFLICT (tenant_id, dedupe_key) DO NOTHING
+-- a child spawned twice has the same id (core/ids.py child_run_id): the second is skipped
+ON CONFLICT (id) DO NOTHING
 RETURNING id;
 
 -- name: runs_by_dedupe_key
-SELECT id, dedupe_key FROM workflow_runs WHERE tenant_id = $1 AND dedupe_key = ANY($2::text[]);
+-- Which of these (deterministic) child run ids exist already, with their dedupe keys.
+SELECT id, dedupe_key FROM workflow_runs WHERE tenant_id = $1 AND id = ANY($2::uuid[]);
 
 -- name: insert_tasks
 INSERT INTO tasks

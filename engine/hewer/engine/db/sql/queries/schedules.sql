@@ -254,14 +254,26 @@ OFFSET $5 LIMIT $6;
 SELECT id, coalesce(retention_hours, $1) AS hours FROM tenants;
 
 -- name: delete_old_runs
--- One batch of final-state runs finished before the cutoff (tasks, events, logs cascade).
+-- One batch of final-state runs finished before the cutoff (the delete triggers take their
+-- tasks, events and logs). Runs in day partitions from $4 on are spared: their whole day is
+-- dropped at once (hewer_drop_day_partitions) instead; the DEFAULT partition is never spared.
 DELETE FROM workflow_runs
 WHERE id IN (
     SELECT id FROM workflow_runs
     WHERE tenant_id = $1 AND finished_at IS NOT NULL AND finished_at < $2
+      AND ($4::uuid IS NULL OR id < $4 OR tableoid = 'workflow_runs_default'::regclass)
     LIMIT $3
 )
 RETURNING id;
+
+-- name: ensure_partitions
+SELECT hewer_ensure_partitions($1::date, $2::int) AS day;
+
+-- name: partition_days
+SELECT hewer_partition_days() AS day;
+
+-- name: drop_day_partitions
+SELECT hewer_drop_day_partitions($1::date, $2::uuid[], $3::timestamptz[]);
 
 -- name: delete_old_events
 DELETE FROM events

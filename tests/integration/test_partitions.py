@@ -1,0 +1,210 @@
+"""Runs, tasks and task events partitioned by UTC day (migration 0016, services/retention.py).
+
+The per-test databases start without day partitions (every row goes to DEFAULT, as in a
+database migrated from before 0016); these tests create them the way the engine does.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import asyncpg
+from tests.integration.harness import Replica
+
+from hewer.engine.core.ids import day_bounds, new_run_id
+from hewer.engine.services.retention import DAYS_AHEAD, Retention, ensure_partitions
+
+WORKFLOW = {"name": "kept", "tasks": [{"readable_id": "run", "action": "kept:run"}]}
+DAG = {
+    "name": "chain",
+    "tasks": [
+        {"readable_id": "a", "action": "chain:a"},
+        {"readable_id": "b", "action": "chain:b", "parents": ["a"]},
+    ],
+}
+
+
+def midday(days_ago: int) -> datetime:
+    today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=days_ago)
+
+
+async def partition_of(pool: asyncpg.Pool, table: str, key: str, value: str) -> str:
+    return str(
+        await pool.fetchval(f"SELECT tableoid::regclass::text FROM {table} WHERE {key} = $1", value)
+    )
+
+
+async def add_run(
+    pool: asyncpg.Pool, *, tenant: str, at: datetime, finished_at: datetime | None
+) -> str:
+    """A one-task run created at ``at`` with an event, a log line and a queue item, written
+    the way the engine leaves them (ids stamped with ``at``)."""
+    run_id = new_run_id(millis=int(at.timestamp() * 1000))
+    wf = await pool.fetchrow(
+        "SELECT w.id AS workflow_id, v.id AS version_id, s.id AS step_id"
+        " FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id"
+        " JOIN steps s ON s.workflow_version_id = v.id WHERE w.name = 'kept' AND w.tenant_id = $1",
+        tenant,
+    )
+    status = "COMPLETED" if finished_at else "RUNNING"
+    await pool.execute(
+        "INSERT INTO workflow_runs (id, tenant_id, workflow_id, workflow_version_id, status,"
+        " created_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        run_id, tenant, wf["workflow_id"], wf["version_id"], status, at, finished_at,
+    )  # fmt: skip
+    await pool.execute(
+        "INSERT INTO tasks (id, tenant_id, workflow_run_id, step_id, readable_id, action_id,"
+        " status, created_at, finished_at) VALUES ($1, $2, $1, $3, 'run', 'kept:run', $4, $5, $6)",
+        run_id, tenant, wf["step_id"], status, at, finished_at,
+    )  # fmt: skip
+    await pool.execute(
+        "INSERT INTO task_events (tenant_id, task_id, workflow_run_id, retry_count, event_type)"
+        " VALUES ($1, $2, $2, 0, 'QUEUED')",
+        tenant, run_id,
+    )  # fmt: skip
+    await pool.execute(
+        "INSERT INTO log_lines (tenant_id, task_id, message) VALUES ($1, $2, 'hello')",
+        tenant, run_id,
+    )  # fmt: skip
+    return run_id
+
+
+async def count(pool: asyncpg.Pool, sql: str, *args: object) -> int:
+    return int(await pool.fetchval(sql, *args))
+
+
+async def test_new_rows_land_in_their_days_partition(
+    engine: Replica, tenant: str, pool: asyncpg.Pool
+) -> None:
+    created = await ensure_partitions(engine.repo)
+    today = datetime.now(UTC).date()
+    assert today in created and today + timedelta(days=DAYS_AHEAD) in created
+    assert await ensure_partitions(engine.repo) == []  # idempotent
+    await engine.register(tenant, DAG)
+    run_id = await engine.trigger(tenant, "chain")
+    suffix = today.strftime("%Y%m%d")
+    assert await partition_of(pool, "workflow_runs", "id", run_id) == f"workflow_runs_p{suffix}"
+    task_ids = [
+        str(r["id"])
+        for r in await pool.fetch("SELECT id FROM tasks WHERE workflow_run_id = $1", run_id)
+    ]
+    assert task_ids
+    for task_id in task_ids:
+        assert await partition_of(pool, "tasks", "id", task_id) == f"tasks_p{suffix}"
+        assert (
+            await partition_of(pool, "task_events", "task_id", task_id) == f"task_events_p{suffix}"
+        )
+    lower, upper = day_bounds(today)
+    assert lower <= run_id < upper
+
+
+async def test_a_day_with_rows_in_default_gets_no_partition(
+    engine: Replica, tenant: str, pool: asyncpg.Pool
+) -> None:
+    await engine.register(tenant, WORKFLOW)
+    # a row of a day ten days ahead written before that day has a partition (a replica
+    # whose clock runs fast, or a database upgraded from random ids)
+    ahead = midday(-10)
+    await add_run(pool, tenant=tenant, at=ahead, finished_at=None)
+    created = await engine.repo.ensure_partitions(
+        first_day=ahead.date() - timedelta(days=1), days=3
+    )
+    assert created == [ahead.date() - timedelta(days=1), ahead.date() + timedelta(days=1)]
+    assert ahead.date() not in await engine.repo.partition_days()
+
+
+async def test_retention_drops_a_whole_expired_day_with_its_dependents(
+    engine: Replica, tenant: str, pool: asyncpg.Pool
+) -> None:
+    await engine.register(tenant, WORKFLOW)
+    old, blocked_day = midday(40), midday(35)
+    await engine.repo.ensure_partitions(first_day=old.date(), days=6)
+    expired = [
+        await add_run(pool, tenant=tenant, at=old, finished_at=old + timedelta(minutes=1))
+        for _ in range(3)
+    ]
+    # a day that still holds a running run stays, with its finished runs (they wait for the
+    # day's drop rather than being deleted one by one)
+    running = await add_run(pool, tenant=tenant, at=blocked_day, finished_at=None)
+    done = await add_run(pool, tenant=tenant, at=blocked_day, finished_at=blocked_day)
+    # runs in DEFAULT (older than the partitions) are deleted row by row, dependents too
+    legacy = await add_run(pool, tenant=tenant, at=midday(60), finished_at=midday(60))
+    assert await partition_of(pool, "workflow_runs", "id", legacy) == "workflow_runs_default"
+
+    deleted = await Retention(repo=engine.repo, default_hours=720, interval_seconds=3600).run_once()
+
+    # days 40 (three runs) to 36 (empty) ago go; day 35 stays
+    assert deleted["days"] == 5 and deleted["runs"] == 3 + 1
+    assert old.date() not in await engine.repo.partition_days()
+    assert await pool.fetchval("SELECT to_regclass($1)", f"tasks_p{old:%Y%m%d}") is None
+    assert await pool.fetchval("SELECT to_regclass($1)", f"task_events_p{old:%Y%m%d}") is None
+    left = {str(r["id"]) for r in await pool.fetch("SELECT id FROM workflow_runs")}
+    assert left == {running, done}
+    gone = [*expired, legacy]
+    assert await count(pool, "SELECT count(*) FROM tasks WHERE id = ANY($1::uuid[])", gone) == 0
+    assert (
+        await count(pool, "SELECT count(*) FROM task_events WHERE task_id = ANY($1::uuid[])", gone)
+        == 0
+    )
+    assert (
+        await count(pool, "SELECT count(*) FROM log_lines WHERE task_id = ANY($1::uuid[])", gone)
+        == 0
+    )
+    assert await count(pool, "SELECT count(*) FROM log_lines") == 2
+
+    # once the last run finishes, long enough ago, its day goes too
+    await pool.execute(
+        "UPDATE workflow_runs SET status = 'COMPLETED', finished_at = $2 WHERE id = $1",
+        running,
+        blocked_day,
+    )
+    deleted = await Retention(repo=engine.repo, default_hours=720, interval_seconds=3600).run_once()
+    assert deleted["days"] == 1 and deleted["runs"] == 2
+    assert await count(pool, "SELECT count(*) FROM workflow_runs") == 0
+
+
+async def test_a_shorter_tenant_retention_deletes_rows_inside_partitions(
+    engine: Replica, tenant: str, pool: asyncpg.Pool
+) -> None:
+    await engine.register(tenant, WORKFLOW)
+    other = await engine.repo.ensure_tenant("tenant-b")  # keeps the default 720 h
+    await engine.register(other, WORKFLOW)
+    await pool.execute("UPDATE tenants SET retention_hours = 24 WHERE id = $1", tenant)
+    day = midday(3)
+    await engine.repo.ensure_partitions(first_day=day.date(), days=1)
+    short = await add_run(pool, tenant=tenant, at=day, finished_at=day)
+    kept = await add_run(pool, tenant=other, at=day, finished_at=day)
+    deleted = await Retention(repo=engine.repo, default_hours=720, interval_seconds=3600).run_once()
+    assert deleted["runs"] == 1 and deleted["days"] == 0  # the day stays for tenant-b's run
+    left = {str(r["id"]) for r in await pool.fetch("SELECT id FROM workflow_runs")}
+    assert left == {kept}
+    assert await count(pool, "SELECT count(*) FROM task_events WHERE task_id = $1", short) == 0
+
+
+async def test_deleting_a_run_deletes_its_tasks_and_their_rows(
+    engine: Replica, tenant: str, pool: asyncpg.Pool
+) -> None:
+    await ensure_partitions(engine.repo)
+    await engine.register(tenant, WORKFLOW)
+    run_id = await add_run(pool, tenant=tenant, at=datetime.now(UTC), finished_at=None)
+    await pool.execute(
+        "INSERT INTO queue_items (tenant_id, task_id, action_id, retry_count,"
+        " schedule_timeout_at) VALUES ($1, $2, 'kept:run', 0, now())",
+        tenant,
+        run_id,
+    )
+    await pool.execute("DELETE FROM workflow_runs WHERE id = $1", run_id)
+    for table in ("tasks", "task_events", "log_lines", "queue_items"):
+        column = "id" if table == "tasks" else "task_id"
+        assert (
+            await count(pool, f"SELECT count(*) FROM {table} WHERE {column} = $1", run_id) == 0
+        ), table
+
+
+async def test_partition_bounds_agree_with_sql(pool: asyncpg.Pool) -> None:
+    day = date(2026, 12, 5)
+    lower, upper = day_bounds(day)
+    sql_lower = await pool.fetchval("SELECT hewer_uuid_floor('2026-12-05 00:00:00+00')")
+    sql_upper = await pool.fetchval("SELECT hewer_uuid_floor('2026-12-06 00:00:00+00')")
+    assert (str(sql_lower), str(sql_upper)) == (lower, upper)
