@@ -6,9 +6,10 @@ runs the lean protocol-level worker from ``bench.py`` and measures, before and a
 history: unloaded trigger→result p50 of a single task and of a sequential 3-task DAG, and
 lean-worker throughput. History is written straight into the engine's tables in the shape the
 engine itself leaves behind for a finished no-op run (one run, one task, QUEUED + STARTED +
-COMPLETED task events), spread evenly over ``--days`` days that end a day ago. Retention is the
-engine's own pass (``services/retention.py``) with its clock moved so that exactly the oldest
-day has expired.
+COMPLETED task events, ids stamped with their time as core/ids.py does), spread evenly over
+``--days`` whole UTC days that end at today's midnight, each in its own partition. Retention
+is the engine's own pass (``services/retention.py``) with its clock moved so that exactly the
+oldest day has expired: it drops that day's partitions.
 
     .venv/bin/python tests/bench/history_bench.py                    # 2,000,000 tasks
     .venv/bin/python tests/bench/history_bench.py --history 200000   # quicker look
@@ -50,15 +51,21 @@ WITH spec AS (
     WHERE w.name = $1 AND w.deleted_at IS NULL
     ORDER BY v.created_at DESC LIMIT 1
 ), rows AS (
-    SELECT gen_random_uuid() AS id,
-           $2::timestamptz + (g - 1) * $3::interval AS at
+    SELECT ($2::timestamptz + (g - 1) * $3::interval) AS at
     FROM generate_series(1, $4::int) g
+), ided AS (
+    -- a version-7 id stamped with the run's time, as core/ids.py makes them (it decides the
+    -- day partition)
+    SELECT (substr(replace(hewer_uuid_floor(at)::text, '-', ''), 1, 12) || '7'
+            || substr(md5(random()::text), 1, 3) || '8'
+            || substr(md5(random()::text), 1, 15))::uuid AS id, at
+    FROM rows
 ), run_rows AS (
     INSERT INTO workflow_runs (id, tenant_id, workflow_id, workflow_version_id, status,
                                created_at, started_at, finished_at)
     SELECT r.id, spec.tenant_id, spec.workflow_id, spec.version_id, 'COMPLETED',
            r.at, r.at + interval '2 ms', r.at + interval '3 ms'
-    FROM rows r, spec
+    FROM ided r, spec
     RETURNING id, tenant_id, created_at
 ), task_rows AS (
     INSERT INTO tasks (id, tenant_id, workflow_run_id, step_id, readable_id, action_id, status,
@@ -93,12 +100,14 @@ async def measure(load: bench.Load, lean: bench.Proc, tasks: int, seq: int) -> d
 async def load_history(
     conn: asyncpg.Connection, *, total: int, days: int
 ) -> tuple[datetime, float]:
-    """Writes ``total`` finished runs over ``days`` days ending a day ago; returns the start of
-    the oldest day and the seconds it took."""
-    end = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+    """Writes ``total`` finished runs over ``days`` days ending at today's midnight (UTC);
+    returns the start of the oldest day and the seconds it took."""
+    # whole UTC days, so that the oldest day is one partition
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
     step = (end - start) / total
     t0 = time.perf_counter()
+    await conn.execute("SELECT hewer_ensure_partitions($1::date, $2::int)", start.date(), days)
     written = 0
     while written < total:
         n = min(LOAD_CHUNK, total - written)
@@ -110,12 +119,13 @@ async def load_history(
 
 
 async def table_sizes(conn: asyncpg.Connection) -> str:
-    rows = await conn.fetch(
-        "SELECT relname, pg_total_relation_size(oid) AS bytes FROM pg_class "
-        "WHERE relname = ANY($1::text[]) ORDER BY relname",
-        ["workflow_runs", "tasks", "task_events"],
-    )
-    return ", ".join(f"{r['relname']} {r['bytes'] / 2**20:,.0f} MB" for r in rows)
+    sizes = []
+    for table in ("task_events", "tasks", "workflow_runs"):  # all partitions of each
+        size = await conn.fetchval(
+            "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree($1::regclass)", table
+        )
+        sizes.append(f"{table} {size / 2**20:,.0f} MB")
+    return ", ".join(sizes)
 
 
 async def run(args: argparse.Namespace, h: bench.Harness) -> int:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
+import pytest
 from tests.integration.harness import Replica
 
-from hewer.engine.core.ids import day_bounds, new_run_id
+from hewer.engine.core.ids import day_bounds, new_run_id, task_id_for
 from hewer.engine.services.retention import DAYS_AHEAD, Retention, ensure_partitions
 
 WORKFLOW = {"name": "kept", "tasks": [{"readable_id": "run", "action": "kept:run"}]}
@@ -97,6 +98,15 @@ async def test_new_rows_land_in_their_days_partition(
         )
     lower, upper = day_bounds(today)
     assert lower <= run_id < upper
+    # one task per step of a run, enforced in the run's partition
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await pool.execute(
+            "INSERT INTO tasks (id, tenant_id, workflow_run_id, step_id, readable_id, action_id,"
+            " status) SELECT $2, tenant_id, workflow_run_id, step_id, readable_id, action_id,"
+            " status FROM tasks WHERE id = $1",
+            task_ids[0],
+            task_id_for(run_id),
+        )
 
 
 async def test_a_day_with_rows_in_default_gets_no_partition(

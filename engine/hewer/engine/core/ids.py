@@ -7,7 +7,8 @@ a lookup by id prunes to one partition, the primary keys stay plain ``(id)``, an
 go to the right-hand edge of a small, hot B-tree instead of random pages of a large one.
 
 A run's tasks reuse the run's 48-bit time prefix, so every task lives in its run's
-partition and a day's runs, tasks and task events are dropped together. A child run spawned
+partition and a day's runs, tasks and task events are dropped together (and a unique index
+on each partition keeps one task per step of a run). A child run spawned
 by a task gets a deterministic id (the parent task's prefix and a hash of the spawn key):
 spawning the same child twice hits the primary key, which is how a retried spawn is
 recognised without a global unique index (partitioned tables cannot have one).
@@ -69,10 +70,10 @@ def _derived(*, owner_id: str, key: str) -> str:
     return str(_from_parts(millis=_prefix_millis(owner_id), random_bits=random_bits))
 
 
-def task_id_for(run_id: str, step_id: str) -> str:
-    """The id of ``run_id``'s task of ``step_id``: in the run's partition (same 48-bit time
-    prefix), and the same every time, so a task cannot be created twice for one step."""
-    return _derived(owner_id=run_id, key=step_id)
+def task_id_for(run_id: str) -> str:
+    """A fresh task id in ``run_id``'s partition (same 48-bit time prefix). Fresh, not
+    derived from the step: a replay recreates downstream tasks under new ids."""
+    return str(_from_parts(millis=_prefix_millis(run_id), random_bits=_random74()))
 
 
 def child_run_id(*, parent_task_id: str, spawn_key: str) -> str:

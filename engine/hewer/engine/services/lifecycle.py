@@ -463,7 +463,7 @@ class Lifecycle:
             for new in step.new_tasks:
                 new_rows.setdefault(tenant_id, []).append(
                     NewTaskRow(
-                        id=task_id_for(run_id, new.step.id),
+                        id=task_id_for(run_id),
                         run_id=run_id,
                         task=new,
                         priority=int(run["priority"]),

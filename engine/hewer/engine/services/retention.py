@@ -29,7 +29,7 @@ from hewer.engine.services.outage import log_failure
 
 log = logging.getLogger(__name__)
 BATCH = 500
-DAYS_AHEAD = 7
+DAYS_AHEAD = 2
 SPARE_GRACE = timedelta(days=7)
 # partitions must keep being created however rarely retention is set to run
 PARTITION_CHECK_SECONDS = 3600.0

@@ -235,19 +235,25 @@ class Triggers:
             return [r.id for r in runs]
         own_transaction = conn is None
         collisions: list[Collision] = []
+        # one id per request; a child spawned twice has one id (core/ids.py child_run_id),
+        # inserted once, and a repeat of an earlier spawn is skipped by the insert
+        ids = [r.id for r in runs]
+        first_of: dict[str, NewRun] = {}
+        for run in runs:
+            first_of.setdefault(run.id, run)
+        runs = list(first_of.values())
         async with self._repo.unit(conn) as conn:
             if claims:
                 claimed = await self._idempotency.claim(conn, tenant_id=tenant_id, claims=claims)
                 collisions = claimed.collisions
                 refused = {c.requested_run_id for c in collisions}
                 runs = [r for r in runs if r.id not in refused]
+                ids = [i for i in ids if i not in refused]
             created = await self._repo.insert_runs(conn, tenant_id=tenant_id, runs=runs)
             if claims:
                 await self._idempotency.settle(
                     conn, tenant_id=tenant_id, held=claimed.held, created=created
                 )
-            # a repeated child spawn was skipped by the insert: its id is the first spawn's
-            ids = [r.id for r in runs]
             tasks = await self._first_tasks(
                 runs, created=created, filter_payloads=filter_payloads, conn=conn
             )
@@ -322,7 +328,7 @@ class Triggers:
                         new, payload_extra={**new.payload_extra, "triggers": triggers}
                     )
                 # a single-task run shares its id with its task, as Hatchet's does
-                task_id = run.id if len(version.steps) == 1 else task_id_for(run.id, new.step.id)
+                task_id = run.id if len(version.steps) == 1 else task_id_for(run.id)
                 tasks.append(
                     NewTaskRow(
                         id=task_id,

@@ -88,6 +88,8 @@ BEGIN
                        'workflow_runs_p' || suffix, lower_bound, upper_bound);
         EXECUTE format('CREATE TABLE %I PARTITION OF tasks FOR VALUES FROM (%L) TO (%L)',
                        'tasks_p' || suffix, lower_bound, upper_bound);
+        EXECUTE format('CREATE UNIQUE INDEX %I ON %I (workflow_run_id, step_id)',
+                       'tasks_p' || suffix || '_run_step_key', 'tasks_p' || suffix);
         EXECUTE format('CREATE TABLE %I PARTITION OF task_events FOR VALUES FROM (%L) TO (%L)',
                        'task_events_p' || suffix, lower_bound, upper_bound);
         RETURN NEXT day;
@@ -1031,6 +1033,8 @@ CREATE UNIQUE INDEX task_matches_durable_idx ON public.task_matches USING btree 
 
 CREATE INDEX task_matches_task_idx ON public.task_matches USING btree (task_id);
 
+CREATE UNIQUE INDEX tasks_default_run_step_key ON public.tasks_default USING btree (workflow_run_id, step_id);
+
 CREATE INDEX tasks_running_batches_idx ON ONLY public.tasks USING btree (tenant_id, action_id, batch_key) WHERE ((status = 'RUNNING'::text) AND (batch_id IS NOT NULL));
 
 CREATE INDEX tasks_default_tenant_id_action_id_batch_key_idx ON public.tasks_default USING btree (tenant_id, action_id, batch_key) WHERE ((status = 'RUNNING'::text) AND (batch_id IS NOT NULL));
@@ -1046,10 +1050,6 @@ CREATE INDEX tasks_default_timeout_at_idx ON public.tasks_default USING btree (t
 CREATE INDEX tasks_worker_held_idx ON ONLY public.tasks USING btree (worker_id) WHERE slot_held;
 
 CREATE INDEX tasks_default_worker_id_idx ON public.tasks_default USING btree (worker_id) WHERE slot_held;
-
-CREATE INDEX tasks_run_idx ON ONLY public.tasks USING btree (workflow_run_id);
-
-CREATE INDEX tasks_default_workflow_run_id_idx ON public.tasks_default USING btree (workflow_run_id);
 
 CREATE INDEX worker_pool_history_pool_idx ON public.worker_pool_history USING btree (tenant_id, pool, at DESC);
 
@@ -1088,8 +1088,6 @@ ALTER INDEX public.tasks_tenant_created_idx ATTACH PARTITION public.tasks_defaul
 ALTER INDEX public.tasks_timeout_idx ATTACH PARTITION public.tasks_default_timeout_at_idx;
 
 ALTER INDEX public.tasks_worker_held_idx ATTACH PARTITION public.tasks_default_worker_id_idx;
-
-ALTER INDEX public.tasks_run_idx ATTACH PARTITION public.tasks_default_workflow_run_id_idx;
 
 ALTER INDEX public.workflow_runs_finished_idx ATTACH PARTITION public.workflow_runs_default_finished_at_idx;
 

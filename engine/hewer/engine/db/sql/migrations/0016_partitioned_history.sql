@@ -15,9 +15,10 @@
 -- Partitioned tables cannot enforce a unique key that leaves out the partition key, and a
 -- foreign key that points at a partitioned table makes dropping a partition scan every
 -- referencing table. So:
---   * (tenant_id, dedupe_key) of child runs and (workflow_run_id, step_id) of tasks are no
---     longer unique indexes: both ids are derived from those keys instead (a repeated spawn
---     or task creation hits the primary key);
+--   * (tenant_id, dedupe_key) of child runs is no longer a unique index: a child run's id is
+--     derived from it instead, so a repeated spawn hits the primary key;
+--   * (workflow_run_id, step_id) of tasks is unique in each partition (a run's tasks share
+--     its partition), an index per partition rather than one on the partitioned table;
 --   * foreign keys that pointed at workflow_runs or tasks become AFTER DELETE triggers that
 --     delete the dependent rows (what ON DELETE CASCADE did), and nothing is checked when a
 --     row is inserted (which also saves about ten foreign-key lookups per task).
@@ -140,7 +141,7 @@ CREATE INDEX workflow_runs_finished_idx ON workflow_runs (finished_at)
 CREATE INDEX workflow_runs_parent_task_idx ON workflow_runs (parent_task_id)
     WHERE parent_task_id IS NOT NULL;
 CREATE INDEX workflow_runs_tenant_created_idx ON workflow_runs (tenant_id, created_at DESC);
-CREATE INDEX tasks_run_idx ON tasks (workflow_run_id);
+CREATE UNIQUE INDEX tasks_default_run_step_key ON tasks_default (workflow_run_id, step_id);
 CREATE INDEX tasks_running_batches_idx ON tasks (tenant_id, action_id, batch_key)
     WHERE status = 'RUNNING' AND batch_id IS NOT NULL;
 CREATE INDEX tasks_tenant_created_idx ON tasks (tenant_id, created_at DESC);
@@ -253,6 +254,8 @@ BEGIN
                        'workflow_runs_p' || suffix, lower_bound, upper_bound);
         EXECUTE format('CREATE TABLE %I PARTITION OF tasks FOR VALUES FROM (%L) TO (%L)',
                        'tasks_p' || suffix, lower_bound, upper_bound);
+        EXECUTE format('CREATE UNIQUE INDEX %I ON %I (workflow_run_id, step_id)',
+                       'tasks_p' || suffix || '_run_step_key', 'tasks_p' || suffix);
         EXECUTE format('CREATE TABLE %I PARTITION OF task_events FOR VALUES FROM (%L) TO (%L)',
                        'task_events_p' || suffix, lower_bound, upper_bound);
         RETURN NEXT day;
