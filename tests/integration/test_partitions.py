@@ -6,6 +6,8 @@ database migrated from before 0016); these tests create them the way the engine 
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -13,6 +15,7 @@ import pytest
 from tests.integration.harness import Replica
 
 from hewer.engine.core.ids import day_bounds, new_run_id, task_id_for
+from hewer.engine.db.migrate import apply_migrations, migration_files
 from hewer.engine.services.retention import DAYS_AHEAD, Retention, ensure_partitions
 
 WORKFLOW = {"name": "kept", "tasks": [{"readable_id": "run", "action": "kept:run"}]}
@@ -30,7 +33,9 @@ def midday(days_ago: int) -> datetime:
     return today - timedelta(days=days_ago)
 
 
-async def partition_of(pool: asyncpg.Pool, table: str, key: str, value: str) -> str:
+async def partition_of(
+    pool: asyncpg.Pool | asyncpg.Connection, table: str, key: str, value: str
+) -> str:
     return str(
         await pool.fetchval(f"SELECT tableoid::regclass::text FROM {table} WHERE {key} = $1", value)
     )
@@ -218,3 +223,83 @@ async def test_partition_bounds_agree_with_sql(pool: asyncpg.Pool) -> None:
     sql_lower = await pool.fetchval("SELECT hewer_uuid_floor('2026-12-05 00:00:00+00')")
     sql_upper = await pool.fetchval("SELECT hewer_uuid_floor('2026-12-06 00:00:00+00')")
     assert (str(sql_lower), str(sql_upper)) == (lower, upper)
+
+
+async def test_an_existing_database_keeps_its_rows_through_the_migration(
+    empty_database: Callable[[], Awaitable[str]],
+) -> None:
+    """Migrations up to 0015, rows with random ids, then 0016: the rows move to DEFAULT,
+    event numbering continues, and deleting a run still takes its dependents."""
+    dsn = await empty_database()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE TABLE hewer_schema_migrations (version int PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for version, name, sql in migration_files():
+            if version < 16:
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO hewer_schema_migrations VALUES ($1, $2)", version, name
+                )
+        tenant, workflow, version_id, step, run, task = (str(uuid.uuid4()) for _ in range(6))
+        await conn.execute("INSERT INTO tenants (id, name) VALUES ($1, 'old')", tenant)
+        await conn.execute(
+            "INSERT INTO workflows (id, tenant_id, name) VALUES ($1, $2, 'wf')", workflow, tenant
+        )
+        await conn.execute(
+            "INSERT INTO workflow_versions (id, tenant_id, workflow_id, ordinal, checksum,"
+            " definition) VALUES ($1, $2, $3, 1, 'x', '{}')",
+            version_id, tenant, workflow,
+        )  # fmt: skip
+        await conn.execute(
+            "INSERT INTO steps (id, tenant_id, workflow_version_id, readable_id, action_id,"
+            " position, timeout_seconds, schedule_timeout_seconds)"
+            " VALUES ($1, $2, $3, 'a', 'wf:a', 0, 60, 300)",
+            step, tenant, version_id,
+        )  # fmt: skip
+        await conn.execute(
+            "INSERT INTO workflow_runs (id, tenant_id, workflow_id, workflow_version_id, status)"
+            " VALUES ($1, $2, $3, $4, 'RUNNING')",
+            run, tenant, workflow, version_id,
+        )  # fmt: skip
+        await conn.execute(
+            "INSERT INTO tasks (id, tenant_id, workflow_run_id, step_id, readable_id, action_id,"
+            " status) VALUES ($1, $2, $3, $4, 'a', 'wf:a', 'RUNNING')",
+            task, tenant, run, step,
+        )  # fmt: skip
+        for kind in ("QUEUED", "STARTED"):
+            await conn.execute(
+                "INSERT INTO task_events (tenant_id, task_id, workflow_run_id, retry_count,"
+                " event_type) VALUES ($1, $2, $3, 0, $4)",
+                tenant, task, run, kind,
+            )  # fmt: skip
+        await conn.execute(
+            "INSERT INTO log_lines (tenant_id, task_id, message) VALUES ($1, $2, 'hi')",
+            tenant, task,
+        )  # fmt: skip
+
+        assert await apply_migrations(dsn) == ["0016_partitioned_history"]
+
+        where = await conn.fetchval(
+            "SELECT tableoid::regclass::text FROM tasks WHERE id = $1", task
+        )
+        assert where == "tasks_default"
+        events = await conn.fetch("SELECT id, event_type FROM task_events ORDER BY id")
+        assert [e["event_type"] for e in events] == ["QUEUED", "STARTED"]
+        await conn.execute(
+            "INSERT INTO task_events (tenant_id, task_id, workflow_run_id, retry_count,"
+            " event_type) VALUES ($1, $2, $3, 0, 'COMPLETED')",
+            tenant, task, run,
+        )  # fmt: skip
+        assert await conn.fetchval("SELECT max(id) FROM task_events") == events[-1]["id"] + 1
+        assert datetime.now(UTC).date() in [
+            r["day"]
+            for r in await conn.fetch("SELECT hewer_ensure_partitions(current_date, 1) AS day")
+        ]
+        await conn.execute("DELETE FROM workflow_runs WHERE id = $1", run)
+        for table in ("tasks", "task_events", "log_lines"):
+            assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0, table
+    finally:
+        await conn.close()

@@ -508,8 +508,17 @@ CREATE TABLE public.task_events (
 )
 PARTITION BY RANGE (task_id);
 
+CREATE SEQUENCE public.task_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+ALTER SEQUENCE public.task_events_id_seq OWNED BY public.task_events.id;
+
 CREATE TABLE public.task_events_default (
-    id bigint CONSTRAINT task_events_id_not_null1 NOT NULL,
+    id bigint DEFAULT nextval('public.task_events_id_seq'::regclass) CONSTRAINT task_events_id_not_null1 NOT NULL,
     tenant_id uuid CONSTRAINT task_events_tenant_id_not_null1 NOT NULL,
     task_id uuid CONSTRAINT task_events_task_id_not_null1 NOT NULL,
     workflow_run_id uuid CONSTRAINT task_events_workflow_run_id_not_null1 NOT NULL,
@@ -519,15 +528,6 @@ CREATE TABLE public.task_events_default (
     output text,
     worker_id uuid,
     created_at timestamp with time zone DEFAULT now() CONSTRAINT task_events_created_at_not_null1 NOT NULL
-);
-
-ALTER TABLE public.task_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
-    SEQUENCE NAME public.task_events_id_seq
-    START WITH 1
-    INCREMENT BY 1
-    NO MINVALUE
-    NO MAXVALUE
-    CACHE 1
 );
 
 CREATE TABLE public.task_match_conditions (
@@ -818,6 +818,8 @@ ALTER TABLE ONLY public.task_events ATTACH PARTITION public.task_events_default 
 ALTER TABLE ONLY public.tasks ATTACH PARTITION public.tasks_default DEFAULT;
 
 ALTER TABLE ONLY public.workflow_runs ATTACH PARTITION public.workflow_runs_default DEFAULT;
+
+ALTER TABLE ONLY public.task_events ALTER COLUMN id SET DEFAULT nextval('public.task_events_id_seq'::regclass);
 
 ALTER TABLE ONLY public.task_match_conditions ALTER COLUMN id SET DEFAULT nextval('public.task_match_conditions_id_seq'::regclass);
 

@@ -36,7 +36,10 @@ ALTER TABLE task_matches DROP CONSTRAINT task_matches_task_id_fkey;
 ALTER TABLE workflow_runs RENAME TO legacy_workflow_runs;
 ALTER TABLE tasks RENAME TO legacy_tasks;
 ALTER TABLE task_events RENAME TO legacy_task_events;
-ALTER SEQUENCE task_events_id_seq RENAME TO legacy_task_events_id_seq;
+-- the events keep numbering from where they were (a sequence of its own rather than an
+-- identity column: partitioned tables take identity columns only from PostgreSQL 17 on)
+ALTER TABLE legacy_task_events ALTER COLUMN id DROP IDENTITY;
+CREATE SEQUENCE task_events_id_seq AS bigint;
 
 -- 2. The partitioned tables (same columns, same order).
 CREATE TABLE workflow_runs (
@@ -101,7 +104,7 @@ CREATE TABLE tasks (
 ) PARTITION BY RANGE (id);
 
 CREATE TABLE task_events (
-    id bigint GENERATED ALWAYS AS IDENTITY,
+    id bigint DEFAULT nextval('task_events_id_seq') NOT NULL,
     tenant_id uuid NOT NULL,
     task_id uuid NOT NULL,
     workflow_run_id uuid NOT NULL,
@@ -120,9 +123,10 @@ CREATE TABLE task_events_default PARTITION OF task_events DEFAULT;
 -- 3. Move the rows (all into the DEFAULT partitions: no day partition exists yet).
 INSERT INTO workflow_runs SELECT * FROM legacy_workflow_runs;
 INSERT INTO tasks SELECT * FROM legacy_tasks;
-INSERT INTO task_events OVERRIDING SYSTEM VALUE SELECT * FROM legacy_task_events;
-SELECT setval(pg_get_serial_sequence('task_events', 'id'),
-              coalesce((SELECT max(id) FROM legacy_task_events), 0) + 1, false);
+INSERT INTO task_events SELECT * FROM legacy_task_events;
+SELECT setval('task_events_id_seq', coalesce((SELECT max(id) FROM legacy_task_events), 0) + 1,
+              false);
+ALTER SEQUENCE task_events_id_seq OWNED BY task_events.id;
 
 DROP TABLE legacy_task_events;
 DROP TABLE legacy_tasks;
