@@ -112,7 +112,8 @@ def _environment() -> jinja2.Environment:
         seconds=_seconds,
         duration=_duration,
         pretty=_pretty,
-        short=lambda s: str(s)[:8],
+        # ids begin with their creation time (core/ids.py): the random tail tells them apart
+        short=lambda s: "…" + str(s)[-8:],
     )
     env.globals["asset"] = _asset
     return env
