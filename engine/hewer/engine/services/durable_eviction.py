@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from hewer.engine.core import durable as log_rules
 from hewer.engine.core.durable import branch_holding
 from hewer.engine.core.model import TaskStatus
-from hewer.engine.db.repository import Conn, Repository, TaskEvent
+from hewer.engine.db.repository import Conn, Repository
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.enqueue import Enqueue, Enqueuer
-from hewer.engine.services.task_messages import opt
+from hewer.engine.services.task_messages import opt, record_task_event
 
 
 class DurableRequestError(ValueError):
@@ -62,19 +62,14 @@ class EvictionAndBranching:
             )
             if row is None:
                 return  # already evicted, or an older invocation: nothing runs it here
-            await self._repo.insert_task_events(
+            await record_task_event(
+                self._repo,
                 conn,
                 tenant_id=tenant_id,
-                events=[
-                    TaskEvent(
-                        task_id=task_id,
-                        run_id=str(row["workflow_run_id"]),
-                        retry_count=int(row["retry_count"]),
-                        event_type="DURABLE_EVICTED",
-                        message=reason or "evicted by its worker while waiting",
-                        worker_id=worker_id,
-                    )
-                ],
+                row=row,
+                event_type="DURABLE_EVICTED",
+                message=reason or "evicted by its worker while waiting",
+                worker_id=worker_id,
             )
             if task["worker_id"] is not None:
                 await self._bus.publish(conn, {"t": "slots", "worker": str(task["worker_id"])})
@@ -127,18 +122,13 @@ class EvictionAndBranching:
                 )
             ],
         )
-        await self._repo.insert_task_events(
+        await record_task_event(
+            self._repo,
             conn,
             tenant_id=tenant_id,
-            events=[
-                TaskEvent(
-                    task_id=task_id,
-                    run_id=str(row["workflow_run_id"]),
-                    retry_count=int(row["retry_count"]),
-                    event_type="DURABLE_RESTORING",
-                    message=f"durable task {why}",
-                )
-            ],
+            row=row,
+            event_type="DURABLE_RESTORING",
+            message=f"durable task {why}",
         )
         await self._bus.publish(conn, {"t": "queue", "tenant": tenant_id, "delay": 0})
         return True
