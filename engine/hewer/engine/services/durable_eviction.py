@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from hewer.engine.core import durable as log_rules
 from hewer.engine.core.durable import branch_holding
 from hewer.engine.core.model import TaskStatus
-from hewer.engine.db.repository import Conn, Repository
+from hewer.engine.db.repository import Conn, Record, Repository
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.enqueue import Enqueue, Enqueuer
 from hewer.engine.services.task_messages import opt, record_task_event
@@ -28,6 +28,19 @@ class DurableRequestError(ValueError):
 
 class DurableTaskNotFound(DurableRequestError):
     """The named task does not exist in this tenant."""
+
+
+async def lock_durable_task(
+    repo: Repository, conn: Conn, *, tenant_id: str, task_id: str
+) -> Record:
+    """The tenant's durable task, locked for this transaction; raises when the task does
+    not exist or is not durable."""
+    task = await repo.lock_durable_task(conn, task_id=task_id, tenant_id=tenant_id)
+    if task is None:
+        raise DurableTaskNotFound(f"task {task_id} not found")
+    if not task["is_durable"]:
+        raise DurableRequestError(f"task {task_id} is not a durable task")
+    return task
 
 
 class EvictionAndBranching:
@@ -79,11 +92,7 @@ class EvictionAndBranching:
     async def restore(self, *, tenant_id: str, task_id: str) -> bool:
         """Queue an evicted task again (idempotent: False when it is queued or running)."""
         async with self._repo.transaction() as conn:
-            task = await self._repo.lock_durable_task(conn, task_id=task_id, tenant_id=tenant_id)
-            if task is None:
-                raise DurableTaskNotFound(f"task {task_id} not found")
-            if not task["is_durable"]:
-                raise DurableRequestError(f"task {task_id} is not a durable task")
+            task = await lock_durable_task(self._repo, conn, tenant_id=tenant_id, task_id=task_id)
             status = TaskStatus(task["status"])
             if status.is_final:
                 raise DurableRequestError(
@@ -139,11 +148,7 @@ class EvictionAndBranching:
         if node_id < 1 or branch_id < 1:
             raise DurableRequestError("node_id and branch_id must be positive")
         async with self._repo.transaction() as conn:
-            task = await self._repo.lock_durable_task(conn, task_id=task_id, tenant_id=tenant_id)
-            if task is None:
-                raise DurableTaskNotFound(f"task {task_id} not found")
-            if not task["is_durable"]:
-                raise DurableRequestError(f"task {task_id} is not a durable task")
+            task = await lock_durable_task(self._repo, conn, tenant_id=tenant_id, task_id=task_id)
             status = TaskStatus(task["status"])
             if not (status.is_final or status is TaskStatus.EVICTED):
                 # the replay that follows refuses an active task (it would run twice), and
