@@ -110,6 +110,22 @@ def _now_ts() -> Timestamp:
     return ts
 
 
+def completed_event(worker_id: str, action: Any) -> Any:
+    """What a lean worker reports for an assigned action: COMPLETED with ``{}``."""
+    return dpb.StepActionEvent(
+        worker_id=worker_id,
+        job_id=action.job_id,
+        job_run_id=action.job_run_id,
+        task_id=action.task_id,
+        task_run_external_id=action.task_run_external_id,
+        action_id=action.action_id,
+        event_timestamp=_now_ts(),
+        event_type=dpb.STEP_EVENT_TYPE_COMPLETED,
+        event_payload="{}",
+        retry_count=action.retry_count,
+    )
+
+
 def _metadata(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"bearer {token}"),)
 
@@ -223,18 +239,7 @@ async def lean_worker_main(host: str, token: str, slots: int, senders: int) -> N
     async def send() -> None:
         while True:
             a = await queue.get()
-            event = dpb.StepActionEvent(
-                worker_id=worker_id,
-                job_id=a.job_id,
-                job_run_id=a.job_run_id,
-                task_id=a.task_id,
-                task_run_external_id=a.task_run_external_id,
-                action_id=a.action_id,
-                event_timestamp=_now_ts(),
-                event_type=dpb.STEP_EVENT_TYPE_COMPLETED,
-                event_payload="{}",
-                retry_count=a.retry_count,
-            )
+            event = completed_event(worker_id, a)
             for attempt in range(5):
                 try:
                     await disp.SendStepActionEvent(event, metadata=md, timeout=60)

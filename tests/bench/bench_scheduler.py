@@ -126,18 +126,7 @@ async def worker_main(
                 await asyncio.sleep(work_ms / 1000)
             # stamped before COMPLETED leaves: the engine frees the key only after it
             done.append((a.task_run_external_id, key, received, time.time()))
-            event = dpb.StepActionEvent(
-                worker_id=worker_id,
-                job_id=a.job_id,
-                job_run_id=a.job_run_id,
-                task_id=a.task_id,
-                task_run_external_id=a.task_run_external_id,
-                action_id=a.action_id,
-                event_timestamp=bench._now_ts(),
-                event_type=dpb.STEP_EVENT_TYPE_COMPLETED,
-                event_payload="{}",
-                retry_count=a.retry_count,
-            )
+            event = bench.completed_event(worker_id, a)
             for attempt in range(5):
                 try:
                     await disp.SendStepActionEvent(event, metadata=md, timeout=60)

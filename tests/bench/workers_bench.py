@@ -130,18 +130,7 @@ async def sim_main(args: argparse.Namespace) -> None:
         w.worker_id = reg.worker_id
 
     async def complete(w: SimWorker, a: Any) -> None:
-        event = dpb.StepActionEvent(
-            worker_id=w.worker_id,
-            job_id=a.job_id,
-            job_run_id=a.job_run_id,
-            task_id=a.task_id,
-            task_run_external_id=a.task_run_external_id,
-            action_id=a.action_id,
-            event_timestamp=bench._now_ts(),
-            event_type=dpb.STEP_EVENT_TYPE_COMPLETED,
-            event_payload="{}",
-            retry_count=a.retry_count,
-        )
+        event = bench.completed_event(w.worker_id, a)
         try:
             await w.stub.SendStepActionEvent(event, metadata=md, timeout=60)
             stats.counts["completed"] += 1
