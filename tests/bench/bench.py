@@ -1227,7 +1227,7 @@ def main(argv: list[str] | None = None) -> int:
         sdk_worker_main(args.slots)
         return 0
 
-    return run_with_harness(run_bench, args, prefix="hewer-bench-")
+    return run_with_harness(run_bench, args, prefix="hewer-bench-", keep=args.keep)
 
 
 def run_with_harness(
@@ -1235,9 +1235,10 @@ def run_with_harness(
     args: argparse.Namespace,
     *,
     prefix: str,
+    keep: bool,
 ) -> int:
     """A benchmark's main: ``run`` with a harness in a new temp dir, stopped (children first)
-    and removed however it ends, unless ``args.keep``; the log tails when it failed."""
+    and removed however it ends, unless ``keep``; the log tails when it failed."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     h = Harness(tmp)
 
@@ -1259,7 +1260,7 @@ def run_with_harness(
             print(f"--- {proc.name} log tail:\n{tail(proc.log_path)}", file=sys.stderr)
         code = 1
     finally:
-        if args.keep:
+        if keep:
             print(f"logs kept in {tmp}", file=sys.stderr)
             for _url, name in h.databases:
                 print(f"database {name} kept on --database-url", file=sys.stderr)

@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     # workers first, then engine B, then engine A (which stops the embedded PostgreSQL)
-    return bench.run_with_harness(run, args, prefix="hewer-bench-sched-")
+    return bench.run_with_harness(run, args, prefix="hewer-bench-sched-", keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "sim":
         asyncio.run(sim_main(args))
         return 0
-    return bench.run_with_harness(run, args, prefix="hewer-wbench-")
+    return bench.run_with_harness(run, args, prefix="hewer-wbench-", keep=args.keep)
 
 
 if __name__ == "__main__":
