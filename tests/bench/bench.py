@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,22 @@ def _now_ts() -> Timestamp:
     ts = Timestamp()
     ts.GetCurrentTime()
     return ts
+
+
+def completed_event(worker_id: str, action: Any) -> Any:
+    """What a lean worker reports for an assigned action: COMPLETED with ``{}``."""
+    return dpb.StepActionEvent(
+        worker_id=worker_id,
+        job_id=action.job_id,
+        job_run_id=action.job_run_id,
+        task_id=action.task_id,
+        task_run_external_id=action.task_run_external_id,
+        action_id=action.action_id,
+        event_timestamp=_now_ts(),
+        event_type=dpb.STEP_EVENT_TYPE_COMPLETED,
+        event_payload="{}",
+        retry_count=action.retry_count,
+    )
 
 
 def _metadata(token: str) -> tuple[tuple[str, str], ...]:
@@ -222,18 +239,7 @@ async def lean_worker_main(host: str, token: str, slots: int, senders: int) -> N
     async def send() -> None:
         while True:
             a = await queue.get()
-            event = dpb.StepActionEvent(
-                worker_id=worker_id,
-                job_id=a.job_id,
-                job_run_id=a.job_run_id,
-                task_id=a.task_id,
-                task_run_external_id=a.task_run_external_id,
-                action_id=a.action_id,
-                event_timestamp=_now_ts(),
-                event_type=dpb.STEP_EVENT_TYPE_COMPLETED,
-                event_payload="{}",
-                retry_count=a.retry_count,
-            )
+            event = completed_event(worker_id, a)
             for attempt in range(5):
                 try:
                     await disp.SendStepActionEvent(event, metadata=md, timeout=60)
@@ -319,11 +325,13 @@ class Harness:
         argv: list[str],
         env: dict[str, str] | None = None,
         stdout_pipe: bool = False,
+        stdin_pipe: bool = False,
     ) -> Proc:
         log_path = self.tmp / f"{name}.log"
         log = log_path.open("wb")
         popen = subprocess.Popen(
             argv,
+            stdin=subprocess.PIPE if stdin_pipe else None,
             stdout=subprocess.PIPE if stdout_pipe else log,
             stderr=log,
             env=env,
@@ -694,6 +702,65 @@ def read_env_lines(proc: Proc, timeout: float) -> dict[str, str]:
     return env
 
 
+@dataclass
+class DevEngine:
+    """A ``hewer dev`` engine started by ``start_dev_engine``."""
+
+    proc: Proc
+    data_dir: Path
+    grpc_port: int
+    http_port: int
+    client_env: dict[str, str]  # the HATCHET_CLIENT_* lines it printed
+
+    @property
+    def host(self) -> str:
+        return f"localhost:{self.grpc_port}"
+
+    @property
+    def pg_dir(self) -> Path:
+        """Where ``hewer dev`` keeps its embedded PostgreSQL (cli._database)."""
+        return self.data_dir / "pg"
+
+    @property
+    def dsn(self) -> str:
+        return EmbeddedPostgres(data_dir=self.pg_dir).dsn
+
+
+def new_data_dir(h: Harness) -> Path:
+    """An empty data dir in the harness's temp dir; the embedded PostgreSQL runs as
+    ``nobody`` when we are root, so both must be traversable."""
+    data_dir = h.tmp / "data"
+    data_dir.mkdir()
+    os.chmod(h.tmp, 0o755)
+    os.chmod(data_dir, 0o755)
+    return data_dir
+
+
+async def start_dev_engine(
+    h: Harness, *, env: dict[str, str], name: str = "engine", extra_args: Sequence[str] = ()
+) -> DevEngine:
+    """``hewer dev`` on a fresh data dir and free ports, once it printed its client lines."""
+    data_dir = new_data_dir(h)
+    grpc_port, http_port = _free_port(), _free_port()
+    proc = h.spawn(
+        name,
+        [
+            *(str(HEWER), "dev", "--data-dir", str(data_dir)),
+            *("--grpc-port", str(grpc_port), "--http-port", str(http_port)),
+            *extra_args,
+        ],
+        env=env,
+        stdout_pipe=True,
+    )
+    client_env = await asyncio.to_thread(read_env_lines, proc, 90)
+    return DevEngine(proc, data_dir, grpc_port, http_port, client_env)
+
+
+def print_machine() -> None:
+    la = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"machine: {os.cpu_count()} CPUs, load average {la} at start", flush=True)
+
+
 def read_ready(proc: Proc, timeout: float) -> str:
     assert proc.popen.stdout is not None
     end = time.monotonic() + timeout
@@ -831,17 +898,10 @@ async def describe_database(*, args: argparse.Namespace, data_dir: Path) -> shar
 
 async def run_bench(args: argparse.Namespace, h: Harness) -> int:
     grpc_port, http_port = _free_port(), _free_port()
-    data_dir = h.tmp / "data"
-    data_dir.mkdir()
-    os.chmod(h.tmp, 0o755)
-    os.chmod(data_dir, 0o755)
+    data_dir = new_data_dir(h)
     env = child_env()
     env["HEWER_LOG_LEVEL"] = args.engine_log_level
-    print(
-        f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
-        f"{os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} at start",
-        flush=True,
-    )
+    print_machine()
     t_boot = time.perf_counter()
     pg_pid_file: Path | None = data_dir / "pg" / "postmaster.pid"
     if args.database_url:
@@ -1167,7 +1227,19 @@ def main(argv: list[str] | None = None) -> int:
         sdk_worker_main(args.slots)
         return 0
 
-    tmp = Path(tempfile.mkdtemp(prefix="hewer-bench-", dir="/tmp"))
+    return run_with_harness(run_bench, args, prefix="hewer-bench-", keep=args.keep)
+
+
+def run_with_harness(
+    run: Callable[[argparse.Namespace, Harness], Awaitable[int]],
+    args: argparse.Namespace,
+    *,
+    prefix: str,
+    keep: bool,
+) -> int:
+    """A benchmark's main: ``run`` with a harness in a new temp dir, stopped (children first)
+    and removed however it ends, unless ``keep``; the log tails when it failed."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     h = Harness(tmp)
 
     def on_term(signum: int, frame: Any) -> None:
@@ -1178,7 +1250,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, on_term)
     started = time.perf_counter()
     try:
-        code = asyncio.run(run_bench(args, h))
+        code = asyncio.run(run(args, h))
     except KeyboardInterrupt:
         print("\ninterrupted; cleaning up", file=sys.stderr)
         code = 130
@@ -1188,7 +1260,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--- {proc.name} log tail:\n{tail(proc.log_path)}", file=sys.stderr)
         code = 1
     finally:
-        if args.keep:
+        if keep:
             print(f"logs kept in {tmp}", file=sys.stderr)
             for _url, name in h.databases:
                 print(f"database {name} kept on --database-url", file=sys.stderr)

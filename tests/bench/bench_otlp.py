@@ -147,20 +147,11 @@ def read_trace(server_url: str, tenant: str, token: str, args: argparse.Namespac
 
 
 async def run(args: argparse.Namespace, h: bench.Harness) -> int:
-    grpc_port, http_port = bench._free_port(), bench._free_port()
-    data_dir = h.tmp / "data"
-    data_dir.mkdir()
-    os.chmod(h.tmp, 0o755)
-    os.chmod(data_dir, 0o755)
-    env = bench.child_env()
-    env["HEWER_LOG_LEVEL"] = "WARNING"
-    argv = [str(bench.HEWER), "dev", "--data-dir", str(data_dir)]
-    argv += ["--grpc-port", str(grpc_port), "--http-port", str(http_port)]
-    engine = h.spawn("engine", argv, env=env, stdout_pipe=True)
-    client_env = await asyncio.to_thread(bench.read_env_lines, engine, 90)
+    dev = await bench.start_dev_engine(h, env=bench.child_env() | {"HEWER_LOG_LEVEL": "WARNING"})
+    engine, client_env = dev.proc, dev.client_env
     token = client_env["HATCHET_CLIENT_TOKEN"]
     server_url = client_env["HATCHET_CLIENT_SERVER_URL"]
-    args.host = f"localhost:{grpc_port}"
+    args.host = dev.host
     tenant = _tenant(server_url, token)
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
 

@@ -36,7 +36,6 @@ import asyncio
 import collections
 import json
 import signal
-import tempfile
 import time
 from typing import Any
 
@@ -49,7 +48,6 @@ from hatchet_sdk.contracts.v1 import workflows_pb2_grpc as v1grpc
 from hatchet_sdk.contracts.v1.shared import trigger_pb2
 
 import bench
-from hewer.engine.db.embedded import EmbeddedPostgres
 
 WORKFLOW = "bench-sched"
 ACTION = "bench-sched:work"
@@ -128,18 +126,7 @@ async def worker_main(
                 await asyncio.sleep(work_ms / 1000)
             # stamped before COMPLETED leaves: the engine frees the key only after it
             done.append((a.task_run_external_id, key, received, time.time()))
-            event = dpb.StepActionEvent(
-                worker_id=worker_id,
-                job_id=a.job_id,
-                job_run_id=a.job_run_id,
-                task_id=a.task_id,
-                task_run_external_id=a.task_run_external_id,
-                action_id=a.action_id,
-                event_timestamp=bench._now_ts(),
-                event_type=dpb.STEP_EVENT_TYPE_COMPLETED,
-                event_payload="{}",
-                retry_count=a.retry_count,
-            )
+            event = bench.completed_event(worker_id, a)
             for attempt in range(5):
                 try:
                     await disp.SendStepActionEvent(event, metadata=md, timeout=60)
@@ -266,41 +253,26 @@ async def db_timings(dsn: str, since: float) -> tuple[list[float], float, int]:
 
 
 async def run(args: argparse.Namespace, h: bench.Harness) -> int:
-    data_dir = h.tmp / "data"
-    data_dir.mkdir()
-    os.chmod(h.tmp, 0o755)
-    os.chmod(data_dir, 0o755)
     env = bench.child_env()
     env["HEWER_LOG_LEVEL"] = args.engine_log_level
-    la = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"machine: {os.cpu_count()} CPUs, load average {la} at start", flush=True)
+    bench.print_machine()
 
-    ports = [(bench._free_port(), bench._free_port()) for _ in range(2)]
-    engine_a = h.spawn(
-        "engine-a",
-        [
-            *(str(bench.HEWER), "dev", "--data-dir", str(data_dir)),
-            *("--grpc-port", str(ports[0][0]), "--http-port", str(ports[0][1])),
-        ],
-        env=env,
-        stdout_pipe=True,
-    )
-    await asyncio.to_thread(bench.read_env_lines, engine_a, 90)
-    # hewer dev keeps its embedded server in <data-dir>/pg (cli._database)
-    dsn = EmbeddedPostgres(data_dir=data_dir / "pg").dsn
+    dev = await bench.start_dev_engine(h, env=env, name="engine-a")
+    engine_a, dsn = dev.proc, dev.dsn
     env_b = {**env, "HEWER_DATABASE_URL": dsn}
+    grpc_port_b = bench._free_port()
     engine_b = h.spawn(
         "engine-b",
         [
             *(str(bench.HEWER), "serve"),
-            *("--grpc-port", str(ports[1][0]), "--http-port", str(ports[1][1])),
+            *("--grpc-port", str(grpc_port_b), "--http-port", str(bench._free_port())),
         ],
         env=env_b,
         stdout_pipe=True,
     )
     client_env_b = await asyncio.to_thread(bench.read_env_lines, engine_b, 90)
     token = client_env_b["HATCHET_CLIENT_TOKEN"]  # both replicas share the signing secret
-    hosts = [f"localhost:{g}" for g, _ in ports]
+    hosts = [dev.host, f"localhost:{grpc_port_b}"]
     print(f"engines ready: A (hewer dev) {hosts[0]}, B (hewer serve) {hosts[1]}", flush=True)
 
     loads = [bench.Load(host, token, 1) for host in hosts]
@@ -333,7 +305,7 @@ async def run(args: argparse.Namespace, h: bench.Harness) -> int:
         flush=True,
     )
 
-    mon_pg = bench.MemoryMonitor(engine_a.popen.pid, data_dir / "pg" / "postmaster.pid")
+    mon_pg = bench.MemoryMonitor(engine_a.popen.pid, dev.pg_dir / "postmaster.pid")
     cpu0 = [bench.tree_cpu(e.popen.pid) for e in (engine_a, engine_b)]
     pg0 = mon_pg.cpu()[1]
     since = time.time() - 1.0  # database timestamps may be a little behind ours
@@ -447,36 +419,8 @@ def main(argv: list[str] | None = None) -> int:
             worker_main(args.host, args.token, args.slots, args.senders, args.work_ms, args.records)
         )
         return 0
-    tmp = Path(tempfile.mkdtemp(prefix="hewer-bench-sched-", dir="/tmp"))
-    h = bench.Harness(tmp)
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
-    started = time.perf_counter()
-    try:
-        code = asyncio.run(run(args, h))
-    except KeyboardInterrupt:
-        print("\ninterrupted; cleaning up", file=sys.stderr)
-        code = 130
-    except Exception as exc:
-        print(f"\nbenchmark failed: {exc!r}", file=sys.stderr)
-        for proc in h.procs:
-            print(f"--- {proc.name} log tail:\n{bench.tail(proc.log_path)}", file=sys.stderr)
-        code = 1
-    finally:
-        # workers first, then engine B, then engine A (which stops the embedded PostgreSQL)
-        if args.keep:
-            print(f"logs kept in {tmp}", file=sys.stderr)
-            for proc in reversed(list(h.procs)):
-                h.stop(proc)
-        else:
-            h.cleanup()
-    print(f"total time {time.perf_counter() - started:.0f}s")
-    return code
+    # workers first, then engine B, then engine A (which stops the embedded PostgreSQL)
+    return bench.run_with_harness(run, args, prefix="hewer-bench-sched-", keep=args.keep)
 
 
 if __name__ == "__main__":

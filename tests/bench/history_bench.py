@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,6 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench
 from hewer.engine.db.base import create_pool
-from hewer.engine.db.embedded import EmbeddedPostgres
 from hewer.engine.db.repository import Repository
 from hewer.engine.services.retention import Retention
 
@@ -129,29 +127,8 @@ async def table_sizes(conn: asyncpg.Connection) -> str:
 
 
 async def run(args: argparse.Namespace, h: bench.Harness) -> int:
-    grpc_port, http_port = bench._free_port(), bench._free_port()
-    data_dir = h.tmp / "data"
-    data_dir.mkdir()
-    os.chmod(h.tmp, 0o755)
-    os.chmod(data_dir, 0o755)
-    engine = h.spawn(
-        "engine",
-        [
-            str(bench.HEWER),
-            "dev",
-            "--data-dir",
-            str(data_dir),
-            "--grpc-port",
-            str(grpc_port),
-            "--http-port",
-            str(http_port),
-        ],
-        env=bench.child_env() | {"HEWER_LOG_LEVEL": "WARNING"},
-        stdout_pipe=True,
-    )
-    client_env = await asyncio.to_thread(bench.read_env_lines, engine, 90)
-    dsn = EmbeddedPostgres(data_dir=data_dir / "pg").start()  # running: returns its URL
-    host = f"localhost:{grpc_port}"
+    dev = await bench.start_dev_engine(h, env=bench.child_env() | {"HEWER_LOG_LEVEL": "WARNING"})
+    client_env, dsn, host = dev.client_env, dev.dsn, dev.host
     lean = h.spawn(
         "lean-worker",
         [

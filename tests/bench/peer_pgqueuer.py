@@ -29,7 +29,6 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -312,29 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             consumer_main(url=args.url, batch_size=args.batch_size, pool_size=args.pool_size)
         )
         return 0
-    tmp = Path(tempfile.mkdtemp(prefix="pgqueuer-bench-", dir="/tmp"))
-    h = bench.Harness(tmp)
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, on_term)
-    started = time.perf_counter()
-    try:
-        code = asyncio.run(run_peer(args, h))
-    except KeyboardInterrupt:
-        print("\ninterrupted; cleaning up", file=sys.stderr)
-        code = 130
-    except Exception as exc:
-        print(f"\npeer benchmark failed: {exc!r}", file=sys.stderr)
-        for proc in h.procs:
-            print(f"--- {proc.name} log tail:\n{bench.tail(proc.log_path)}", file=sys.stderr)
-        code = 1
-    finally:
-        h.cleanup()
-    print(f"total time {time.perf_counter() - started:.0f}s")
-    return code
+    return bench.run_with_harness(run_peer, args, prefix="pgqueuer-bench-", keep=False)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import collections
 import json
 import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +42,6 @@ from hatchet_sdk.contracts.v1 import workflows_pb2_grpc as v1grpc
 from lock_sampler import LockSampler
 
 import bench
-from hewer.engine.db.embedded import EmbeddedPostgres
 
 SCRIPT = str(Path(__file__).resolve())
 NOOP_WORKFLOW = "wb-noop"
@@ -132,18 +130,7 @@ async def sim_main(args: argparse.Namespace) -> None:
         w.worker_id = reg.worker_id
 
     async def complete(w: SimWorker, a: Any) -> None:
-        event = dpb.StepActionEvent(
-            worker_id=w.worker_id,
-            job_id=a.job_id,
-            job_run_id=a.job_run_id,
-            task_id=a.task_id,
-            task_run_external_id=a.task_run_external_id,
-            action_id=a.action_id,
-            event_timestamp=bench._now_ts(),
-            event_type=dpb.STEP_EVENT_TYPE_COMPLETED,
-            event_payload="{}",
-            retry_count=a.retry_count,
-        )
+        event = bench.completed_event(w.worker_id, a)
         try:
             await w.stub.SendStepActionEvent(event, metadata=md, timeout=60)
             stats.counts["completed"] += 1
@@ -272,24 +259,6 @@ class Sim:
         raise RuntimeError(f"simulator gave no {tag}:\n{bench.tail(self.proc.log_path)}")
 
 
-def spawn_with_stdin(h: bench.Harness, name: str, argv: list[str], env: dict[str, str]) -> Any:
-    """bench.Harness.spawn, with a pipe to the child's stdin (the simulator's commands)."""
-    log_path = h.tmp / f"{name}.log"
-    with log_path.open("wb") as log:
-        popen = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            env=env,
-            start_new_session=True,
-            preexec_fn=bench._die_with_parent,
-        )
-    proc = bench.Proc(name, popen, log_path)
-    h.procs.append(proc)
-    return proc
-
-
 def start_profiler(directory: str | None, pid: int) -> tuple[Any, Path | None]:
     """py-spy on the engine for the heartbeat phase (its own samples cost the engine little:
     it reads the process's memory from outside)."""
@@ -315,28 +284,13 @@ async def active_workers(conn: asyncpg.Connection) -> int:
 
 
 async def run(args: argparse.Namespace, h: bench.Harness) -> int:
-    data_dir = h.tmp / "data"
-    data_dir.mkdir()
-    os.chmod(h.tmp, 0o755)
-    os.chmod(data_dir, 0o755)
     env = bench.child_env()
     env["HEWER_LOG_LEVEL"] = args.engine_log_level
-    la = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"machine: {os.cpu_count()} CPUs, load average {la} at start", flush=True)
-    grpc_port, http_port = bench._free_port(), bench._free_port()
-    engine = h.spawn(
-        "engine",
-        [
-            *(str(bench.HEWER), "dev", "--data-dir", str(data_dir)),
-            *("--grpc-port", str(grpc_port), "--http-port", str(http_port)),
-        ],
-        env=env,
-        stdout_pipe=True,
-    )
-    client_env = await asyncio.to_thread(bench.read_env_lines, engine, 90)
-    host = f"localhost:{grpc_port}"
-    dsn = EmbeddedPostgres(data_dir=data_dir / "pg").dsn  # where hewer dev keeps it
-    mon = bench.MemoryMonitor(engine.popen.pid, data_dir / "pg" / "postmaster.pid")
+    bench.print_machine()
+    dev = await bench.start_dev_engine(h, env=env)
+    engine, client_env, host = dev.proc, dev.client_env, dev.host
+    dsn = dev.dsn
+    mon = bench.MemoryMonitor(engine.popen.pid, dev.pg_dir / "postmaster.pid")
     sampler = LockSampler(dsn)
     await sampler.start()
     conn = await asyncpg.connect(dsn)
@@ -367,7 +321,7 @@ async def run(args: argparse.Namespace, h: bench.Harness) -> int:
     argv = [sys.executable, SCRIPT, "--role", "sim", "--host", host]
     argv += ["--workers", str(args.workers), "--task-workers", str(args.task_workers)]
     argv += ["--slots", str(args.slots), "--register-concurrency", str(args.register_concurrency)]
-    proc = spawn_with_stdin(h, "sim", argv, sim_env)
+    proc = h.spawn("sim", argv, env=sim_env, stdout_pipe=True, stdin_pipe=True)
     sim = Sim(proc)
     t_reg = time.perf_counter()
     rpc_seconds = float(await asyncio.to_thread(sim.read_tagged, "REGISTERED", 300))
@@ -468,28 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "sim":
         asyncio.run(sim_main(args))
         return 0
-    h = bench.Harness(Path(tempfile.mkdtemp(prefix="hewer-wbench-", dir="/tmp")))
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    started = time.perf_counter()
-    try:
-        code = asyncio.run(run(args, h))
-    except KeyboardInterrupt:
-        print("\ninterrupted; cleaning up", file=sys.stderr)
-        code = 130
-    except Exception as exc:
-        print(f"\nbenchmark failed: {exc!r}", file=sys.stderr)
-        for proc in h.procs:
-            print(f"--- {proc.name} log tail:\n{bench.tail(proc.log_path)}", file=sys.stderr)
-        code = 1
-    finally:
-        if args.keep:
-            print(f"logs kept in {h.tmp}", file=sys.stderr)
-            for proc in reversed(list(h.procs)):
-                h.stop(proc)
-        else:
-            h.cleanup()
-    print(f"total time {time.perf_counter() - started:.0f}s")
-    return code
+    return bench.run_with_harness(run, args, prefix="hewer-wbench-", keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -27,20 +27,7 @@ from hatchet_sdk.contracts import dispatcher_pb2, events_pb2, workflows_pb2
 from hatchet_sdk.contracts.v1 import dispatcher_pb2 as v1_dispatcher_pb2
 from hatchet_sdk.contracts.v1 import workflows_pb2 as v1_workflows_pb2
 
-from hewer.engine.api.rest import (
-    cel,
-    event_push,
-    events,
-    filters,
-    hewer_ops,
-    observability,
-    runs,
-    scheduling,
-    tasks,
-    webhooks,
-    workers,
-    workflows,
-)
+from hewer.engine.api.rest.app import ROUTE_MODULES
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -152,20 +139,7 @@ def _body(rng: random.Random, strings: list[str]) -> tuple[bytes | None, str | N
 
 def _routes() -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
-    for module in (
-        runs,
-        tasks,
-        workflows,
-        workers,
-        events,
-        event_push,
-        filters,
-        webhooks,
-        cel,
-        hewer_ops,
-        scheduling,
-        observability,
-    ):
+    for module in ROUTE_MODULES:
         for route in module.routes:
             path = getattr(route, "path", None)
             if path is not None:

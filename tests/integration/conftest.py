@@ -1,6 +1,7 @@
 """Integration tests run against PostgreSQL: see ``tests/conftest.py`` for the database
-fixtures. Here: one in-process engine replica (``engine``) and a tenant in it (``tenant``);
-a module may define its own ``engine`` (test_timers: a short heartbeat timeout)."""
+fixtures. Here: one in-process engine replica (``engine``) and a tenant in it (``tenant``).
+A module or test marked ``engine_options(**options)`` gets a replica started with those
+``Replica.start`` options (test_timers, test_heartbeats: a short heartbeat timeout)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from tests.integration.harness import Replica
 from tests.integration.rest_world import world  # noqa: F401
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "engine_options(**options): Replica.start options for the engine fixture"
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.path).replace("\\", "/"):
@@ -22,8 +29,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest_asyncio.fixture
-async def engine(dsn: str) -> AsyncIterator[Replica]:
-    replica = await Replica.start(dsn)
+async def engine(dsn: str, request: pytest.FixtureRequest) -> AsyncIterator[Replica]:
+    marker = request.node.get_closest_marker("engine_options")
+    replica = await Replica.start(dsn, **(marker.kwargs if marker else {}))
     try:
         yield replica
     finally:

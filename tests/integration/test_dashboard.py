@@ -16,7 +16,7 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from tests.integration.harness import Replica
-from tests.integration.rest_world import FakeControl, _populate
+from tests.integration.rest_world import FakeControl, World, _populate
 
 from hewer.engine.api.dashboard.setup import add_dashboard
 from hewer.engine.api.rest.app import build_app
@@ -33,14 +33,8 @@ _CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 
 
 @dataclass
-class Site:
-    client: TestClient[Any, Any]
-    control: FakeControl
-    token_a: str
-    token_b: str
-    tenant_a: str
-    tenant_b: str
-    ids: dict[str, str]
+class Site(World):
+    """The REST tests' world (its tenants, tokens and rows) with a browser's requests."""
 
     async def page(self, path: str, *, status: int = 200) -> str:
         resp = await self.client.get(path, allow_redirects=False)

@@ -3,9 +3,7 @@ not be delivered, keeps its queue position and starts before runs queued after i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest_asyncio
+import pytest
 from tests.integration.harness import Replica, drain
 
 from hewer.engine.services.workers import ActionKind
@@ -13,14 +11,7 @@ from hewer.engine.services.workers import ActionKind
 HEARTBEAT_TIMEOUT = 5.0
 SOLO = {"name": "solo", "tasks": [{"readable_id": "run", "action": "solo:run", "retries": 0}]}
 
-
-@pytest_asyncio.fixture
-async def engine(dsn: str) -> AsyncIterator[Replica]:
-    replica = await Replica.start(dsn, heartbeat_timeout=HEARTBEAT_TIMEOUT)
-    try:
-        yield replica
-    finally:
-        await replica.close()
+pytestmark = pytest.mark.engine_options(heartbeat_timeout=HEARTBEAT_TIMEOUT)
 
 
 async def _started_order(engine: Replica, tenant: str, worker_slots: int) -> list[str]:

@@ -9,6 +9,7 @@ from tests.integration.harness import Replica, drain
 
 from hewer.engine.services.lifecycle import StaleAttempt, TaskNotFound
 from hewer.engine.services.triggers import TriggerError
+from hewer.engine.services.workers import WorkerSession
 
 SOLO: dict[str, Any] = {
     "name": "solo",
@@ -17,15 +18,21 @@ SOLO: dict[str, Any] = {
 UNKNOWN_TASK = "00000000-0000-0000-0000-000000000001"
 
 
-# -- stale attempts ------------------------------------------------------------------------------
-
-
-async def test_reports_for_an_old_attempt_change_nothing(engine: Replica, tenant: str) -> None:
+async def assigned_solo_run(engine: Replica, tenant: str) -> tuple[str, WorkerSession]:
+    """A run of SOLO, assigned to a new worker whose start message is taken."""
     await engine.register(tenant, SOLO)
     worker = await engine.connect_worker(tenant, ["solo:run"])
     run_id = await engine.trigger(tenant, "solo")
     await engine.scheduler.run_round(tenant)
     drain(worker)
+    return run_id, worker
+
+
+# -- stale attempts ------------------------------------------------------------------------------
+
+
+async def test_reports_for_an_old_attempt_change_nothing(engine: Replica, tenant: str) -> None:
+    run_id, worker = await assigned_solo_run(engine, tenant)
     await engine.lifecycle.failed(tenant_id=tenant, task_id=run_id, retry_count=0, error="e")
     before = await engine.task_row(run_id)
     events_before = await engine.events(run_id)
@@ -79,11 +86,7 @@ async def test_reports_for_unknown_tasks_are_refused(engine: Replica, tenant: st
 async def test_started_is_recorded_once_for_the_running_attempt(
     engine: Replica, tenant: str
 ) -> None:
-    await engine.register(tenant, SOLO)
-    worker = await engine.connect_worker(tenant, ["solo:run"])
-    run_id = await engine.trigger(tenant, "solo")
-    await engine.scheduler.run_round(tenant)
-    drain(worker)
+    run_id, _ = await assigned_solo_run(engine, tenant)
     await engine.lifecycle.started(tenant_id=tenant, task_id=run_id, retry_count=0)
     await engine.lifecycle.started(tenant_id=tenant, task_id=run_id, retry_count=0)
     await engine.lifecycle.started(tenant_id=tenant, task_id=run_id, retry_count=3)
@@ -94,11 +97,7 @@ async def test_started_is_recorded_once_for_the_running_attempt(
 async def test_a_repeated_start_report_is_answered_without_the_database(
     engine: Replica, tenant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await engine.register(tenant, SOLO)
-    worker = await engine.connect_worker(tenant, ["solo:run"])
-    run_id = await engine.trigger(tenant, "solo")
-    await engine.scheduler.run_round(tenant)
-    drain(worker)
+    run_id, _ = await assigned_solo_run(engine, tenant)
     await engine.lifecycle.started(tenant_id=tenant, task_id=run_id, retry_count=0)
     writes: list[list[str]] = []
     start_tasks = engine.repo.start_tasks
@@ -123,11 +122,7 @@ async def test_a_completion_that_overtakes_its_start_report_still_records_a_star
 ) -> None:
     # the SDK sends STARTED and COMPLETED as concurrent calls: a quick task's completion may
     # be written first, and the late start report then finds the attempt no longer running
-    await engine.register(tenant, SOLO)
-    worker = await engine.connect_worker(tenant, ["solo:run"])
-    run_id = await engine.trigger(tenant, "solo")
-    await engine.scheduler.run_round(tenant)
-    drain(worker)
+    run_id, _ = await assigned_solo_run(engine, tenant)
     await engine.lifecycle.completed(tenant_id=tenant, task_id=run_id, retry_count=0, output="{}")
     await engine.lifecycle.started(tenant_id=tenant, task_id=run_id, retry_count=0)
     row = await engine.task_row(run_id)
@@ -140,11 +135,7 @@ async def test_a_completion_that_overtakes_its_start_report_still_records_a_star
 
 async def test_one_tenant_cannot_touch_another_tenants_tasks(engine: Replica, tenant: str) -> None:
     other = await engine.repo.ensure_tenant("tenant-b")
-    await engine.register(tenant, SOLO)
-    worker = await engine.connect_worker(tenant, ["solo:run"])
-    running = await engine.trigger(tenant, "solo")
-    await engine.scheduler.run_round(tenant)
-    drain(worker)
+    running, worker = await assigned_solo_run(engine, tenant)
     queued = await engine.trigger(tenant, "solo")  # a second run, not yet assigned
     await engine.control.set_worker_paused(
         tenant_id=tenant, worker_id=worker.worker_id, paused=True

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest_asyncio
+import pytest
 from tests.integration.harness import Replica
 
 from hewer.engine.services.heartbeats import HeartbeatBuffer
@@ -16,14 +15,7 @@ from hewer.engine.services.workers import WorkerSession
 
 HEARTBEAT_TIMEOUT = 5.0
 
-
-@pytest_asyncio.fixture
-async def engine(dsn: str) -> AsyncIterator[Replica]:
-    replica = await Replica.start(dsn, heartbeat_timeout=HEARTBEAT_TIMEOUT)
-    try:
-        yield replica
-    finally:
-        await replica.close()
+pytestmark = pytest.mark.engine_options(heartbeat_timeout=HEARTBEAT_TIMEOUT)
 
 
 async def age_workers(engine: Replica, workers: list[WorkerSession], seconds: float) -> None:

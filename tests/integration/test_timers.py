@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from tests.integration.harness import Replica, drain, eventually, next_message
 
 from hewer.engine.services.lifecycle import StaleAttempt
@@ -14,14 +12,7 @@ from hewer.engine.services.workers import ActionKind, ActionMessage, WorkerSessi
 
 HEARTBEAT_TIMEOUT = 5.0
 
-
-@pytest_asyncio.fixture
-async def engine(dsn: str) -> AsyncIterator[Replica]:
-    replica = await Replica.start(dsn, heartbeat_timeout=HEARTBEAT_TIMEOUT)
-    try:
-        yield replica
-    finally:
-        await replica.close()
+pytestmark = pytest.mark.engine_options(heartbeat_timeout=HEARTBEAT_TIMEOUT)
 
 
 def single(**task: Any) -> dict[str, Any]:

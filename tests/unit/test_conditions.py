@@ -1,6 +1,7 @@
 from typing import Any
 
 import pytest
+from tests.unit.definitions import base
 
 from hewer.engine.core.conditions import (
     Action,
@@ -11,15 +12,6 @@ from hewer.engine.core.conditions import (
     fired_action,
     parse_conditions,
 )
-
-
-def base(action: str, group: str, expression: str = "") -> dict[str, Any]:
-    return {
-        "action": action,
-        "or_group_id": group,
-        "readable_data_key": "k",
-        "expression": expression,
-    }
 
 
 def test_separate_groups_are_anded_and_members_of_a_group_ored() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.unit.definitions import step, workflow
 
 from hewer.engine.core.dag import (
     SKIPPED_OUTPUT,
@@ -14,13 +15,7 @@ from hewer.engine.core.dag import (
     initial_tasks,
     progress,
 )
-from hewer.engine.core.model import (
-    StepDef,
-    StepKind,
-    TaskSnapshot,
-    TaskStatus,
-    WorkflowVersionDef,
-)
+from hewer.engine.core.model import StepKind, TaskSnapshot, TaskStatus
 
 Q, R, C, F, X = (
     TaskStatus.QUEUED,
@@ -29,29 +24,6 @@ Q, R, C, F, X = (
     TaskStatus.FAILED,
     TaskStatus.CANCELLED,
 )
-
-
-def step(name: str, *parents: str, kind: StepKind = StepKind.TASK, position: int = 0) -> StepDef:
-    return StepDef(
-        id=f"step-{name}",
-        readable_id=name,
-        action_id=f"wf:{name}",
-        kind=kind,
-        position=position,
-        parents=parents,
-        timeout_seconds=60,
-        schedule_timeout_seconds=300,
-        retries=0,
-        backoff_factor=None,
-        backoff_max_seconds=None,
-        is_durable=False,
-    )
-
-
-def workflow(*steps: StepDef) -> WorkflowVersionDef:
-    return WorkflowVersionDef(
-        id="v1", workflow_id="w1", workflow_name="wf", default_priority=1, sticky=None, steps=steps
-    )
 
 
 def task(

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from tests.unit.definitions import base, step, workflow
 
 from hewer.engine.core.conditions import (
     Action,
@@ -17,22 +18,7 @@ from hewer.engine.core.conditions import (
 )
 from hewer.engine.core.dag import initial_tasks, progress, starts_waiting
 from hewer.engine.core.definition import InvalidDefinition, parse_workflow
-from hewer.engine.core.model import (
-    StepDef,
-    StepKind,
-    TaskSnapshot,
-    TaskStatus,
-    WorkflowVersionDef,
-)
-
-
-def base(action: str, group: str, expression: str = "") -> dict[str, Any]:
-    return {
-        "action": action,
-        "or_group_id": group,
-        "readable_data_key": group,
-        "expression": expression,
-    }
+from hewer.engine.core.model import StepKind, TaskSnapshot, TaskStatus
 
 
 def sleep(action: str, group: str, duration: str = "5s") -> dict[str, Any]:
@@ -47,30 +33,6 @@ ROOT_CONDITIONS = {
     "sleep_conditions": [sleep("QUEUE", "wait")],
     "user_event_conditions": [user_event("SKIP", "skip", "skip-it")],
 }
-
-
-def step(name: str, *parents: str, kind: StepKind = StepKind.TASK, raw: Any = None) -> StepDef:
-    return StepDef(
-        id=f"step-{name}",
-        readable_id=name,
-        action_id=f"wf:{name}",
-        kind=kind,
-        position=0,
-        parents=parents,
-        timeout_seconds=60,
-        schedule_timeout_seconds=300,
-        retries=0,
-        backoff_factor=None,
-        backoff_max_seconds=None,
-        is_durable=False,
-        conditions=parse_conditions(raw, parents=parents, where=name),
-    )
-
-
-def workflow(*steps: StepDef) -> WorkflowVersionDef:
-    return WorkflowVersionDef(
-        id="v1", workflow_id="w1", workflow_name="wf", default_priority=1, sticky=None, steps=steps
-    )
 
 
 # -- registration -------------------------------------------------------------------------
@@ -120,7 +82,7 @@ def test_the_look_back_start_is_read_from_the_wire_timestamp() -> None:
 
 
 def test_a_root_with_conditions_starts_waiting_on_all_of_them() -> None:
-    version = workflow(step("a", raw=ROOT_CONDITIONS), step("b", "a"), step("c"))
+    version = workflow(step("a", conditions=ROOT_CONDITIONS), step("b", "a"), step("c"))
     assert starts_waiting(version)
     tasks = {n.step.readable_id: n for n in initial_tasks(version)}
     assert (tasks["a"].status, tasks["c"].status) == (TaskStatus.WAITING, TaskStatus.QUEUED)
@@ -134,13 +96,13 @@ def test_a_root_with_conditions_starts_waiting_on_all_of_them() -> None:
 
 def test_roots_without_conditions_do_not_start_waiting() -> None:
     # a child's conditions do not make the run start waiting: they wait for its parents
-    version = workflow(step("a"), step("b", "a", raw=ROOT_CONDITIONS))
+    version = workflow(step("a"), step("b", "a", conditions=ROOT_CONDITIONS))
     assert not starts_waiting(version)
     assert [n.status for n in initial_tasks(version)] == [TaskStatus.QUEUED]
 
 
 def test_an_on_failure_task_with_conditions_waits_with_its_error_map() -> None:
-    handler = step("handler", kind=StepKind.ON_FAILURE, raw=ROOT_CONDITIONS)
+    handler = step("handler", kind=StepKind.ON_FAILURE, conditions=ROOT_CONDITIONS)
     version = workflow(step("a"), handler)
     failed = TaskSnapshot(
         id="t-a",

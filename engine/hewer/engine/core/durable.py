@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from hewer.engine.core.conditions import Condition, ConditionKind
+from hewer.engine.core.dag import decode_output
 
 ROOT_BRANCH = 1
 # The pre-eviction API (``RegisterDurableEvent``, SDKs for engines before v0.80) names its
@@ -259,19 +260,10 @@ def child_outcome(tasks: Sequence[ChildTask]) -> ChildOutcome:
     for task in tasks:
         if task.status == "CANCELLED":
             return ChildOutcome(None, True, CHILD_CANCELLED)
-    outputs = {t.readable_id: _decoded(t.output) for t in tasks}
+    outputs = {t.readable_id: decode_output(t.output) for t in tasks}
     if len(tasks) == 1:
         return ChildOutcome(json.dumps(outputs[tasks[0].readable_id]).encode(), False, None)
     return ChildOutcome(json.dumps(outputs).encode(), False, None)
-
-
-def _decoded(output: str | None) -> Any:
-    if not output:
-        return {}
-    try:
-        return json.loads(output)
-    except ValueError:
-        return output
 
 
 def durable_conditions(conditions: Sequence[Condition]) -> None:

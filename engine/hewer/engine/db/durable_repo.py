@@ -10,6 +10,7 @@ from hewer.engine.core.conditions import Condition, ConditionKind
 from hewer.engine.core.durable import Branch
 from hewer.engine.core.task_state import EVICTED, QUEUED, RUNNING
 from hewer.engine.db.base import Conn, Record, RepositoryBase
+from hewer.engine.db.matches_repo import condition_columns
 from hewer.engine.db.queries import query
 
 
@@ -129,20 +130,7 @@ class DurableQueries(RepositoryBase):
                 )
             ]
         else:
-            rows = [
-                (
-                    c.or_group_id,
-                    c.kind.value,
-                    c.readable_data_key,
-                    c.expression,
-                    c.event_key if c.kind is ConditionKind.USER_EVENT else None,
-                    c.event_scope or None,
-                    c.sleep_seconds,
-                    c.sleep_for or None,
-                    None,
-                )
-                for c in conditions
-            ]
+            rows = [(*condition_columns(c), c.sleep_for or None, None) for c in conditions]
         for values in rows:
             for column, value in zip(columns, values, strict=True):
                 column.append(value)

@@ -6,10 +6,25 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from hewer.engine.core.conditions import ConditionKind
+from hewer.engine.core.conditions import Condition, ConditionKind
 from hewer.engine.core.task_state import COMPLETED, QUEUED, WAITING
 from hewer.engine.db.base import Conn, NewTaskRow, Record, RepositoryBase
 from hewer.engine.db.queries import query
+
+
+def condition_columns(c: Condition) -> tuple[object, ...]:
+    """A condition's columns of ``task_match_conditions``, in the order both inserts
+    (``insert_task_match_conditions``, ``insert_durable_match_conditions``) unnest them;
+    an event key is kept for user events only."""
+    return (
+        c.or_group_id,
+        c.kind.value,
+        c.readable_data_key,
+        c.expression,
+        c.event_key if c.kind is ConditionKind.USER_EVENT else None,
+        c.event_scope or None,
+        c.sleep_seconds,
+    )
 
 
 class MatchQueries(RepositoryBase):
@@ -26,17 +41,7 @@ class MatchQueries(RepositoryBase):
         columns: list[list[object]] = [[] for _ in range(9)]
         for match_id, row in zip(match_ids, rows, strict=True):
             for c in row.task.pending:
-                values: tuple[object, ...] = (
-                    match_id,
-                    c.action.value,
-                    c.or_group_id,
-                    c.kind.value,
-                    c.readable_data_key,
-                    c.expression,
-                    c.event_key if c.kind is ConditionKind.USER_EVENT else None,
-                    c.event_scope or None,
-                    c.sleep_seconds,
-                )
+                values = (match_id, c.action.value, *condition_columns(c))
                 for column, value in zip(columns, values, strict=True):
                     column.append(value)
         await conn.execute(query("insert_task_match_conditions"), tenant_id, *columns)

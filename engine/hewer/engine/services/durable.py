@@ -42,6 +42,7 @@ from hewer.engine.services.durable_eviction import (
     DurableRequestError,
     DurableTaskNotFound,
     EvictionAndBranching,
+    lock_durable_task,
 )
 from hewer.engine.services.enqueue import Enqueuer
 from hewer.engine.services.triggers import TriggerRequest, Triggers
@@ -393,11 +394,7 @@ class DurableLog(EvictionAndBranching):
     async def _held(
         self, conn: Conn, tenant_id: str, worker_id: str, task_id: str, invocation: int
     ) -> Record:
-        task = await self._repo.lock_durable_task(conn, task_id=task_id, tenant_id=tenant_id)
-        if task is None:
-            raise DurableTaskNotFound(f"task {task_id} not found")
-        if not task["is_durable"]:
-            raise DurableRequestError(f"task {task_id} is not a durable task")
+        task = await lock_durable_task(self._repo, conn, tenant_id=tenant_id, task_id=task_id)
         current = int(task["invocation_count"])
         if invocation < current:
             raise StaleInvocation(task_id, invocation)

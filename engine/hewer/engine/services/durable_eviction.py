@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from hewer.engine.core import durable as log_rules
 from hewer.engine.core.durable import branch_holding
 from hewer.engine.core.model import TaskStatus
-from hewer.engine.db.repository import Conn, Repository, TaskEvent
+from hewer.engine.db.repository import Conn, Record, Repository
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.enqueue import Enqueue, Enqueuer
-from hewer.engine.services.task_messages import opt
+from hewer.engine.services.task_messages import opt, record_task_event
 
 
 class DurableRequestError(ValueError):
@@ -28,6 +28,19 @@ class DurableRequestError(ValueError):
 
 class DurableTaskNotFound(DurableRequestError):
     """The named task does not exist in this tenant."""
+
+
+async def lock_durable_task(
+    repo: Repository, conn: Conn, *, tenant_id: str, task_id: str
+) -> Record:
+    """The tenant's durable task, locked for this transaction; raises when the task does
+    not exist or is not durable."""
+    task = await repo.lock_durable_task(conn, task_id=task_id, tenant_id=tenant_id)
+    if task is None:
+        raise DurableTaskNotFound(f"task {task_id} not found")
+    if not task["is_durable"]:
+        raise DurableRequestError(f"task {task_id} is not a durable task")
+    return task
 
 
 class EvictionAndBranching:
@@ -62,19 +75,14 @@ class EvictionAndBranching:
             )
             if row is None:
                 return  # already evicted, or an older invocation: nothing runs it here
-            await self._repo.insert_task_events(
+            await record_task_event(
+                self._repo,
                 conn,
                 tenant_id=tenant_id,
-                events=[
-                    TaskEvent(
-                        task_id=task_id,
-                        run_id=str(row["workflow_run_id"]),
-                        retry_count=int(row["retry_count"]),
-                        event_type="DURABLE_EVICTED",
-                        message=reason or "evicted by its worker while waiting",
-                        worker_id=worker_id,
-                    )
-                ],
+                row=row,
+                event_type="DURABLE_EVICTED",
+                message=reason or "evicted by its worker while waiting",
+                worker_id=worker_id,
             )
             if task["worker_id"] is not None:
                 await self._bus.publish(conn, {"t": "slots", "worker": str(task["worker_id"])})
@@ -84,11 +92,7 @@ class EvictionAndBranching:
     async def restore(self, *, tenant_id: str, task_id: str) -> bool:
         """Queue an evicted task again (idempotent: False when it is queued or running)."""
         async with self._repo.transaction() as conn:
-            task = await self._repo.lock_durable_task(conn, task_id=task_id, tenant_id=tenant_id)
-            if task is None:
-                raise DurableTaskNotFound(f"task {task_id} not found")
-            if not task["is_durable"]:
-                raise DurableRequestError(f"task {task_id} is not a durable task")
+            task = await lock_durable_task(self._repo, conn, tenant_id=tenant_id, task_id=task_id)
             status = TaskStatus(task["status"])
             if status.is_final:
                 raise DurableRequestError(
@@ -127,18 +131,13 @@ class EvictionAndBranching:
                 )
             ],
         )
-        await self._repo.insert_task_events(
+        await record_task_event(
+            self._repo,
             conn,
             tenant_id=tenant_id,
-            events=[
-                TaskEvent(
-                    task_id=task_id,
-                    run_id=str(row["workflow_run_id"]),
-                    retry_count=int(row["retry_count"]),
-                    event_type="DURABLE_RESTORING",
-                    message=f"durable task {why}",
-                )
-            ],
+            row=row,
+            event_type="DURABLE_RESTORING",
+            message=f"durable task {why}",
         )
         await self._bus.publish(conn, {"t": "queue", "tenant": tenant_id, "delay": 0})
         return True
@@ -149,11 +148,7 @@ class EvictionAndBranching:
         if node_id < 1 or branch_id < 1:
             raise DurableRequestError("node_id and branch_id must be positive")
         async with self._repo.transaction() as conn:
-            task = await self._repo.lock_durable_task(conn, task_id=task_id, tenant_id=tenant_id)
-            if task is None:
-                raise DurableTaskNotFound(f"task {task_id} not found")
-            if not task["is_durable"]:
-                raise DurableRequestError(f"task {task_id} is not a durable task")
+            task = await lock_durable_task(self._repo, conn, tenant_id=tenant_id, task_id=task_id)
             status = TaskStatus(task["status"])
             if not (status.is_final or status is TaskStatus.EVICTED):
                 # the replay that follows refuses an active task (it would run twice), and

@@ -19,6 +19,7 @@ from hewer.engine.core.model import TaskStatus
 from hewer.engine.db.durable_repo import NewEntry
 from hewer.engine.db.repository import Repository
 from hewer.engine.services.durable import DurableLog, DurableRequestError, DurableTaskNotFound
+from hewer.engine.services.durable_eviction import lock_durable_task
 from hewer.engine.services.waiting import look_back
 
 
@@ -43,11 +44,7 @@ class DurableSignals:
             raise DurableRequestError(str(exc)) from None
         matches = self._durable.matches
         async with self._repo.transaction() as conn:
-            task = await self._repo.lock_durable_task(conn, task_id=task_id, tenant_id=tenant_id)
-            if task is None:
-                raise DurableTaskNotFound(f"task {task_id} not found")
-            if not task["is_durable"]:
-                raise DurableRequestError(f"task {task_id} is not a durable task")
+            task = await lock_durable_task(self._repo, conn, tenant_id=tenant_id, task_id=task_id)
             if task["status"] != TaskStatus.RUNNING.value:
                 raise DurableRequestError(f"task {task_id} is {task['status']}, not running")
             wanted = log_rules.wait_key(conditions)

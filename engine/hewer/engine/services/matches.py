@@ -34,13 +34,13 @@ from hewer.engine.core.conditions import (
 )
 from hewer.engine.core.dag import SKIPPED_OUTPUT
 from hewer.engine.core.model import TaskStatus
-from hewer.engine.db.repository import Conn, Record, Repository, TaskEvent
+from hewer.engine.db.repository import Conn, Record, Repository
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.durable import DurableLog
 from hewer.engine.services.enqueue import Enqueue, Enqueuer
 from hewer.engine.services.lifecycle import Lifecycle
 from hewer.engine.services.outage import log_failure
-from hewer.engine.services.task_messages import opt
+from hewer.engine.services.task_messages import opt, record_task_event
 
 log = logging.getLogger(__name__)
 BATCH = 200
@@ -231,10 +231,8 @@ class Matches:
             row = await self._repo.skip_waiting_task(conn, task_id, output=SKIPPED_OUTPUT)
             if row is None:
                 return
-            await self._repo.insert_task_events(
-                conn,
-                tenant_id=tenant_id,
-                events=[_event(row, "SKIPPED")],
+            await record_task_event(
+                self._repo, conn, tenant_id=tenant_id, row=row, event_type="SKIPPED"
             )
             await self._lifecycle.advance_and_publish(
                 conn, row, status=TaskStatus.COMPLETED, payload=SKIPPED_OUTPUT
@@ -263,8 +261,8 @@ class Matches:
                 )
             ],
         )
-        await self._repo.insert_task_events(
-            conn, tenant_id=tenant_id, events=[_event(queued, "QUEUED")]
+        await record_task_event(
+            self._repo, conn, tenant_id=tenant_id, row=queued, event_type="QUEUED"
         )
         for failed in outcome.failed:  # a concurrency key that could not be computed
             await self._lifecycle.advance_and_publish(
@@ -288,12 +286,3 @@ def _due_sleep(c: Record) -> str | None:
     if c["kind"] != ConditionKind.SLEEP.value or not c["due"]:
         return None
     return json.dumps({"sleep_until": c["sleep_until"].isoformat()})
-
-
-def _event(row: Record, event_type: str) -> TaskEvent:
-    return TaskEvent(
-        task_id=str(row["id"]),
-        run_id=str(row["workflow_run_id"]),
-        retry_count=int(row["retry_count"]),
-        event_type=event_type,
-    )

@@ -1,6 +1,8 @@
 """The messages and rows a task outcome produces: task events, bus messages, errors.
 
-Pure helpers shared by the lifecycle's outcome paths (single and batched).
+Helpers shared by the lifecycle's outcome paths (single and batched) and by the services
+that move one task between states (waiting, evicted, restored). All are pure but
+``record_task_event``, which writes the one event it builds.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import json
 from typing import Any
 
 from hewer.engine.core.model import TaskStatus
-from hewer.engine.db.repository import Record, TaskEvent
+from hewer.engine.db.repository import Conn, Record, Repository, TaskEvent
 
 INLINE_OUTPUT_LIMIT = 4000  # bigger outputs are left out of live run events
 
@@ -39,6 +41,34 @@ def task_event(
         message=message,
         output=output,
         worker_id=opt(row["worker_id"]),
+    )
+
+
+async def record_task_event(
+    repo: Repository,
+    conn: Conn,
+    *,
+    tenant_id: str,
+    row: Record,
+    event_type: str,
+    message: str = "",
+    worker_id: str | None = None,
+) -> None:
+    """Write one event of the task ``row`` (its ``id``, ``workflow_run_id`` and
+    ``retry_count``) for a single-task state change."""
+    await repo.insert_task_events(
+        conn,
+        tenant_id=tenant_id,
+        events=[
+            TaskEvent(
+                task_id=str(row["id"]),
+                run_id=str(row["workflow_run_id"]),
+                retry_count=int(row["retry_count"]),
+                event_type=event_type,
+                message=message,
+                worker_id=worker_id,
+            )
+        ],
     )
 
 

@@ -56,6 +56,26 @@ from hewer.engine.services.secrets import SecretBox
 from hewer.engine.services.tenant_objects import TenantObjects
 from hewer.engine.services.traces import Traces
 
+# Every REST route module, in the order build_app adds their routes (tests/e2e/test_fuzz.py
+# sends malformed requests to all of them)
+ROUTE_MODULES = (
+    runs,
+    tasks,
+    durable,
+    workflows,
+    workers,
+    events,
+    event_push,
+    filters,
+    webhooks,
+    cel,
+    hewer_ops,
+    scheduling,
+    observability,
+    task_stats,
+    traces_api,
+    pool_reports,
+)
 # Probes answer without a token: kubelets and load balancers have none.
 _PUBLIC_PATHS = frozenset({"/api/ready", "/api/live", "/metrics"})
 # room above HEWER_MAX_PAYLOAD_BYTES for the rest of a request body (names, metadata)
@@ -148,31 +168,14 @@ def build_app(
     app[hewer_ops.DEFINITIONS] = definitions
     app.router.add_get("/api/ready", _ok)
     app.router.add_get("/api/live", _ok)
-    for module in (
-        runs,
-        tasks,
-        durable,
-        workflows,
-        workers,
-        events,
-        event_push,
-        filters,
-        webhooks,
-        cel,
-    ):
-        app.router.add_routes(module.routes)
-    app.router.add_routes(hewer_ops.routes)
     if scheduling_service is not None:
         app[scheduling.SCHEDULING] = scheduling_service
-    app.router.add_routes(scheduling.routes)
-    app.router.add_routes(observability.routes)
     if autoscaling is not None:
         app[task_stats.AUTOSCALING] = autoscaling
-    app.router.add_routes(task_stats.routes)
     if traces is not None:
         app[traces_api.TRACES] = traces
-    app.router.add_routes(traces_api.routes)
     if dashboard is not None:
         app[pool_reports.DASHBOARD] = dashboard
-    app.router.add_routes(pool_reports.routes)
+    for module in ROUTE_MODULES:
+        app.router.add_routes(module.routes)
     return app
