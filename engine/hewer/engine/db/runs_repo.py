@@ -92,6 +92,53 @@ class RunQueries(RepositoryBase):
             [e.rate_limits for e in entries],
         )
 
+    async def create_tasks(
+        self,
+        conn: Conn,
+        *,
+        tenant_id: str,
+        tasks: Sequence[NewTaskRow],
+        entries: Sequence[QueueEntry],
+        entry_run_ids: Sequence[str],
+        events: Sequence[TaskEvent],
+    ) -> None:
+        """New tasks of existing runs, the queue items of those queued (``entry_run_ids``:
+        each entry's run) and their first events, in one round trip."""
+        self.observer.task_events(tenant_id, events)
+        await conn.execute(
+            query("create_tasks"),
+            tenant_id,
+            [t.id for t in tasks],
+            [t.run_id for t in tasks],
+            [t.task.step.id for t in tasks],
+            [t.task.step.readable_id for t in tasks],
+            [t.task.step.action_id for t in tasks],
+            [t.task.status.value for t in tasks],
+            [t.priority for t in tasks],
+            [json.dumps(t.task.payload_extra) for t in tasks],
+            [json.dumps(t.task.step.slot_requests) for t in tasks],
+            [t.task.step.timeout_seconds for t in tasks],
+            [t.task.skipped for t in tasks],
+            ['{"skipped": true}' if t.task.skipped else None for t in tasks],
+            [e.task_id for e in entries],
+            [e.retry_count for e in entries],
+            [e.action_id for e in entries],
+            [e.priority for e in entries],
+            [json.dumps(e.slot_requests) for e in entries],
+            [e.desired_worker_id for e in entries],
+            [e.delay_seconds for e in entries],
+            [e.schedule_timeout_seconds for e in entries],
+            [e.rate_limits for e in entries],
+            list(entry_run_ids),
+            [e.task_id for e in events],
+            [e.run_id for e in events],
+            [e.retry_count for e in events],
+            [e.event_type for e in events],
+            [e.message for e in events],
+            [e.output for e in events],
+            [e.worker_id for e in events],
+        )
+
     async def insert_task_events(
         self, conn: Conn, *, tenant_id: str, events: Sequence[TaskEvent]
     ) -> None:

@@ -61,6 +61,67 @@ LEFT JOIN LATERAL (
     FOR KEY SHARE OF wf
 ) w ON true;
 
+-- name: create_tasks
+-- New tasks of existing runs in ONE statement (one round trip), as create_runs does for new
+-- runs: the tasks, the queue items services/enqueue.py made for them (an empty list when
+-- they wait or are gated) and each task's first event. Foreign keys are checked at the end
+-- of the statement, so the items and events may reference tasks inserted beside them. The
+-- paused flag comes through the item's run ($23), its workflow read FOR KEY SHARE as in
+-- insert_queue_items (the new task is not visible to this statement's reads).
+WITH wf AS (
+    SELECT r.id AS run_id, w.is_paused, w.paused_queue_ttl_seconds
+    FROM workflow_runs r
+    JOIN workflows w ON w.id = r.workflow_id
+    WHERE r.id = ANY($23::uuid[])
+    FOR KEY SHARE OF w
+), new_tasks AS (
+    INSERT INTO tasks
+        (id, tenant_id, workflow_run_id, step_id, readable_id, action_id, status, priority,
+         payload_extra, slot_requests, timeout_seconds, is_skipped, output, queued_at,
+         finished_at)
+    SELECT t.id, $1, t.run_id, t.step_id, t.readable_id, t.action_id, t.status, t.priority,
+           t.payload_extra::jsonb, t.slot_requests::jsonb, t.timeout_seconds, t.is_skipped,
+           t.output,
+           CASE WHEN t.status = 'QUEUED' THEN now() END,
+           CASE WHEN t.status IN ('COMPLETED', 'FAILED', 'CANCELLED') THEN now() END
+    FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[],
+                $8::int[], $9::text[], $10::text[], $11::int[], $12::bool[], $13::text[])
+         AS t(id, run_id, step_id, readable_id, action_id, status, priority, payload_extra,
+              slot_requests, timeout_seconds, is_skipped, output)
+    RETURNING id
+), new_items AS (
+    INSERT INTO queue_items
+        (tenant_id, task_id, retry_count, action_id, priority, slot_requests, desired_worker_id,
+         available_at, schedule_timeout_at, paused, pause_expires_at, rate_limits)
+    SELECT $1, q.task_id, q.retry_count, q.action_id, q.priority, q.slot_requests::jsonb,
+           q.desired_worker_id,
+           now() + make_interval(secs => q.delay_seconds),
+           now() + make_interval(secs => q.delay_seconds + q.schedule_timeout_seconds),
+           coalesce(wf.is_paused, false),
+           CASE WHEN wf.is_paused
+                THEN now() + make_interval(secs => wf.paused_queue_ttl_seconds) END,
+           q.rate_limits::jsonb
+    FROM unnest($14::uuid[], $15::int[], $16::text[], $17::int[], $18::text[], $19::uuid[],
+                $20::float8[], $21::int[], $22::text[], $23::uuid[])
+         AS q(task_id, retry_count, action_id, priority, slot_requests, desired_worker_id,
+              delay_seconds, schedule_timeout_seconds, rate_limits, run_id)
+    LEFT JOIN wf ON wf.run_id = q.run_id
+    RETURNING id
+), new_events AS (
+    INSERT INTO task_events
+        (tenant_id, task_id, workflow_run_id, retry_count, event_type, message, output,
+         worker_id)
+    SELECT $1, e.task_id, e.run_id, e.retry_count, e.event_type, e.message, e.output,
+           e.worker_id
+    FROM unnest($24::uuid[], $25::uuid[], $26::int[], $27::text[], $28::text[], $29::text[],
+                $30::uuid[])
+         AS e(task_id, run_id, retry_count, event_type, message, output, worker_id)
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM new_tasks) AS tasks,
+       (SELECT count(*) FROM new_items) AS items,
+       (SELECT count(*) FROM new_events) AS events;
+
 -- name: insert_task_events
 INSERT INTO task_events
     (tenant_id, task_id, workflow_run_id, retry_count, event_type, message, output, worker_id)
@@ -277,16 +338,30 @@ WITH reported AS (
     FROM done d
     WHERE r.id = d.id AND d.workflow_run_id = d.id
     RETURNING r.id, r.workflow_id, r.started_at, r.finished_at
+), dag_runs AS (
+    -- the DAG runs to progress, locked here as lock_runs would (in id order) to save its
+    -- round trip; the caller reads their tasks in its next statement, whose snapshot is
+    -- taken after these locks are held (a read in this statement could predate a sibling's
+    -- commit that this lock waited for)
+    SELECT l.id, l.priority, l.desired_worker_id, l.status, l.finished_at
+    FROM workflow_runs l
+    WHERE l.id IN (SELECT workflow_run_id FROM done WHERE workflow_run_id <> id)
+    ORDER BY l.id
+    FOR UPDATE OF l
 )
 -- run_finished: the single-task run finished here; workflow_name and duration_ms feed the
--- workflow-duration histogram
+-- workflow-duration histogram. run_locked: the DAG run is locked, with its run_* columns.
 SELECT d.*, r.workflow_version_id, s.id IS NOT NULL AS run_finished,
        w.name AS workflow_name, 'COMPLETED' AS status,
-       extract(epoch FROM s.finished_at - s.started_at)::float8 * 1000 AS duration_ms
+       extract(epoch FROM s.finished_at - s.started_at)::float8 * 1000 AS duration_ms,
+       l.id IS NOT NULL AS run_locked, l.priority AS run_priority,
+       l.desired_worker_id AS run_desired_worker_id, l.status AS run_status,
+       l.finished_at IS NOT NULL AS run_was_finished
 FROM done d
 JOIN workflow_runs r ON r.id = d.workflow_run_id
 LEFT JOIN single_runs s ON s.id = d.id
-LEFT JOIN workflows w ON w.id = s.workflow_id;
+LEFT JOIN workflows w ON w.id = s.workflow_id
+LEFT JOIN dag_runs l ON l.id = d.workflow_run_id;
 
 -- name: start_tasks
 -- Many STARTED reports at once; the SDK sends two per attempt, the second changes nothing.
@@ -381,7 +456,8 @@ SELECT (SELECT count(*) FROM new_runs) AS runs,
 
 -- name: lock_runs
 -- In id order, so that two transactions locking overlapping sets cannot deadlock.
-SELECT id, tenant_id, workflow_version_id, priority, desired_worker_id
+SELECT id, tenant_id, workflow_version_id, priority, desired_worker_id, status,
+       finished_at IS NOT NULL AS was_finished
 FROM workflow_runs
 WHERE id = ANY($1::uuid[])
 ORDER BY id
