@@ -209,9 +209,9 @@ class Lifecycle:
                 else:
                     in_dags.append(_Finished(row, TaskStatus.COMPLETED, output))
                     locked[str(row["workflow_run_id"])] = _LockedRun.of_completion(row)
-            if in_dags:
-                messages += await self._advance_many(conn, in_dags, locked=locked)
-            if messages:
+            if in_dags:  # publishes these messages with its own
+                messages = await self._advance_many(conn, in_dags, locked=locked, also=messages)
+            elif messages:
                 await self._bus.publish(conn, {"t": "multi", "m": messages})
         if messages:
             echo = [
@@ -468,32 +468,22 @@ class Lifecycle:
             conn, {"t": "queue", "tenant": str(row["tenant_id"]), "delay": delay}
         )
 
-    async def _advance(
-        self,
-        conn: Conn,
-        row: Record,
-        *,
-        status: TaskStatus,
-        payload: str,
-    ) -> list[dict[str, Any]]:
-        """After a task reached a final state: create what follows and maybe finish the run.
-
-        Returns the bus messages to publish when the transaction commits.
-        """
-        return await self._advance_many(conn, [_Finished(row, status, payload)])
-
     async def _advance_many(
         self,
         conn: Conn,
         finished: list[_Finished],
         *,
         locked: dict[str, _LockedRun] | None = None,
+        also: Sequence[dict[str, Any]] = (),
     ) -> list[dict[str, Any]]:
-        """:meth:`_advance` for many finished tasks at once, in a fixed number of statements.
+        """After tasks reached a final state: create what follows and maybe finish their
+        runs, in a fixed number of statements. Publishes the bus messages that says, after
+        the caller's ``also``, and returns them all (for a local echo after the commit).
 
         The runs are locked together (in id order; ``locked``: by the caller's statement
         already) and read together; the DAG decisions are pure (``core.dag.progress``); what
-        they create is written with one statement per tenant.
+        they create is written with one statement per tenant, and the NOTIFY rides on the
+        last write when it fits inline.
         """
         messages: list[dict[str, Any]] = []
         for item in finished:
@@ -535,19 +525,31 @@ class Lifecycle:
             if step.finished:
                 messages.append({"t": "run", "run": run_id, "status": step.run_status.value})
         version_of = {run_id: runs[run_id].version_id for run_id in run_ids}
+        for tenant_id, rows in new_rows.items():
+            if any(r.task.status is TaskStatus.QUEUED for r in rows):
+                messages.append({"t": "queue", "tenant": tenant_id, "delay": 0})
+        messages = [*also, *messages]
+        # delivered at commit wherever it is sent: the last write below carries it
+        notify = self._bus.inline_notification({"t": "multi", "m": messages})
+        last_creation = None if changed or not new_rows else list(new_rows)[-1]
         unqueued: list[_Finished] = []
         met: list[MetAlready] = []
         for tenant_id, rows in new_rows.items():
             failed = await self._create_tasks(
-                conn, tenant_id=tenant_id, rows=rows, version_of=version_of, met=met
+                conn,
+                tenant_id=tenant_id,
+                rows=rows,
+                version_of=version_of,
+                met=met,
+                notify=notify if tenant_id == last_creation else None,
             )
             unqueued += [_Finished(r, TaskStatus.FAILED, str(r["error"])) for r in failed]
-            if any(r.task.status is TaskStatus.QUEUED for r in rows):
-                messages.append({"t": "queue", "tenant": tenant_id, "delay": 0})
         if changed:
             await self._repo.set_runs_status(
-                conn, run_ids=changed, statuses=statuses, finished=finished_flags
+                conn, run_ids=changed, statuses=statuses, finished=finished_flags, notify=notify
             )
+        if notify is None or (last_creation is None and not changed):
+            await self._bus.publish(conn, {"t": "multi", "m": messages})
         if unqueued:  # children that could not be admitted (a bad concurrency key) failed
             messages += await self._advance_many(conn, unqueued)
         # last: a firing skip or cancel advances these runs again from what is written now
@@ -569,8 +571,7 @@ class Lifecycle:
         status: TaskStatus,
         payload: str,
     ) -> None:
-        messages = await self._advance(conn, row, status=status, payload=payload)
-        await self._bus.publish(conn, {"t": "multi", "m": messages})
+        await self._advance_many(conn, [_Finished(row, status, payload)])
 
     async def _create_tasks(
         self,
@@ -580,9 +581,11 @@ class Lifecycle:
         rows: Sequence[NewTaskRow],
         version_of: dict[str, str],
         met: list[MetAlready],
+        notify: tuple[str, str] | None,
     ) -> list[Record]:
         """Insert DAG tasks and enqueue the queued ones; returns those that failed instead.
-        WAITING ones get their matches; what a look-back met for them is added to ``met``."""
+        WAITING ones get their matches; what a look-back met for them is added to ``met``.
+        ``notify``: a bus notification for the writing statement to send."""
         events = [
             TaskEvent(
                 task_id=r.id,
@@ -611,7 +614,7 @@ class Lifecycle:
                 for r in rows
                 if r.task.status is TaskStatus.QUEUED
             ],
-            creating=NewTasks(tasks=rows, events=events),
+            creating=NewTasks(tasks=rows, events=events, notify=notify),
         )
         met += await register_waiting(self._repo, conn, tenant_id=tenant_id, rows=rows)
         return outcome.failed

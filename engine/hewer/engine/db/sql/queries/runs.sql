@@ -120,7 +120,9 @@ WITH wf AS (
 )
 SELECT (SELECT count(*) FROM new_tasks) AS tasks,
        (SELECT count(*) FROM new_items) AS items,
-       (SELECT count(*) FROM new_events) AS events;
+       (SELECT count(*) FROM new_events) AS events,
+       -- the caller's bus notification, when it has one ($31 channel, $32 payload)
+       CASE WHEN $31::text IS NOT NULL THEN pg_notify($31, $32)::text END AS notified;
 
 -- name: insert_task_events
 INSERT INTO task_events
@@ -470,7 +472,9 @@ WHERE workflow_run_id = ANY($1::uuid[]);
 
 -- name: set_runs_status
 -- Returns the runs that finished, with what the workflow-duration histogram observes (a run
--- that ends before it started, e.g. cancelled while queued, counts with a zero duration).
+-- that ends before it started, e.g. cancelled while queued, counts with a zero duration),
+-- or one row of NULLs when none did: the row that sends the caller's bus notification
+-- ($4 channel, $5 payload, when given) whether or not a run finished.
 WITH changed AS (
     UPDATE workflow_runs r
     SET status = u.status,
@@ -486,9 +490,9 @@ WITH changed AS (
 )
 SELECT c.tenant_id, w.name AS workflow_name, c.status,
        extract(epoch FROM c.finished_at - c.started_at)::float8 * 1000 AS duration_ms
-FROM changed c
-JOIN workflows w ON w.id = c.workflow_id
-WHERE c.finished_at IS NOT NULL;
+-- a VALUES row with a volatile function is scanned (not flattened), so it notifies once
+FROM (VALUES (CASE WHEN $4::text IS NOT NULL THEN pg_notify($4, $5)::text END)) AS notified(n)
+LEFT JOIN (changed c JOIN workflows w ON w.id = c.workflow_id) ON c.finished_at IS NOT NULL;
 
 -- name: has_ready_items
 -- Whether a claim could find anything for these actions: the scheduler's safety tick asks this
