@@ -400,21 +400,16 @@ class RunQueries(RepositoryBase):
     async def run_task_snapshots(
         self, conn: Conn, run_ids: Sequence[str]
     ) -> dict[str, list[TaskSnapshot]]:
-        snapshots: dict[str, list[TaskSnapshot]] = {rid: [] for rid in run_ids}
-        for r in await conn.fetch(query("run_task_snapshots"), list(run_ids)):
-            snapshots.setdefault(str(r["workflow_run_id"]), []).append(
-                TaskSnapshot(
-                    id=str(r["id"]),
-                    step_id=str(r["step_id"]),
-                    readable_id=r["readable_id"],
-                    status=TaskStatus(r["status"]),
-                    output=r["output"],
-                    error=r["error"],
-                    is_skipped=r["is_skipped"],
-                    worker_id=None if r["worker_id"] is None else str(r["worker_id"]),
-                )
-            )
-        return snapshots
+        rows = await conn.fetch(query("run_task_snapshots"), list(run_ids))
+        return _snapshots(run_ids, rows)
+
+    async def run_states(
+        self, conn: Conn, run_ids: Sequence[str]
+    ) -> tuple[dict[str, Record], dict[str, list[TaskSnapshot]]]:
+        """Runs the caller has locked, read with their tasks in one round trip: a row of
+        each run (its ``run_*`` columns, as ``lock_runs`` returns them) and its tasks."""
+        rows = await conn.fetch(query("run_states"), list(run_ids))
+        return {str(r["workflow_run_id"]): r for r in rows}, _snapshots(run_ids, rows)
 
     async def set_runs_status(
         self,
@@ -455,3 +450,21 @@ class RunQueries(RepositoryBase):
             self.observer.run_finished(
                 str(row["tenant_id"]), row["workflow_name"], row["status"], row["duration_ms"]
             )
+
+
+def _snapshots(run_ids: Sequence[str], rows: Sequence[Record]) -> dict[str, list[TaskSnapshot]]:
+    snapshots: dict[str, list[TaskSnapshot]] = {rid: [] for rid in run_ids}
+    for r in rows:
+        snapshots.setdefault(str(r["workflow_run_id"]), []).append(
+            TaskSnapshot(
+                id=str(r["id"]),
+                step_id=str(r["step_id"]),
+                readable_id=r["readable_id"],
+                status=TaskStatus(r["status"]),
+                output=r["output"],
+                error=r["error"],
+                is_skipped=r["is_skipped"],
+                worker_id=None if r["worker_id"] is None else str(r["worker_id"]),
+            )
+        )
+    return snapshots

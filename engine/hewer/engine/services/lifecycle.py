@@ -66,8 +66,8 @@ class _Finished:
 
 @dataclass(frozen=True, slots=True)
 class _LockedRun:
-    """What DAG progression needs of a run it holds the lock of (``lock_runs``, or
-    ``complete_tasks``, which locks the runs of the DAG tasks it completes)."""
+    """What DAG progression needs of a run it holds the lock of (a row of ``lock_runs``
+    or ``run_states``)."""
 
     tenant_id: str
     version_id: str
@@ -77,23 +77,12 @@ class _LockedRun:
     was_finished: bool
 
     @classmethod
-    def of_lock(cls, row: Record) -> _LockedRun:
+    def of(cls, row: Record) -> _LockedRun:
         return cls(
             tenant_id=str(row["tenant_id"]),
             version_id=str(row["workflow_version_id"]),
             priority=int(row["priority"]),
             desired_worker_id=opt(row["desired_worker_id"]),
-            status=row["status"],
-            was_finished=row["was_finished"],
-        )
-
-    @classmethod
-    def of_completion(cls, row: Record) -> _LockedRun:
-        return cls(
-            tenant_id=str(row["tenant_id"]),
-            version_id=str(row["workflow_version_id"]),
-            priority=int(row["run_priority"]),
-            desired_worker_id=opt(row["run_desired_worker_id"]),
             status=row["run_status"],
             was_finished=row["run_was_finished"],
         )
@@ -198,7 +187,6 @@ class Lifecycle:
             # so this replica's result subscribers are answered without reading them back
             local_results: dict[str, dict[str, Any]] = {}
             in_dags: list[_Finished] = []
-            locked: dict[str, _LockedRun] = {}
             for row in rows:
                 output = outputs[str(row["id"])]
                 if row["run_finished"]:
@@ -208,9 +196,8 @@ class Lifecycle:
                     local_results[run_id] = inline_run_result(row, output=output)
                 else:
                     in_dags.append(_Finished(row, TaskStatus.COMPLETED, output))
-                    locked[str(row["workflow_run_id"])] = _LockedRun.of_completion(row)
-            if in_dags:  # publishes these messages with its own
-                messages = await self._advance_many(conn, in_dags, locked=locked, also=messages)
+            if in_dags:  # complete_tasks locked their runs; this publishes messages with its own
+                messages = await self._advance_many(conn, in_dags, locked=True, also=messages)
             elif messages:
                 await self._bus.publish(conn, {"t": "multi", "m": messages})
         if messages:
@@ -473,15 +460,15 @@ class Lifecycle:
         conn: Conn,
         finished: list[_Finished],
         *,
-        locked: dict[str, _LockedRun] | None = None,
+        locked: bool = False,
         also: Sequence[dict[str, Any]] = (),
     ) -> list[dict[str, Any]]:
         """After tasks reached a final state: create what follows and maybe finish their
         runs, in a fixed number of statements. Publishes the bus messages that says, after
         the caller's ``also``, and returns them all (for a local echo after the commit).
 
-        The runs are locked together (in id order; ``locked``: by the caller's statement
-        already) and read together; the DAG decisions are pure (``core.dag.progress``); what
+        The runs are locked together (in id order; ``locked``: by the caller already) and
+        read together; the DAG decisions are pure (``core.dag.progress``); what
         they create is written with one statement per tenant, and the NOTIFY rides on the
         last write when it fits inline.
         """
@@ -489,11 +476,12 @@ class Lifecycle:
         for item in finished:
             messages += finished_task_messages(item.row, item.status, payload=item.payload)
         run_ids = sorted({str(item.row["workflow_run_id"]) for item in finished})
-        if locked is None:
-            locks = await self._repo.lock_runs(conn, run_ids)
-            locked = {run_id: _LockedRun.of_lock(row) for run_id, row in locks.items()}
-        runs = locked
-        snapshots = await self._repo.run_task_snapshots(conn, run_ids)
+        if locked:
+            heads, snapshots = await self._repo.run_states(conn, run_ids)
+        else:
+            heads = await self._repo.lock_runs(conn, run_ids)
+            snapshots = await self._repo.run_task_snapshots(conn, run_ids)
+        runs = {run_id: _LockedRun.of(row) for run_id, row in heads.items()}
         new_rows: dict[str, list[NewTaskRow]] = {}
         changed: list[str] = []
         statuses: list[TaskStatus] = []

@@ -339,31 +339,30 @@ WITH reported AS (
     SET status = 'COMPLETED', started_at = coalesce(r.started_at, now()), finished_at = now()
     FROM done d
     WHERE r.id = d.id AND d.workflow_run_id = d.id
-    RETURNING r.id, r.workflow_id, r.started_at, r.finished_at
 ), dag_runs AS (
     -- the DAG runs to progress, locked here as lock_runs would (in id order) to save its
-    -- round trip; the caller reads their tasks in its next statement, whose snapshot is
-    -- taken after these locks are held (a read in this statement could predate a sibling's
-    -- commit that this lock waited for)
-    SELECT l.id, l.priority, l.desired_worker_id, l.status, l.finished_at
+    -- round trip; the caller reads them and their tasks in its next statement (run_states),
+    -- whose snapshot is taken after these locks are held (a read in this statement could
+    -- predate a sibling's commit that this lock waited for)
+    SELECT l.id
     FROM workflow_runs l
-    WHERE l.id IN (SELECT workflow_run_id FROM done WHERE workflow_run_id <> id)
+    WHERE l.id = ANY(ARRAY(SELECT workflow_run_id FROM done WHERE workflow_run_id <> id))
     ORDER BY l.id
     FOR UPDATE OF l
 )
--- run_finished: the single-task run finished here; workflow_name and duration_ms feed the
--- workflow-duration histogram. run_locked: the DAG run is locked, with its run_* columns.
-SELECT d.*, r.workflow_version_id, s.id IS NOT NULL AS run_finished,
+-- run_finished: the single-task run finished here (single_runs always matches it);
+-- workflow_name and duration_ms feed the workflow-duration histogram. Nothing joins the
+-- CTEs above by id: their row estimates are guesses, and a nested loop over a CTE scan was
+-- quadratic in the batch (250,000 join-filter rows for 500 completions).
+SELECT d.*, r.workflow_version_id, d.workflow_run_id = d.id AS run_finished,
        w.name AS workflow_name, 'COMPLETED' AS status,
-       extract(epoch FROM s.finished_at - s.started_at)::float8 * 1000 AS duration_ms,
-       l.id IS NOT NULL AS run_locked, l.priority AS run_priority,
-       l.desired_worker_id AS run_desired_worker_id, l.status AS run_status,
-       l.finished_at IS NOT NULL AS run_was_finished
+       CASE WHEN d.workflow_run_id = d.id
+            THEN extract(epoch FROM now() - coalesce(r.started_at, now()))::float8 * 1000
+       END AS duration_ms,
+       (SELECT count(*) FROM dag_runs) AS dag_runs_locked
 FROM done d
 JOIN workflow_runs r ON r.id = d.workflow_run_id
-LEFT JOIN single_runs s ON s.id = d.id
-LEFT JOIN workflows w ON w.id = s.workflow_id
-LEFT JOIN dag_runs l ON l.id = d.workflow_run_id;
+LEFT JOIN workflows w ON w.id = r.workflow_id AND d.workflow_run_id = d.id;
 
 -- name: start_tasks
 -- Many STARTED reports at once; the SDK sends two per attempt, the second changes nothing.
@@ -458,12 +457,21 @@ SELECT (SELECT count(*) FROM new_runs) AS runs,
 
 -- name: lock_runs
 -- In id order, so that two transactions locking overlapping sets cannot deadlock.
-SELECT id, tenant_id, workflow_version_id, priority, desired_worker_id, status,
-       finished_at IS NOT NULL AS was_finished
+SELECT id, tenant_id, workflow_version_id, priority, desired_worker_id, status AS run_status,
+       finished_at IS NOT NULL AS run_was_finished
 FROM workflow_runs
 WHERE id = ANY($1::uuid[])
 ORDER BY id
 FOR UPDATE;
+
+-- name: run_states
+-- Runs the caller holds locked (complete_tasks' dag_runs) with their tasks, one row a task.
+SELECT t.workflow_run_id, t.id, t.step_id, t.readable_id, t.status, t.output, t.error,
+       t.is_skipped, t.worker_id, r.tenant_id, r.workflow_version_id, r.priority,
+       r.desired_worker_id, r.status AS run_status, r.finished_at IS NOT NULL AS run_was_finished
+FROM workflow_runs r
+JOIN tasks t ON t.workflow_run_id = r.id
+WHERE r.id = ANY($1::uuid[]);
 
 -- name: run_task_snapshots
 SELECT workflow_run_id, id, step_id, readable_id, status, output, error, is_skipped, worker_id
