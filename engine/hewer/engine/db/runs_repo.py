@@ -99,13 +99,13 @@ class RunQueries(RepositoryBase):
         tenant_id: str,
         tasks: Sequence[NewTaskRow],
         entries: Sequence[QueueEntry],
-        entry_run_ids: Sequence[str],
+        entry_workflow_ids: Sequence[str],
         events: Sequence[TaskEvent],
         notify: tuple[str, str] | None = None,
     ) -> None:
-        """New tasks of existing runs, the queue items of those queued (``entry_run_ids``:
-        each entry's run) and their first events, in one round trip; ``notify``: (channel,
-        payload) to NOTIFY in the same statement."""
+        """New tasks of existing runs, the queue items of those queued (with each one's
+        workflow, for its paused flag) and their first events, in one round trip;
+        ``notify``: (channel, payload) to NOTIFY in the same statement."""
         self.observer.task_events(tenant_id, events)
         await conn.execute(
             query("create_tasks"),
@@ -131,7 +131,7 @@ class RunQueries(RepositoryBase):
             [e.delay_seconds for e in entries],
             [e.schedule_timeout_seconds for e in entries],
             [e.rate_limits for e in entries],
-            list(entry_run_ids),
+            list(entry_workflow_ids),
             [e.task_id for e in events],
             [e.run_id for e in events],
             [e.retry_count for e in events],

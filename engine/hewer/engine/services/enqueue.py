@@ -254,7 +254,7 @@ class Enqueuer:
         """Queue items for the scheduler, with the rate limits each will take resolved;
         with ``creating``, in the statement that creates the tasks."""
         entries: list[QueueEntry] = []
-        entry_run_ids: list[str] = []
+        entry_workflow_ids: list[str] = []
         lost = 0
         dynamic: dict[str, ResolvedLimit] = {}
         for item in items:
@@ -276,7 +276,7 @@ class Enqueuer:
                 lost += 1
             else:
                 entries.append(entry)
-                entry_run_ids.append(item.run_id)
+                entry_workflow_ids.append(version.workflow_id)
         if dynamic:
             # a dynamic limit's bucket is created, or its limit and window updated, from
             # the newest run that names it
@@ -289,7 +289,7 @@ class Enqueuer:
                 tenant_id=tenant_id,
                 tasks=creating.tasks,
                 entries=entries,
-                entry_run_ids=entry_run_ids,
+                entry_workflow_ids=entry_workflow_ids,
                 events=creating.events,
                 notify=creating.notify,
             )

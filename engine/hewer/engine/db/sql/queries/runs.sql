@@ -66,14 +66,13 @@ LEFT JOIN LATERAL (
 -- runs: the tasks, the queue items services/enqueue.py made for them (an empty list when
 -- they wait or are gated) and each task's first event. Foreign keys are checked at the end
 -- of the statement, so the items and events may reference tasks inserted beside them. The
--- paused flag comes through the item's run ($23), its workflow read FOR KEY SHARE as in
--- insert_queue_items (the new task is not visible to this statement's reads).
+-- paused flag comes from the item's workflow ($23), read FOR KEY SHARE as in create_runs
+-- and insert_queue_items.
 WITH wf AS (
-    SELECT r.id AS run_id, w.is_paused, w.paused_queue_ttl_seconds
-    FROM workflow_runs r
-    JOIN workflows w ON w.id = r.workflow_id
-    WHERE r.id = ANY($23::uuid[])
-    FOR KEY SHARE OF w
+    SELECT id, is_paused, paused_queue_ttl_seconds
+    FROM workflows
+    WHERE id = ANY($23::uuid[])
+    FOR KEY SHARE
 ), new_tasks AS (
     INSERT INTO tasks
         (id, tenant_id, workflow_run_id, step_id, readable_id, action_id, status, priority,
@@ -104,8 +103,8 @@ WITH wf AS (
     FROM unnest($14::uuid[], $15::int[], $16::text[], $17::int[], $18::text[], $19::uuid[],
                 $20::float8[], $21::int[], $22::text[], $23::uuid[])
          AS q(task_id, retry_count, action_id, priority, slot_requests, desired_worker_id,
-              delay_seconds, schedule_timeout_seconds, rate_limits, run_id)
-    LEFT JOIN wf ON wf.run_id = q.run_id
+              delay_seconds, schedule_timeout_seconds, rate_limits, workflow_id)
+    LEFT JOIN wf ON wf.id = q.workflow_id
     RETURNING id
 ), new_events AS (
     INSERT INTO task_events
