@@ -464,8 +464,8 @@ class Lifecycle:
         also: Sequence[dict[str, Any]] = (),
     ) -> list[dict[str, Any]]:
         """After tasks reached a final state: create what follows and maybe finish their
-        runs, in a fixed number of statements. Publishes the bus messages that says, after
-        the caller's ``also``, and returns them all (for a local echo after the commit).
+        runs, in a fixed number of statements. Publishes the caller's messages (``also``)
+        and its own, and returns them all (for a local echo after the commit).
 
         The runs are locked together (in id order; ``locked``: by the caller already) and
         read together; the DAG decisions are pure (``core.dag.progress``); what
