@@ -3,7 +3,8 @@ statements (services/lifecycle.py, services/enqueue.py ``NewTasks``, query ``cre
 
 What folding the hop must not lose: the children's queue items and first events, the paused
 flag of a paused workflow, the NOTIFY that tells other replicas (it rides on the last write
-of the transaction), and the number of round trips itself.
+of the transaction), the run lock that complete_tasks now takes (a sibling's progression
+must read the run after it), and the number of round trips itself.
 """
 
 from __future__ import annotations
@@ -147,3 +148,48 @@ async def test_a_child_of_a_paused_workflow_is_set_aside(
     }
     assert not await engine.scheduler.run_round(tenant)
     assert await engine.events(str(b["id"])) == [("QUEUED", 0)]
+
+
+FAN_IN = {
+    "name": "fan-in",
+    "tasks": [
+        {"readable_id": "left", "action": "fan:left"},
+        {"readable_id": "right", "action": "fan:right"},
+        {"readable_id": "join", "action": "fan:join", "parents": ["left", "right"]},
+    ],
+}
+
+
+async def test_a_sibling_completion_waits_for_the_run_lock_then_creates_the_child_once(
+    engine: Replica, tenant: str
+) -> None:
+    await engine.register(tenant, FAN_IN)
+    worker = await engine.connect_worker(tenant, ["fan:left", "fan:right", "fan:join"])
+    run_id = await engine.trigger(tenant, "fan-in")
+    assert await engine.scheduler.run_round(tenant)
+    parents = {m.readable_id: m.task_id for m in drain(worker)}
+    repo = engine.repo
+    async with repo.pool.acquire() as conn, conn.transaction():
+        # left's completion as _write_completions writes it, its transaction still open
+        await repo.complete_tasks(
+            conn,
+            task_ids=[parents["left"]],
+            retry_counts=[0],
+            outputs=["{}"],
+            tenant_ids=[tenant],
+            reporters=[None],
+        )
+        right = asyncio.create_task(complete(engine, tenant, parents["right"]))
+        await asyncio.sleep(0.3)
+        # complete_tasks locked the run: right's completion cannot read the run's tasks yet
+        assert not right.done()
+    await asyncio.wait_for(right, timeout=5)
+
+    # right's progression saw left COMPLETED (read after the lock): the join, once
+    join = (await engine.tasks_by_name(run_id))["join"]
+    assert join["status"] == "QUEUED"
+    assert await engine.events(str(join["id"])) == [("QUEUED", 0)]
+    assert (
+        await repo.pool.fetchval("SELECT count(*) FROM queue_items WHERE task_id = $1", join["id"])
+        == 1
+    )
