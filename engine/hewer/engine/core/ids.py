@@ -63,13 +63,6 @@ def _prefix_millis(owner_id: str) -> int:
     return uuid.UUID(owner_id).int >> 80
 
 
-def _derived(*, owner_id: str, key: str) -> str:
-    """``owner_id``'s time prefix and bits hashed from ``owner_id`` and ``key``."""
-    digest = hashlib.sha256(f"{owner_id}.{key}".encode()).digest()
-    random_bits = int.from_bytes(digest[:10], "big") >> 6
-    return str(_from_parts(millis=_prefix_millis(owner_id), random_bits=random_bits))
-
-
 def task_id_for(run_id: str) -> str:
     """A fresh task id in ``run_id``'s partition (same 48-bit time prefix). Fresh, not
     derived from the step: a replay recreates downstream tasks under new ids."""
@@ -79,7 +72,9 @@ def task_id_for(run_id: str) -> str:
 def child_run_id(*, parent_task_id: str, spawn_key: str) -> str:
     """The id of the child run ``parent_task_id`` spawns under ``spawn_key``: the same
     inputs always give the same id, so a repeated spawn collides on the primary key."""
-    return _derived(owner_id=parent_task_id, key=spawn_key)
+    digest = hashlib.sha256(f"{parent_task_id}.{spawn_key}".encode()).digest()
+    random_bits = int.from_bytes(digest[:10], "big") >> 6
+    return str(_from_parts(millis=_prefix_millis(parent_task_id), random_bits=random_bits))
 
 
 def time_floor(at: datetime) -> str:

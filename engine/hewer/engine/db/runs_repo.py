@@ -45,11 +45,11 @@ class RunQueries(RepositoryBase):
         )
         return {str(r["id"]) for r in rows}
 
-    async def runs_by_dedupe_key(
+    async def spawned_dedupe_keys(
         self, conn: Conn, *, tenant_id: str, run_ids: Sequence[str]
     ) -> dict[str, str]:
         """The dedupe keys of those of ``run_ids`` (child runs' derived ids) that exist."""
-        rows = await conn.fetch(query("runs_by_dedupe_key"), tenant_id, list(run_ids))
+        rows = await conn.fetch(query("spawned_dedupe_keys"), tenant_id, list(run_ids))
         return {r["dedupe_key"]: str(r["id"]) for r in rows}
 
     async def insert_tasks(

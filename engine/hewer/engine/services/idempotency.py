@@ -89,7 +89,9 @@ class Idempotency:
         spawns = [c.run_id for c in claims if c.dedupe_key]
         if spawns:
             # a repeated child spawn gets its first run back from the insert: no new claim
-            spawned = await self._repo.runs_by_dedupe_key(conn, tenant_id=tenant_id, run_ids=spawns)
+            spawned = await self._repo.spawned_dedupe_keys(
+                conn, tenant_id=tenant_id, run_ids=spawns
+            )
             claims = [c for c in claims if c.dedupe_key not in spawned]
         if not claims:
             return ClaimResult()

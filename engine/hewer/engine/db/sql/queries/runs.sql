@@ -17,7 +17,7 @@ FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int[
 ON CONFLICT (id) DO NOTHING
 RETURNING id;
 
--- name: runs_by_dedupe_key
+-- name: spawned_dedupe_keys
 -- Which of these (deterministic) child run ids exist already, with their dedupe keys.
 SELECT id, dedupe_key FROM workflow_runs WHERE tenant_id = $1 AND id = ANY($2::uuid[]);
 
