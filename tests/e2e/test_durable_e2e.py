@@ -178,7 +178,7 @@ def notes(mark_dir: Path, run_id: str, what: str) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-async def test_look_back_sees_an_earlier_event_only_inside_its_window(
+async def test_look_back_sees_an_earlier_event_only_inside_its_window_and_scope(
     hatchet: Hatchet, durable_worker: WorkerProc, mark_dir: Path
 ) -> None:
     task = define_durable(hatchet)[LOOK_BACK]
@@ -194,19 +194,30 @@ async def test_look_back_sees_an_earlier_event_only_inside_its_window(
     uncovered = await task.aio_run(
         LookBackInput(key=key, scope=scope, look_back_seconds=1), wait_for_result=False
     )
+    # the window covers the event, the scope does not
+    other_scope = await task.aio_run(
+        LookBackInput(key=key, scope=f"{scope}-other", look_back_seconds=60),
+        wait_for_result=False,
+    )
 
     assert await asyncio.wait_for(covered.aio_result(), timeout=30) == {"payload": {"n": 1}}
 
-    async def uncovered_waits() -> bool:
-        return bool(notes(mark_dir, uncovered.workflow_run_id, "waiting"))
+    async def both_wait() -> bool:
+        return all(
+            notes(mark_dir, ref.workflow_run_id, "waiting") for ref in (uncovered, other_scope)
+        )
 
-    await eventually(uncovered_waits, within=30, what="the uncovered run to wait")
-    await asyncio.sleep(2.0)  # its wait is registered well within this; the event is older
+    await eventually(both_wait, within=30, what="the uncovered and other-scope runs to wait")
+    await asyncio.sleep(2.0)  # their waits are registered well within this; the event is older
     status = await hatchet.runs.aio_get_status(uncovered.workflow_run_id)
     assert status == V1TaskStatus.RUNNING, "a wait saw an event older than its look-back"
+    status = await hatchet.runs.aio_get_status(other_scope.workflow_run_id)
+    assert status == V1TaskStatus.RUNNING, "a look-back saw an event of another scope"
 
     await hatchet.event.aio_push(key, {"n": 2}, scope=scope)
     assert await asyncio.wait_for(uncovered.aio_result(), timeout=30) == {"payload": {"n": 2}}
+    await hatchet.event.aio_push(key, {"n": 3}, scope=f"{scope}-other")
+    assert await asyncio.wait_for(other_scope.aio_result(), timeout=30) == {"payload": {"n": 3}}
 
 
 @dataclass
