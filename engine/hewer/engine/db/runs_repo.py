@@ -93,6 +93,57 @@ class RunQueries(RepositoryBase):
             [e.rate_limits for e in entries],
         )
 
+    async def create_tasks(
+        self,
+        conn: Conn,
+        *,
+        tenant_id: str,
+        tasks: Sequence[NewTaskRow],
+        entries: Sequence[QueueEntry],
+        entry_workflow_ids: Sequence[str],
+        events: Sequence[TaskEvent],
+        notify: tuple[str, str] | None = None,
+    ) -> None:
+        """New tasks of existing runs, the queue items of those queued (with each one's
+        workflow, for its paused flag) and their first events, in one round trip;
+        ``notify``: (channel, payload) to NOTIFY in the same statement."""
+        self.observer.task_events(tenant_id, events)
+        await conn.execute(
+            query("create_tasks"),
+            tenant_id,
+            [t.id for t in tasks],
+            [t.run_id for t in tasks],
+            [t.task.step.id for t in tasks],
+            [t.task.step.readable_id for t in tasks],
+            [t.task.step.action_id for t in tasks],
+            [t.task.status.value for t in tasks],
+            [t.priority for t in tasks],
+            [json.dumps(t.task.payload_extra) for t in tasks],
+            [json.dumps(t.task.step.slot_requests) for t in tasks],
+            [t.task.step.timeout_seconds for t in tasks],
+            [t.task.skipped for t in tasks],
+            ['{"skipped": true}' if t.task.skipped else None for t in tasks],
+            [e.task_id for e in entries],
+            [e.retry_count for e in entries],
+            [e.action_id for e in entries],
+            [e.priority for e in entries],
+            [json.dumps(e.slot_requests) for e in entries],
+            [e.desired_worker_id for e in entries],
+            [e.delay_seconds for e in entries],
+            [e.schedule_timeout_seconds for e in entries],
+            [e.rate_limits for e in entries],
+            list(entry_workflow_ids),
+            [e.task_id for e in events],
+            [e.run_id for e in events],
+            [e.retry_count for e in events],
+            [e.event_type for e in events],
+            [e.message for e in events],
+            [e.output for e in events],
+            [e.worker_id for e in events],
+            None if notify is None else notify[0],
+            None if notify is None else notify[1],
+        )
+
     async def insert_task_events(
         self, conn: Conn, *, tenant_id: str, events: Sequence[TaskEvent]
     ) -> None:
@@ -125,6 +176,10 @@ class RunQueries(RepositoryBase):
         soft_pin_seconds: float = 2.0,
     ) -> list[Record]:
         # Inside the scheduler's transaction: SET LOCAL ends with it, also when the claim fails.
+        # It is not reset after the claim: the round's remaining statements (rate limits,
+        # assign_tasks) are keyed by ids and plan the same generically, and their custom
+        # planning, plus the reset's round trip, cost about 0.5 ms a round (DAG hop in
+        # tests/bench/README.md).
         await conn.execute(query("use_generic_plans"))
         rows = await conn.fetch(
             query("claim_queue_items"),
@@ -135,7 +190,6 @@ class RunQueries(RepositoryBase):
             list(exclude),
             soft_pin_seconds,
         )
-        await conn.execute(query("use_default_plans"))
         return list(rows)
 
     async def assign_tasks(
@@ -347,21 +401,16 @@ class RunQueries(RepositoryBase):
     async def run_task_snapshots(
         self, conn: Conn, run_ids: Sequence[str]
     ) -> dict[str, list[TaskSnapshot]]:
-        snapshots: dict[str, list[TaskSnapshot]] = {rid: [] for rid in run_ids}
-        for r in await conn.fetch(query("run_task_snapshots"), list(run_ids)):
-            snapshots.setdefault(str(r["workflow_run_id"]), []).append(
-                TaskSnapshot(
-                    id=str(r["id"]),
-                    step_id=str(r["step_id"]),
-                    readable_id=r["readable_id"],
-                    status=TaskStatus(r["status"]),
-                    output=r["output"],
-                    error=r["error"],
-                    is_skipped=r["is_skipped"],
-                    worker_id=None if r["worker_id"] is None else str(r["worker_id"]),
-                )
-            )
-        return snapshots
+        rows = await conn.fetch(query("run_task_snapshots"), list(run_ids))
+        return _snapshots(run_ids, rows)
+
+    async def run_states(
+        self, conn: Conn, run_ids: Sequence[str]
+    ) -> tuple[dict[str, Record], dict[str, list[TaskSnapshot]]]:
+        """Runs the caller has locked, read with their tasks in one round trip: a row of
+        each run (its ``run_*`` columns, as ``lock_runs`` returns them) and its tasks."""
+        rows = await conn.fetch(query("run_states"), list(run_ids))
+        return {str(r["workflow_run_id"]): r for r in rows}, _snapshots(run_ids, rows)
 
     async def set_runs_status(
         self,
@@ -370,14 +419,19 @@ class RunQueries(RepositoryBase):
         run_ids: Sequence[str],
         statuses: Sequence[TaskStatus],
         finished: Sequence[bool],
+        notify: tuple[str, str] | None = None,
     ) -> None:
-        finished_rows = await conn.fetch(
+        """``notify``: (channel, payload) to NOTIFY in the same statement."""
+        rows = await conn.fetch(
             query("set_runs_status"),
             list(run_ids),
             [s.value for s in statuses],
             list(finished),
+            None if notify is None else notify[0],
+            None if notify is None else notify[1],
         )
-        self._observe_durations(finished_rows)
+        # the statement returns one row without a run when none finished (see its comment)
+        self._observe_durations([r for r in rows if r["tenant_id"] is not None])
 
     async def has_ready_items(self, *, tenant_id: str, action_ids: Sequence[str]) -> bool:
         return bool(await self.pool.fetchval(query("has_ready_items"), tenant_id, list(action_ids)))
@@ -397,3 +451,21 @@ class RunQueries(RepositoryBase):
             self.observer.run_finished(
                 str(row["tenant_id"]), row["workflow_name"], row["status"], row["duration_ms"]
             )
+
+
+def _snapshots(run_ids: Sequence[str], rows: Sequence[Record]) -> dict[str, list[TaskSnapshot]]:
+    snapshots: dict[str, list[TaskSnapshot]] = {rid: [] for rid in run_ids}
+    for r in rows:
+        snapshots.setdefault(str(r["workflow_run_id"]), []).append(
+            TaskSnapshot(
+                id=str(r["id"]),
+                step_id=str(r["step_id"]),
+                readable_id=r["readable_id"],
+                status=TaskStatus(r["status"]),
+                output=r["output"],
+                error=r["error"],
+                is_skipped=r["is_skipped"],
+                worker_id=None if r["worker_id"] is None else str(r["worker_id"]),
+            )
+        )
+    return snapshots

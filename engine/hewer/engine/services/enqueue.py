@@ -8,6 +8,9 @@ slots instead and reaches the queue only when admission admits the whole chain
 
 ``create_runs`` (one statement for a whole trigger) is the batched form of the plain case
 and is used only for workflows :meth:`Enqueuer.is_plain` says have no policy to apply.
+Tasks created for runs that exist (DAG children, on-failure tasks) are handed in with their
+items (:class:`NewTasks`): they are written in the same statement as the queue items, so a
+DAG hop costs one write whatever the policies decide.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from hewer.engine.core.concurrency import (
 from hewer.engine.core.model import StepDef, WorkflowVersionDef
 from hewer.engine.core.rate_limits import RateLimitEvaluationError, ResolvedLimit, resolve
 from hewer.engine.db.concurrency_repo import NewSlot
-from hewer.engine.db.repository import Conn, QueueEntry, Record, Repository
+from hewer.engine.db.repository import Conn, NewTaskRow, QueueEntry, Record, Repository, TaskEvent
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.task_messages import opt
@@ -57,6 +60,20 @@ class Enqueue:
     # eviction keeps them, like its retry count): queued directly, or it would wait for
     # a slot it holds itself
     admitted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NewTasks:
+    """Tasks not yet written whose queue items :meth:`Enqueuer.enqueue` writes: they are
+    inserted with the items (and before anything that reads them), with each one's first
+    event. Tasks that are not QUEUED (WAITING, skipped) are among them but not among the
+    items."""
+
+    tasks: Sequence[NewTaskRow]
+    events: Sequence[TaskEvent]
+    # (channel, payload) of a bus notification the same statement sends (its round trip
+    # saved; delivered at commit like any NOTIFY)
+    notify: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -103,10 +120,16 @@ class Enqueuer:
         return not cls.needs_admission(version) and not any(s.rate_limits for s in version.steps)
 
     async def enqueue(
-        self, conn: Conn, *, tenant_id: str, items: Sequence[Enqueue]
+        self,
+        conn: Conn,
+        *,
+        tenant_id: str,
+        items: Sequence[Enqueue],
+        creating: NewTasks | None = None,
     ) -> EnqueueResult:
         """Queue ``items`` or put them in front of admission, inside the caller's transaction.
 
+        ``creating``: the tasks of ``items`` are new, written here with their queue items.
         The caller publishes its own ``queue`` wake-up; an ``admit`` wake-up is published
         here when slots were written.
         """
@@ -159,8 +182,14 @@ class Enqueuer:
                 result.gated += 1
             except KeyEvaluationError as exc:
                 failures[item.task_id] = str(exc)
+        # first: it creates the new tasks, which slots and failures refer to
         result.queued = await self._queue(
-            conn, tenant_id=tenant_id, items=ready, runs=runs, failures=failures
+            conn,
+            tenant_id=tenant_id,
+            items=ready,
+            runs=runs,
+            failures=failures,
+            creating=creating,
         )
         if slots:
             await self._repo.insert_concurrency_slots(conn, tenant_id=tenant_id, slots=slots)
@@ -220,9 +249,12 @@ class Enqueuer:
         items: Sequence[Enqueue],
         runs: Mapping[str, Record],
         failures: dict[str, str],
+        creating: NewTasks | None = None,
     ) -> int:
-        """Queue items for the scheduler, with the rate limits each will take resolved."""
+        """Queue items for the scheduler, with the rate limits each will take resolved;
+        with ``creating``, in the statement that creates the tasks."""
         entries: list[QueueEntry] = []
+        entry_workflow_ids: list[str] = []
         lost = 0
         dynamic: dict[str, ResolvedLimit] = {}
         for item in items:
@@ -244,13 +276,25 @@ class Enqueuer:
                 lost += 1
             else:
                 entries.append(entry)
+                entry_workflow_ids.append(version.workflow_id)
         if dynamic:
             # a dynamic limit's bucket is created, or its limit and window updated, from
             # the newest run that names it
             await self._repo.upsert_dynamic_rate_limits(
                 conn, tenant_id=tenant_id, limits=sorted(dynamic.values(), key=lambda r: r.key)
             )
-        await self._repo.insert_queue_items(conn, tenant_id=tenant_id, entries=entries)
+        if creating is not None:
+            await self._repo.create_tasks(
+                conn,
+                tenant_id=tenant_id,
+                tasks=creating.tasks,
+                entries=entries,
+                entry_workflow_ids=entry_workflow_ids,
+                events=creating.events,
+                notify=creating.notify,
+            )
+        else:
+            await self._repo.insert_queue_items(conn, tenant_id=tenant_id, entries=entries)
         return len(entries) + lost
 
 

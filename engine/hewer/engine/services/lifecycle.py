@@ -22,7 +22,7 @@ from hewer.engine.db.repository import Conn, NewTaskRow, Record, Repository, Tas
 from hewer.engine.services.batching import Batcher, Repeats
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.definitions import Definitions
-from hewer.engine.services.enqueue import Enqueue, Enqueuer
+from hewer.engine.services.enqueue import Enqueue, Enqueuer, NewTasks
 from hewer.engine.services.task_messages import (
     cancel_message,
     finished_task_messages,
@@ -62,6 +62,35 @@ class _Finished:
     row: Record
     status: TaskStatus
     payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class _LockedRun:
+    """What DAG progression needs of a run it holds the lock of (a row of ``lock_runs``
+    or ``run_states``)."""
+
+    tenant_id: str
+    version_id: str
+    priority: int
+    desired_worker_id: str | None
+    status: str
+    was_finished: bool
+
+    @classmethod
+    def of(cls, row: Record) -> _LockedRun:
+        return cls(
+            tenant_id=str(row["tenant_id"]),
+            version_id=str(row["workflow_version_id"]),
+            priority=int(row["priority"]),
+            desired_worker_id=opt(row["desired_worker_id"]),
+            status=row["run_status"],
+            was_finished=row["run_was_finished"],
+        )
+
+    def changes(self, *, status: TaskStatus, finished: bool) -> bool:
+        """Whether ``set_runs_status`` would write this run (its own condition, known here
+        because the run is locked): most progressions of a DAG change nothing."""
+        return self.status != status.value or finished or self.was_finished
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +196,9 @@ class Lifecycle:
                     local_results[run_id] = inline_run_result(row, output=output)
                 else:
                     in_dags.append(_Finished(row, TaskStatus.COMPLETED, output))
-            if in_dags:
-                messages += await self._advance_many(conn, in_dags)
-            if messages:
+            if in_dags:  # complete_tasks locked their runs; this publishes messages with its own
+                messages = await self._advance_many(conn, in_dags, locked=True, also=messages)
+            elif messages:
                 await self._bus.publish(conn, {"t": "multi", "m": messages})
         if messages:
             echo = [
@@ -426,72 +455,89 @@ class Lifecycle:
             conn, {"t": "queue", "tenant": str(row["tenant_id"]), "delay": delay}
         )
 
-    async def _advance(
+    async def _advance_many(
         self,
         conn: Conn,
-        row: Record,
+        finished: list[_Finished],
         *,
-        status: TaskStatus,
-        payload: str,
+        locked: bool = False,
+        also: Sequence[dict[str, Any]] = (),
     ) -> list[dict[str, Any]]:
-        """After a task reached a final state: create what follows and maybe finish the run.
+        """After tasks reached a final state: create what follows and maybe finish their
+        runs, in a fixed number of statements. Publishes the caller's messages (``also``)
+        and its own, and returns them all (for a local echo after the commit).
 
-        Returns the bus messages to publish when the transaction commits.
-        """
-        return await self._advance_many(conn, [_Finished(row, status, payload)])
-
-    async def _advance_many(self, conn: Conn, finished: list[_Finished]) -> list[dict[str, Any]]:
-        """:meth:`_advance` for many finished tasks at once, in a fixed number of statements.
-
-        The runs are locked together (in id order) and read together; the DAG decisions are
-        pure (``core.dag.progress``); what they create is written with one statement per kind.
+        The runs are locked together (in id order; ``locked``: by the caller already) and
+        read together; the DAG decisions are pure (``core.dag.progress``); what
+        they create is written with one statement per tenant, and the NOTIFY rides on the
+        last write when it fits inline.
         """
         messages: list[dict[str, Any]] = []
         for item in finished:
             messages += finished_task_messages(item.row, item.status, payload=item.payload)
         run_ids = sorted({str(item.row["workflow_run_id"]) for item in finished})
-        runs = await self._repo.lock_runs(conn, run_ids)
-        snapshots = await self._repo.run_task_snapshots(conn, run_ids)
+        if locked:
+            heads, snapshots = await self._repo.run_states(conn, run_ids)
+        else:
+            heads = await self._repo.lock_runs(conn, run_ids)
+            snapshots = await self._repo.run_task_snapshots(conn, run_ids)
+        runs = {run_id: _LockedRun.of(row) for run_id, row in heads.items()}
         new_rows: dict[str, list[NewTaskRow]] = {}
+        changed: list[str] = []
         statuses: list[TaskStatus] = []
         finished_flags: list[bool] = []
         for run_id in run_ids:
             run = runs[run_id]
-            version = await self._defs.version(str(run["workflow_version_id"]), conn=conn)
+            version = await self._defs.version(run.version_id, conn=conn)
             step = progress(version, snapshots[run_id])
-            tenant_id = str(run["tenant_id"])
+            tenant_id = run.tenant_id
             for new in step.new_tasks:
                 new_rows.setdefault(tenant_id, []).append(
                     NewTaskRow(
                         id=task_id_for(run_id),
                         run_id=run_id,
                         task=new,
-                        priority=int(run["priority"]),
+                        priority=run.priority,
                         desired_worker_id=desired_worker(
                             version=version,
                             tasks=snapshots[run_id],
                             readable_id=new.step.readable_id,
-                            run_desired=opt(run["desired_worker_id"]),
+                            run_desired=run.desired_worker_id,
                         ),
                     )
                 )
-            statuses.append(step.run_status)
-            finished_flags.append(step.finished)
+            if run.changes(status=step.run_status, finished=step.finished):
+                changed.append(run_id)
+                statuses.append(step.run_status)
+                finished_flags.append(step.finished)
             if step.finished:
                 messages.append({"t": "run", "run": run_id, "status": step.run_status.value})
-        version_of = {run_id: str(runs[run_id]["workflow_version_id"]) for run_id in run_ids}
+        version_of = {run_id: runs[run_id].version_id for run_id in run_ids}
+        for tenant_id, rows in new_rows.items():
+            if any(r.task.status is TaskStatus.QUEUED for r in rows):
+                messages.append({"t": "queue", "tenant": tenant_id, "delay": 0})
+        messages = [*also, *messages]
+        # delivered at commit wherever it is sent: the last write below carries it
+        notify = self._bus.inline_notification({"t": "multi", "m": messages})
+        last_creation = None if changed or not new_rows else list(new_rows)[-1]
         unqueued: list[_Finished] = []
         met: list[MetAlready] = []
         for tenant_id, rows in new_rows.items():
             failed = await self._create_tasks(
-                conn, tenant_id=tenant_id, rows=rows, version_of=version_of, met=met
+                conn,
+                tenant_id=tenant_id,
+                rows=rows,
+                version_of=version_of,
+                met=met,
+                notify=notify if tenant_id == last_creation else None,
             )
             unqueued += [_Finished(r, TaskStatus.FAILED, str(r["error"])) for r in failed]
-            if any(r.task.status is TaskStatus.QUEUED for r in rows):
-                messages.append({"t": "queue", "tenant": tenant_id, "delay": 0})
-        await self._repo.set_runs_status(
-            conn, run_ids=run_ids, statuses=statuses, finished=finished_flags
-        )
+        if changed:
+            await self._repo.set_runs_status(
+                conn, run_ids=changed, statuses=statuses, finished=finished_flags, notify=notify
+            )
+        if notify is None or (last_creation is None and not changed):
+            await self._bus.publish(conn, {"t": "multi", "m": messages})
         if unqueued:  # children that could not be admitted (a bad concurrency key) failed
             messages += await self._advance_many(conn, unqueued)
         # last: a firing skip or cancel advances these runs again from what is written now
@@ -513,8 +559,7 @@ class Lifecycle:
         status: TaskStatus,
         payload: str,
     ) -> None:
-        messages = await self._advance(conn, row, status=status, payload=payload)
-        await self._bus.publish(conn, {"t": "multi", "m": messages})
+        await self._advance_many(conn, [_Finished(row, status, payload)])
 
     async def _create_tasks(
         self,
@@ -524,11 +569,22 @@ class Lifecycle:
         rows: Sequence[NewTaskRow],
         version_of: dict[str, str],
         met: list[MetAlready],
+        notify: tuple[str, str] | None,
     ) -> list[Record]:
         """Insert DAG tasks and enqueue the queued ones; returns those that failed instead.
-        WAITING ones get their matches; what a look-back met for them is added to ``met``."""
-        await self._repo.insert_tasks(conn, tenant_id=tenant_id, tasks=rows)
-        met += await register_waiting(self._repo, conn, tenant_id=tenant_id, rows=rows)
+        WAITING ones get their matches; what a look-back met for them is added to ``met``.
+        ``notify``: a bus notification for the writing statement to send."""
+        events = [
+            TaskEvent(
+                task_id=r.id,
+                run_id=r.run_id,
+                retry_count=0,
+                event_type=CREATED_EVENT.get(r.task.status)
+                or ("SKIPPED" if r.task.skipped else r.task.status.value),
+            )
+            for r in rows
+        ]
+        # the tasks are written with their queue items and events, in one statement
         outcome = await self._enqueuer.enqueue(
             conn,
             tenant_id=tenant_id,
@@ -546,16 +602,7 @@ class Lifecycle:
                 for r in rows
                 if r.task.status is TaskStatus.QUEUED
             ],
+            creating=NewTasks(tasks=rows, events=events, notify=notify),
         )
-        events = [
-            TaskEvent(
-                task_id=r.id,
-                run_id=r.run_id,
-                retry_count=0,
-                event_type=CREATED_EVENT.get(r.task.status)
-                or ("SKIPPED" if r.task.skipped else r.task.status.value),
-            )
-            for r in rows
-        ]
-        await self._repo.insert_task_events(conn, tenant_id=tenant_id, events=events)
+        met += await register_waiting(self._repo, conn, tenant_id=tenant_id, rows=rows)
         return outcome.failed

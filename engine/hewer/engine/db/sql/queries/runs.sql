@@ -63,6 +63,68 @@ LEFT JOIN LATERAL (
     FOR KEY SHARE OF wf
 ) w ON true;
 
+-- name: create_tasks
+-- New tasks of existing runs in ONE statement (one round trip), as create_runs does for new
+-- runs: the tasks, the queue items services/enqueue.py made for them (an empty list when
+-- they wait or are gated) and each task's first event. Foreign keys are checked at the end
+-- of the statement, so the items and events may reference tasks inserted beside them. The
+-- paused flag comes from the item's workflow ($23), read FOR KEY SHARE as in create_runs
+-- and insert_queue_items.
+WITH wf AS (
+    SELECT id, is_paused, paused_queue_ttl_seconds
+    FROM workflows
+    WHERE id = ANY($23::uuid[])
+    FOR KEY SHARE
+), new_tasks AS (
+    INSERT INTO tasks
+        (id, tenant_id, workflow_run_id, step_id, readable_id, action_id, status, priority,
+         payload_extra, slot_requests, timeout_seconds, is_skipped, output, queued_at,
+         finished_at)
+    SELECT t.id, $1, t.run_id, t.step_id, t.readable_id, t.action_id, t.status, t.priority,
+           t.payload_extra::jsonb, t.slot_requests::jsonb, t.timeout_seconds, t.is_skipped,
+           t.output,
+           CASE WHEN t.status = 'QUEUED' THEN now() END,
+           CASE WHEN t.status IN ('COMPLETED', 'FAILED', 'CANCELLED') THEN now() END
+    FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[],
+                $8::int[], $9::text[], $10::text[], $11::int[], $12::bool[], $13::text[])
+         AS t(id, run_id, step_id, readable_id, action_id, status, priority, payload_extra,
+              slot_requests, timeout_seconds, is_skipped, output)
+    RETURNING id
+), new_items AS (
+    INSERT INTO queue_items
+        (tenant_id, task_id, retry_count, action_id, priority, slot_requests, desired_worker_id,
+         available_at, schedule_timeout_at, paused, pause_expires_at, rate_limits)
+    SELECT $1, q.task_id, q.retry_count, q.action_id, q.priority, q.slot_requests::jsonb,
+           q.desired_worker_id,
+           now() + make_interval(secs => q.delay_seconds),
+           now() + make_interval(secs => q.delay_seconds + q.schedule_timeout_seconds),
+           coalesce(wf.is_paused, false),
+           CASE WHEN wf.is_paused
+                THEN now() + make_interval(secs => wf.paused_queue_ttl_seconds) END,
+           q.rate_limits::jsonb
+    FROM unnest($14::uuid[], $15::int[], $16::text[], $17::int[], $18::text[], $19::uuid[],
+                $20::float8[], $21::int[], $22::text[], $23::uuid[])
+         AS q(task_id, retry_count, action_id, priority, slot_requests, desired_worker_id,
+              delay_seconds, schedule_timeout_seconds, rate_limits, workflow_id)
+    LEFT JOIN wf ON wf.id = q.workflow_id
+    RETURNING id
+), new_events AS (
+    INSERT INTO task_events
+        (tenant_id, task_id, workflow_run_id, retry_count, event_type, message, output,
+         worker_id)
+    SELECT $1, e.task_id, e.run_id, e.retry_count, e.event_type, e.message, e.output,
+           e.worker_id
+    FROM unnest($24::uuid[], $25::uuid[], $26::int[], $27::text[], $28::text[], $29::text[],
+                $30::uuid[])
+         AS e(task_id, run_id, retry_count, event_type, message, output, worker_id)
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM new_tasks) AS tasks,
+       (SELECT count(*) FROM new_items) AS items,
+       (SELECT count(*) FROM new_events) AS events,
+       -- the caller's bus notification, when it has one ($31 channel, $32 payload)
+       CASE WHEN $31::text IS NOT NULL THEN pg_notify($31, $32)::text END AS notified;
+
 -- name: insert_task_events
 INSERT INTO task_events
     (tenant_id, task_id, workflow_run_id, retry_count, event_type, message, output, worker_id)
@@ -278,17 +340,30 @@ WITH reported AS (
     SET status = 'COMPLETED', started_at = coalesce(r.started_at, now()), finished_at = now()
     FROM done d
     WHERE r.id = d.id AND d.workflow_run_id = d.id
-    RETURNING r.id, r.workflow_id, r.started_at, r.finished_at
+), dag_runs AS (
+    -- the DAG runs to progress, locked here as lock_runs would (in id order) to save its
+    -- round trip; the caller reads them and their tasks in its next statement (run_states),
+    -- whose snapshot is taken after these locks are held (a read in this statement could
+    -- predate a sibling's commit that this lock waited for)
+    SELECT l.id
+    FROM workflow_runs l
+    WHERE l.id = ANY(ARRAY(SELECT workflow_run_id FROM done WHERE workflow_run_id <> id))
+    ORDER BY l.id
+    FOR UPDATE OF l
 )
--- run_finished: the single-task run finished here; workflow_name and duration_ms feed the
--- workflow-duration histogram
-SELECT d.*, r.workflow_version_id, s.id IS NOT NULL AS run_finished,
+-- run_finished: the single-task run finished here (single_runs always matches it);
+-- workflow_name and duration_ms feed the workflow-duration histogram. Nothing joins the
+-- CTEs above by id: their row estimates are guesses, and a nested loop over a CTE scan was
+-- quadratic in the batch (250,000 join-filter rows for 500 completions).
+SELECT d.*, r.workflow_version_id, d.workflow_run_id = d.id AS run_finished,
        w.name AS workflow_name, 'COMPLETED' AS status,
-       extract(epoch FROM s.finished_at - s.started_at)::float8 * 1000 AS duration_ms
+       CASE WHEN d.workflow_run_id = d.id
+            THEN extract(epoch FROM now() - coalesce(r.started_at, now()))::float8 * 1000
+       END AS duration_ms,
+       (SELECT count(*) FROM dag_runs) AS dag_runs_locked
 FROM done d
 JOIN workflow_runs r ON r.id = d.workflow_run_id
-LEFT JOIN single_runs s ON s.id = d.id
-LEFT JOIN workflows w ON w.id = s.workflow_id;
+LEFT JOIN workflows w ON w.id = r.workflow_id AND d.workflow_run_id = d.id;
 
 -- name: start_tasks
 -- Many STARTED reports at once; the SDK sends two per attempt, the second changes nothing.
@@ -383,11 +458,21 @@ SELECT (SELECT count(*) FROM new_runs) AS runs,
 
 -- name: lock_runs
 -- In id order, so that two transactions locking overlapping sets cannot deadlock.
-SELECT id, tenant_id, workflow_version_id, priority, desired_worker_id
+SELECT id, tenant_id, workflow_version_id, priority, desired_worker_id, status AS run_status,
+       finished_at IS NOT NULL AS run_was_finished
 FROM workflow_runs
 WHERE id = ANY($1::uuid[])
 ORDER BY id
 FOR UPDATE;
+
+-- name: run_states
+-- Runs the caller holds locked (complete_tasks' dag_runs) with their tasks, one row a task.
+SELECT t.workflow_run_id, t.id, t.step_id, t.readable_id, t.status, t.output, t.error,
+       t.is_skipped, t.worker_id, r.tenant_id, r.workflow_version_id, r.priority,
+       r.desired_worker_id, r.status AS run_status, r.finished_at IS NOT NULL AS run_was_finished
+FROM workflow_runs r
+JOIN tasks t ON t.workflow_run_id = r.id
+WHERE r.id = ANY($1::uuid[]);
 
 -- name: run_task_snapshots
 SELECT workflow_run_id, id, step_id, readable_id, status, output, error, is_skipped, worker_id
@@ -396,7 +481,9 @@ WHERE workflow_run_id = ANY($1::uuid[]);
 
 -- name: set_runs_status
 -- Returns the runs that finished, with what the workflow-duration histogram observes (a run
--- that ends before it started, e.g. cancelled while queued, counts with a zero duration).
+-- that ends before it started, e.g. cancelled while queued, counts with a zero duration),
+-- or one row of NULLs when none did: the row that sends the caller's bus notification
+-- ($4 channel, $5 payload, when given) whether or not a run finished.
 WITH changed AS (
     UPDATE workflow_runs r
     SET status = u.status,
@@ -412,9 +499,9 @@ WITH changed AS (
 )
 SELECT c.tenant_id, w.name AS workflow_name, c.status,
        extract(epoch FROM c.finished_at - c.started_at)::float8 * 1000 AS duration_ms
-FROM changed c
-JOIN workflows w ON w.id = c.workflow_id
-WHERE c.finished_at IS NOT NULL;
+-- a VALUES row with a volatile function is scanned (not flattened), so it notifies once
+FROM (VALUES (CASE WHEN $4::text IS NOT NULL THEN pg_notify($4, $5)::text END)) AS notified(n)
+LEFT JOIN (changed c JOIN workflows w ON w.id = c.workflow_id) ON c.finished_at IS NOT NULL;
 
 -- name: has_ready_items
 -- Whether a claim could find anything for these actions: the scheduler's safety tick asks this
