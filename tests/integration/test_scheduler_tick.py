@@ -63,3 +63,31 @@ async def test_a_tick_ignores_items_for_actions_no_local_worker_serves(
     # a round something woke still reads (and finds no one to take the item)
     assert not await engine.scheduler.run_round(tenant)
     assert capacity_reads == [1]
+
+
+async def test_the_scheduling_transaction_plans_generically_and_ends_cleanly(
+    engine: Replica,
+) -> None:
+    repo = engine.repo
+    await repo.pool.execute("CREATE TABLE sched_probe (n int)")
+    try:
+        async with repo.generic_plan_transaction() as conn:
+            assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+            await conn.execute("INSERT INTO sched_probe VALUES (1)")
+        with pytest.raises(RuntimeError):
+            async with repo.generic_plan_transaction() as conn:
+                await conn.execute("INSERT INTO sched_probe VALUES (2)")
+                raise RuntimeError("the round failed")
+        # committed, then rolled back; every pooled session is back outside a transaction with
+        # its default plan choice
+        assert await repo.pool.fetchval("SELECT array_agg(n) FROM sched_probe") == [1]
+        held = [await repo.pool.acquire() for _ in range(repo.pool.get_size())]
+        try:
+            for conn in held:
+                assert not conn.is_in_transaction()
+                assert await conn.fetchval("SHOW plan_cache_mode") == "auto"
+        finally:
+            for conn in held:
+                await repo.pool.release(conn)
+    finally:
+        await repo.pool.execute("DROP TABLE sched_probe")

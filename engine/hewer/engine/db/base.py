@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 import asyncpg
 
 from hewer.engine.core.dag import NewTask
+from hewer.engine.db.queries import query
 
 if TYPE_CHECKING:
     # a connection checked out of the pool, on which the statements of a unit of work run
@@ -127,6 +128,24 @@ class RepositoryBase:
     async def transaction(self) -> AsyncIterator[Conn]:
         async with self.pool.acquire() as conn, conn.transaction():
             yield conn
+
+    @asynccontextmanager
+    async def generic_plan_transaction(self) -> AsyncIterator[Conn]:
+        """A transaction whose statements all use generic plans (the scheduler's round,
+        queries/planning.sql), begun in the round trip of its BEGIN."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(query("begin_with_generic_plans"))
+            try:
+                yield conn
+            except BaseException:
+                try:
+                    await conn.execute("ROLLBACK")
+                except BaseException:
+                    # the pool keeps sessions as they are (_keep_session): a connection that
+                    # may still be inside this transaction must not be handed out again
+                    conn.terminate()
+                raise
+            await conn.execute("COMMIT")
 
     @asynccontextmanager
     async def unit(self, conn: Conn | None) -> AsyncIterator[Conn]:

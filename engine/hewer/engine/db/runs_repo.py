@@ -175,12 +175,7 @@ class RunQueries(RepositoryBase):
         exclude: Sequence[int] = (),
         soft_pin_seconds: float = 2.0,
     ) -> list[Record]:
-        # Inside the scheduler's transaction: SET LOCAL ends with it, also when the claim fails.
-        # It is not reset after the claim: the round's remaining statements (rate limits,
-        # assign_tasks) are keyed by ids and plan the same generically, and their custom
-        # planning, plus the reset's round trip, cost about 0.5 ms a round (DAG hop in
-        # tests/bench/README.md).
-        await conn.execute(query("use_generic_plans"))
+        # inside generic_plan_transaction (the scheduler's round): queries/planning.sql
         rows = await conn.fetch(
             query("claim_queue_items"),
             tenant_id,

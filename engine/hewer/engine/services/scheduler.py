@@ -149,7 +149,7 @@ class Scheduler:
                 limits[action] = min(MAX_PER_ACTION, limits.get(action, 0) + units)
         if not limits:
             return False
-        async with self._repo.transaction() as conn:
+        async with self._repo.generic_plan_transaction() as conn:
             METRICS.queue_round(tenant_id)
             decided = await self._claim_and_assign(conn, tenant_id, limits, capacities)
             if not decided:
