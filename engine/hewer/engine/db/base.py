@@ -17,6 +17,7 @@ import asyncpg
 
 from hewer.engine.core.dag import NewTask
 from hewer.engine.db.queries import query
+from hewer.engine.db.transactions import notify, savepoint, top_level
 
 if TYPE_CHECKING:
     # a connection checked out of the pool, on which the statements of a unit of work run
@@ -126,26 +127,19 @@ class RepositoryBase:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
-        async with self.pool.acquire() as conn, conn.transaction():
+        """A transaction of its own; its notifications go with its COMMIT (transactions.py)."""
+        async with self.pool.acquire() as conn, top_level(conn):
             yield conn
 
     @asynccontextmanager
     async def generic_plan_transaction(self) -> AsyncIterator[Conn]:
-        """A transaction whose statements all use generic plans (the scheduler's round,
-        queries/planning.sql), begun in the round trip of its BEGIN."""
-        async with self.pool.acquire() as conn:
-            await conn.execute(query("begin_with_generic_plans"))
-            try:
-                yield conn
-            except BaseException:
-                try:
-                    await conn.execute("ROLLBACK")
-                except BaseException:
-                    # the pool keeps sessions as they are (_keep_session): a connection that
-                    # may still be inside this transaction must not be handed out again
-                    conn.terminate()
-                raise
-            await conn.execute("COMMIT")
+        """:meth:`transaction` whose statements all use generic plans (the scheduler's
+        round, queries/planning.sql), set in the round trip of its BEGIN."""
+        async with (
+            self.pool.acquire() as conn,
+            top_level(conn, begin=query("begin_with_generic_plans")),
+        ):
+            yield conn
 
     @asynccontextmanager
     async def unit(self, conn: Conn | None) -> AsyncIterator[Conn]:
@@ -155,8 +149,12 @@ class RepositoryBase:
             async with self.transaction() as own:
                 yield own
         else:
-            async with conn.transaction():
+            async with savepoint(conn):
                 yield conn
+
+    async def notify(self, conn: Conn, *, channel: str, payload: str) -> None:
+        """NOTIFY; inside :meth:`transaction` it is sent with the COMMIT."""
+        await notify(conn, channel=channel, payload=payload)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:

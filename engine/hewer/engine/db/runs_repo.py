@@ -102,11 +102,9 @@ class RunQueries(RepositoryBase):
         entries: Sequence[QueueEntry],
         entry_workflow_ids: Sequence[str],
         events: Sequence[TaskEvent],
-        notify: tuple[str, str] | None = None,
     ) -> None:
         """New tasks of existing runs, the queue items of those queued (with each one's
-        workflow, for its paused flag) and their first events, in one round trip;
-        ``notify``: (channel, payload) to NOTIFY in the same statement."""
+        workflow, for its paused flag) and their first events, in one round trip."""
         self.observer.task_events(tenant_id, events)
         await conn.execute(
             query("create_tasks"),
@@ -140,8 +138,6 @@ class RunQueries(RepositoryBase):
             [e.message for e in events],
             [e.output for e in events],
             [e.worker_id for e in events],
-            None if notify is None else notify[0],
-            None if notify is None else notify[1],
         )
 
     async def insert_task_events(
@@ -161,9 +157,6 @@ class RunQueries(RepositoryBase):
             [e.output for e in events],
             [e.worker_id for e in events],
         )
-
-    async def notify(self, conn: Conn, *, channel: str, payload: str) -> None:
-        await conn.execute(query("notify"), channel, payload)
 
     async def claim_queue_items(
         self,
@@ -414,19 +407,14 @@ class RunQueries(RepositoryBase):
         run_ids: Sequence[str],
         statuses: Sequence[TaskStatus],
         finished: Sequence[bool],
-        notify: tuple[str, str] | None = None,
     ) -> None:
-        """``notify``: (channel, payload) to NOTIFY in the same statement."""
-        rows = await conn.fetch(
+        finished_rows = await conn.fetch(
             query("set_runs_status"),
             list(run_ids),
             [s.value for s in statuses],
             list(finished),
-            None if notify is None else notify[0],
-            None if notify is None else notify[1],
         )
-        # the statement returns one row without a run when none finished (see its comment)
-        self._observe_durations([r for r in rows if r["tenant_id"] is not None])
+        self._observe_durations(finished_rows)
 
     async def has_ready_items(self, *, tenant_id: str, action_ids: Sequence[str]) -> bool:
         return bool(await self.pool.fetchval(query("has_ready_items"), tenant_id, list(action_ids)))

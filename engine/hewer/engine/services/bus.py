@@ -81,14 +81,9 @@ class Bus:
         if local:
             self._inbox.put_nowait(json.dumps({"t": "multi", "m": local}))
 
-    def inline_notification(self, message: dict[str, Any]) -> tuple[str, str] | None:
-        """(channel, payload) for a caller's own statement to NOTIFY ``message`` with, saving
-        :meth:`publish`'s round trip; None when it is too large to go inline (publish it)."""
-        body = json.dumps(message, separators=(",", ":"))
-        return None if len(body.encode()) > _MAX_INLINE else (CHANNEL, body)
-
     async def publish(self, conn: Conn | None, message: dict[str, Any]) -> None:
-        """Send a message; inside a transaction it is delivered at commit."""
+        """Send a message; inside a transaction it is delivered at commit (and sent with the
+        COMMIT, db/transactions.py)."""
         body = json.dumps(message, separators=(",", ":"))
         if len(body.encode()) > _MAX_INLINE:
             ref = await self._repo.park_bus_payload(conn, body)

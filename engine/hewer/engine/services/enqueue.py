@@ -71,9 +71,6 @@ class NewTasks:
 
     tasks: Sequence[NewTaskRow]
     events: Sequence[TaskEvent]
-    # (channel, payload) of a bus notification the same statement sends (its round trip
-    # saved; delivered at commit like any NOTIFY)
-    notify: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -291,7 +288,6 @@ class Enqueuer:
                 entries=entries,
                 entry_workflow_ids=entry_workflow_ids,
                 events=creating.events,
-                notify=creating.notify,
             )
         else:
             await self._repo.insert_queue_items(conn, tenant_id=tenant_id, entries=entries)

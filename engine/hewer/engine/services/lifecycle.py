@@ -469,8 +469,8 @@ class Lifecycle:
 
         The runs are locked together (in id order; ``locked``: by the caller already) and
         read together; the DAG decisions are pure (``core.dag.progress``); what
-        they create is written with one statement per tenant, and the NOTIFY rides on the
-        last write when it fits inline.
+        they create is written with one statement per tenant; the messages go with the
+        COMMIT (db/transactions.py).
         """
         messages: list[dict[str, Any]] = []
         for item in finished:
@@ -517,27 +517,18 @@ class Lifecycle:
             if any(r.task.status is TaskStatus.QUEUED for r in rows):
                 messages.append({"t": "queue", "tenant": tenant_id, "delay": 0})
         messages = [*also, *messages]
-        # delivered at commit wherever it is sent: the last write below carries it
-        notify = self._bus.inline_notification({"t": "multi", "m": messages})
-        last_creation = None if changed or not new_rows else list(new_rows)[-1]
         unqueued: list[_Finished] = []
         met: list[MetAlready] = []
         for tenant_id, rows in new_rows.items():
             failed = await self._create_tasks(
-                conn,
-                tenant_id=tenant_id,
-                rows=rows,
-                version_of=version_of,
-                met=met,
-                notify=notify if tenant_id == last_creation else None,
+                conn, tenant_id=tenant_id, rows=rows, version_of=version_of, met=met
             )
             unqueued += [_Finished(r, TaskStatus.FAILED, str(r["error"])) for r in failed]
         if changed:
             await self._repo.set_runs_status(
-                conn, run_ids=changed, statuses=statuses, finished=finished_flags, notify=notify
+                conn, run_ids=changed, statuses=statuses, finished=finished_flags
             )
-        if notify is None or (last_creation is None and not changed):
-            await self._bus.publish(conn, {"t": "multi", "m": messages})
+        await self._bus.publish(conn, {"t": "multi", "m": messages})  # sent with the COMMIT
         if unqueued:  # children that could not be admitted (a bad concurrency key) failed
             messages += await self._advance_many(conn, unqueued)
         # last: a firing skip or cancel advances these runs again from what is written now
@@ -569,11 +560,9 @@ class Lifecycle:
         rows: Sequence[NewTaskRow],
         version_of: dict[str, str],
         met: list[MetAlready],
-        notify: tuple[str, str] | None,
     ) -> list[Record]:
         """Insert DAG tasks and enqueue the queued ones; returns those that failed instead.
-        WAITING ones get their matches; what a look-back met for them is added to ``met``.
-        ``notify``: a bus notification for the writing statement to send."""
+        WAITING ones get their matches; what a look-back met for them is added to ``met``."""
         events = [
             TaskEvent(
                 task_id=r.id,
@@ -602,7 +591,7 @@ class Lifecycle:
                 for r in rows
                 if r.task.status is TaskStatus.QUEUED
             ],
-            creating=NewTasks(tasks=rows, events=events, notify=notify),
+            creating=NewTasks(tasks=rows, events=events),
         )
         met += await register_waiting(self._repo, conn, tenant_id=tenant_id, rows=rows)
         return outcome.failed

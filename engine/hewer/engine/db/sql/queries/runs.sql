@@ -66,10 +66,9 @@ LEFT JOIN LATERAL (
 -- name: create_tasks
 -- New tasks of existing runs in ONE statement (one round trip), as create_runs does for new
 -- runs: the tasks, the queue items services/enqueue.py made for them (an empty list when
--- they wait or are gated) and each task's first event. Foreign keys are checked at the end
--- of the statement, so the items and events may reference tasks inserted beside them. The
--- paused flag comes from the item's workflow ($23), read FOR KEY SHARE as in create_runs
--- and insert_queue_items.
+-- they wait or are gated) and each task's first event (nothing checks the items' and
+-- events' task ids against tasks: migration 0016). The paused flag comes from the item's
+-- workflow ($23), read FOR KEY SHARE as in create_runs and insert_queue_items.
 WITH wf AS (
     SELECT id, is_paused, paused_queue_ttl_seconds
     FROM workflows
@@ -121,9 +120,7 @@ WITH wf AS (
 )
 SELECT (SELECT count(*) FROM new_tasks) AS tasks,
        (SELECT count(*) FROM new_items) AS items,
-       (SELECT count(*) FROM new_events) AS events,
-       -- the caller's bus notification, when it has one ($31 channel, $32 payload)
-       CASE WHEN $31::text IS NOT NULL THEN pg_notify($31, $32)::text END AS notified;
+       (SELECT count(*) FROM new_events) AS events;
 
 -- name: insert_task_events
 INSERT INTO task_events
@@ -481,9 +478,7 @@ WHERE workflow_run_id = ANY($1::uuid[]);
 
 -- name: set_runs_status
 -- Returns the runs that finished, with what the workflow-duration histogram observes (a run
--- that ends before it started, e.g. cancelled while queued, counts with a zero duration),
--- or one row of NULLs when none did: the row that sends the caller's bus notification
--- ($4 channel, $5 payload, when given) whether or not a run finished.
+-- that ends before it started, e.g. cancelled while queued, counts with a zero duration).
 WITH changed AS (
     UPDATE workflow_runs r
     SET status = u.status,
@@ -499,9 +494,9 @@ WITH changed AS (
 )
 SELECT c.tenant_id, w.name AS workflow_name, c.status,
        extract(epoch FROM c.finished_at - c.started_at)::float8 * 1000 AS duration_ms
--- a VALUES row with a volatile function is scanned (not flattened), so it notifies once
-FROM (VALUES (CASE WHEN $4::text IS NOT NULL THEN pg_notify($4, $5)::text END)) AS notified(n)
-LEFT JOIN (changed c JOIN workflows w ON w.id = c.workflow_id) ON c.finished_at IS NOT NULL;
+FROM changed c
+JOIN workflows w ON w.id = c.workflow_id
+WHERE c.finished_at IS NOT NULL;
 
 -- name: has_ready_items
 -- Whether a claim could find anything for these actions: the scheduler's safety tick asks this
