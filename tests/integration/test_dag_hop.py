@@ -2,9 +2,9 @@
 statements (services/lifecycle.py, services/enqueue.py ``NewTasks``, query ``create_tasks``).
 
 What folding the hop must not lose: the children's queue items and first events, the paused
-flag of a paused workflow, the NOTIFY that tells other replicas (it rides on the last write
-of the transaction), the run lock that complete_tasks now takes (a sibling's progression
-must read the run after it), and the number of round trips itself.
+flag of a paused workflow, the NOTIFY that tells other replicas (it goes with the COMMIT),
+the run lock that complete_tasks now takes (a sibling's progression must read the run after
+it), and the number of round trips itself.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ CHAIN = {
 }
 ACTIONS = ["chain:a", "chain:b", "chain:c"]
 
-# BEGIN, complete_tasks (which locks the DAG run), run_task_snapshots, create_tasks (tasks,
-# queue items, events and the NOTIFY), COMMIT; it was 10 before the fold
+# BEGIN, complete_tasks (which locks the DAG run), run_states, create_tasks (tasks, queue
+# items and events), COMMIT with the NOTIFY (db/transactions.py); it was 10 before the fold
 HOP_STATEMENTS = 5
-# the last task: set_runs_status carries the NOTIFY instead of create_tasks
+# the last task: set_runs_status instead of create_tasks
 LAST_HOP_STATEMENTS = 5
 
 
@@ -193,3 +193,25 @@ async def test_a_sibling_completion_waits_for_the_run_lock_then_creates_the_chil
         await repo.pool.fetchval("SELECT count(*) FROM queue_items WHERE task_id = $1", join["id"])
         == 1
     )
+
+
+async def test_a_single_task_completion_is_one_write_between_begin_and_commit(
+    dsn: str,
+) -> None:
+    replica = await Replica.start(dsn, pool_size=2)
+    try:
+        tenant = await replica.repo.ensure_tenant("tenant-a")
+        await replica.register(
+            tenant, {"name": "solo", "tasks": [{"readable_id": "run", "action": "solo:run"}]}
+        )
+        worker = await replica.connect_worker(tenant, ["solo:run"])
+        await replica.trigger(tenant, "solo")
+        assert await replica.scheduler.run_round(tenant)
+        (message,) = drain(worker)
+        async with logged_statements(replica) as statements:
+            await complete(replica, tenant, message.task_id)
+        # BEGIN, complete_tasks (which also finishes the run), COMMIT with the NOTIFY
+        assert len(statements) == 3, statements
+        assert "pg_notify" in statements[-1] and statements[-1].endswith("COMMIT")
+    finally:
+        await replica.close()
