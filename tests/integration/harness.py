@@ -228,3 +228,15 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)
+
+
+# a DAG whose child has two parents: siblings that finish at once must create it once
+# (test_dag_hop, test_replicas)
+FAN_IN = {
+    "name": "fan-in",
+    "tasks": [
+        {"readable_id": "left", "action": "fan:left"},
+        {"readable_id": "right", "action": "fan:right"},
+        {"readable_id": "join", "action": "fan:join", "parents": ["left", "right"]},
+    ],
+}

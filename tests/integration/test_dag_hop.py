@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncpg
-from tests.integration.harness import Replica, drain
+from tests.integration.harness import FAN_IN, Replica, drain
 
 CHAIN = {
     "name": "chain",
@@ -148,16 +148,6 @@ async def test_a_child_of_a_paused_workflow_is_set_aside(
     }
     assert not await engine.scheduler.run_round(tenant)
     assert await engine.events(str(b["id"])) == [("QUEUED", 0)]
-
-
-FAN_IN = {
-    "name": "fan-in",
-    "tasks": [
-        {"readable_id": "left", "action": "fan:left"},
-        {"readable_id": "right", "action": "fan:right"},
-        {"readable_id": "join", "action": "fan:join", "parents": ["left", "right"]},
-    ],
-}
 
 
 async def test_a_sibling_completion_waits_for_the_run_lock_then_creates_the_child_once(

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
-from tests.integration.harness import Replica, drain
+from tests.integration.harness import FAN_IN, Replica, drain
 
 from hewer.engine.services.triggers import MAX_BULK, TriggerRequest
 from hewer.engine.services.workers import ActionKind, ActionMessage, WorkerSession
@@ -196,16 +196,6 @@ async def test_replicas_assign_every_task_exactly_once_within_slots(dsn: str) ->
     assert len(per_worker) == len(sessions)
     for engine_id, group in sessions_of.items():
         assert sum(per_worker[s.worker_id] for s in group) > 0, engine_id
-
-
-FAN_IN = {
-    "name": "fan-in",
-    "tasks": [
-        {"readable_id": "left", "action": "fan:left"},
-        {"readable_id": "right", "action": "fan:right"},
-        {"readable_id": "join", "action": "fan:join", "parents": ["left", "right"]},
-    ],
-}
 
 
 async def test_siblings_finishing_at_once_on_two_replicas_create_the_child_once(

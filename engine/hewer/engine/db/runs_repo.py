@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from hewer.engine.core.model import TaskSnapshot, TaskStatus
 from hewer.engine.db.base import (
@@ -60,18 +61,7 @@ class RunQueries(RepositoryBase):
         await conn.execute(
             query("insert_tasks"),
             tenant_id,
-            [t.id for t in tasks],
-            [t.run_id for t in tasks],
-            [t.task.step.id for t in tasks],
-            [t.task.step.readable_id for t in tasks],
-            [t.task.step.action_id for t in tasks],
-            [t.task.status.value for t in tasks],
-            [t.priority for t in tasks],
-            [json.dumps(t.task.payload_extra) for t in tasks],
-            [json.dumps(t.task.step.slot_requests) for t in tasks],
-            [t.task.step.timeout_seconds for t in tasks],
-            [t.task.skipped for t in tasks],
-            ['{"skipped": true}' if t.task.skipped else None for t in tasks],
+            *_task_columns(tasks),
         )
 
     async def insert_queue_items(
@@ -82,15 +72,7 @@ class RunQueries(RepositoryBase):
         await conn.execute(
             query("insert_queue_items"),
             tenant_id,
-            [e.task_id for e in entries],
-            [e.retry_count for e in entries],
-            [e.action_id for e in entries],
-            [e.priority for e in entries],
-            [json.dumps(e.slot_requests) for e in entries],
-            [e.desired_worker_id for e in entries],
-            [e.delay_seconds for e in entries],
-            [e.schedule_timeout_seconds for e in entries],
-            [e.rate_limits for e in entries],
+            *_entry_columns(entries),
         )
 
     async def create_tasks(
@@ -109,35 +91,10 @@ class RunQueries(RepositoryBase):
         await conn.execute(
             query("create_tasks"),
             tenant_id,
-            [t.id for t in tasks],
-            [t.run_id for t in tasks],
-            [t.task.step.id for t in tasks],
-            [t.task.step.readable_id for t in tasks],
-            [t.task.step.action_id for t in tasks],
-            [t.task.status.value for t in tasks],
-            [t.priority for t in tasks],
-            [json.dumps(t.task.payload_extra) for t in tasks],
-            [json.dumps(t.task.step.slot_requests) for t in tasks],
-            [t.task.step.timeout_seconds for t in tasks],
-            [t.task.skipped for t in tasks],
-            ['{"skipped": true}' if t.task.skipped else None for t in tasks],
-            [e.task_id for e in entries],
-            [e.retry_count for e in entries],
-            [e.action_id for e in entries],
-            [e.priority for e in entries],
-            [json.dumps(e.slot_requests) for e in entries],
-            [e.desired_worker_id for e in entries],
-            [e.delay_seconds for e in entries],
-            [e.schedule_timeout_seconds for e in entries],
-            [e.rate_limits for e in entries],
+            *_task_columns(tasks),
+            *_entry_columns(entries),
             list(entry_workflow_ids),
-            [e.task_id for e in events],
-            [e.run_id for e in events],
-            [e.retry_count for e in events],
-            [e.event_type for e in events],
-            [e.message for e in events],
-            [e.output for e in events],
-            [e.worker_id for e in events],
+            *_event_columns(events),
         )
 
     async def insert_task_events(
@@ -149,13 +106,7 @@ class RunQueries(RepositoryBase):
         await conn.execute(
             query("insert_task_events"),
             tenant_id,
-            [e.task_id for e in events],
-            [e.run_id for e in events],
-            [e.retry_count for e in events],
-            [e.event_type for e in events],
-            [e.message for e in events],
-            [e.output for e in events],
-            [e.worker_id for e in events],
+            *_event_columns(events),
         )
 
     async def claim_queue_items(
@@ -452,3 +403,50 @@ def _snapshots(run_ids: Sequence[str], rows: Sequence[Record]) -> dict[str, list
             )
         )
     return snapshots
+
+
+# The parameters of each kind of row, in the order of the unnest(...) that reads them in
+# insert_tasks / insert_queue_items / insert_task_events and in create_tasks.
+
+
+def _task_columns(tasks: Sequence[NewTaskRow]) -> list[list[Any]]:
+    return [
+        [t.id for t in tasks],
+        [t.run_id for t in tasks],
+        [t.task.step.id for t in tasks],
+        [t.task.step.readable_id for t in tasks],
+        [t.task.step.action_id for t in tasks],
+        [t.task.status.value for t in tasks],
+        [t.priority for t in tasks],
+        [json.dumps(t.task.payload_extra) for t in tasks],
+        [json.dumps(t.task.step.slot_requests) for t in tasks],
+        [t.task.step.timeout_seconds for t in tasks],
+        [t.task.skipped for t in tasks],
+        ['{"skipped": true}' if t.task.skipped else None for t in tasks],
+    ]
+
+
+def _entry_columns(entries: Sequence[QueueEntry]) -> list[list[Any]]:
+    return [
+        [e.task_id for e in entries],
+        [e.retry_count for e in entries],
+        [e.action_id for e in entries],
+        [e.priority for e in entries],
+        [json.dumps(e.slot_requests) for e in entries],
+        [e.desired_worker_id for e in entries],
+        [e.delay_seconds for e in entries],
+        [e.schedule_timeout_seconds for e in entries],
+        [e.rate_limits for e in entries],
+    ]
+
+
+def _event_columns(events: Sequence[TaskEvent]) -> list[list[Any]]:
+    return [
+        [e.task_id for e in events],
+        [e.run_id for e in events],
+        [e.retry_count for e in events],
+        [e.event_type for e in events],
+        [e.message for e in events],
+        [e.output for e in events],
+        [e.worker_id for e in events],
+    ]

@@ -294,7 +294,7 @@ class Lifecycle:
             )
             if cancel_on_worker and row["worker_id"]:
                 await self._bus.publish(conn, cancel_message(row))
-            await self._advance_and_publish(conn, row, status=TaskStatus.FAILED, payload=error)
+            await self.advance_and_publish(conn, row, status=TaskStatus.FAILED, payload=error)
 
     async def requeue_lost(
         self, *, tenant_id: str, task_id: str, retry_count: int, reason: str
@@ -336,7 +336,7 @@ class Lifecycle:
             await self._repo.insert_task_events(
                 conn, tenant_id=tenant_id, events=[task_event(row, "FAILED", message=error)]
             )
-            await self._advance_and_publish(conn, row, status=TaskStatus.FAILED, payload=error)
+            await self.advance_and_publish(conn, row, status=TaskStatus.FAILED, payload=error)
             return True
 
     # -- cancellation ----------------------------------------------------------------------
@@ -369,7 +369,7 @@ class Lifecycle:
                 )
                 if row["previous_status"] == TaskStatus.RUNNING.value and row["worker_id"]:
                     await self._bus.publish(conn_, cancel_message(row))
-                await self._advance_and_publish(conn_, row, status=TaskStatus.CANCELLED, payload="")
+                await self.advance_and_publish(conn_, row, status=TaskStatus.CANCELLED, payload="")
         return cancelled
 
     # -- internals ---------------------------------------------------------------------------
@@ -443,7 +443,7 @@ class Lifecycle:
             ],
         )
         if outcome.failed:
-            await self._advance_and_publish(
+            await self.advance_and_publish(
                 conn,
                 outcome.failed[0],
                 status=TaskStatus.FAILED,
@@ -538,18 +538,9 @@ class Lifecycle:
     async def advance_and_publish(
         self, conn: Conn, row: Record, *, status: TaskStatus, payload: str
     ) -> None:
-        """Progress the run after ``row`` reached ``status`` outside a worker report (a
-        waiting task skipped by its conditions, services/matches.py)."""
-        await self._advance_and_publish(conn, row, status=status, payload=payload)
-
-    async def _advance_and_publish(
-        self,
-        conn: Conn,
-        row: Record,
-        *,
-        status: TaskStatus,
-        payload: str,
-    ) -> None:
+        """Progress the run after ``row`` reached ``status`` (a failure, a cancellation, or
+        a waiting task skipped by its conditions, services/matches.py); the messages go with
+        the caller's COMMIT."""
         await self._advance_many(conn, [_Finished(row, status, payload)])
 
     async def _create_tasks(
