@@ -1,15 +1,13 @@
 -- Tenants, secrets and API tokens.
 
 -- name: ensure_tenant
-WITH inserted AS (
-    INSERT INTO tenants (name) VALUES ($1)
-    ON CONFLICT (name) DO NOTHING
-    RETURNING id
-)
-SELECT id FROM inserted
-UNION ALL
-SELECT id FROM tenants WHERE name = $1
-LIMIT 1;
+-- The no-op DO UPDATE (not DO NOTHING plus a SELECT) is what makes two engines starting
+-- at once on a new database safe: the SELECT's snapshot can predate the other's commit and
+-- see no row, while DO UPDATE waits for that commit and returns the row it made. It sets a
+-- column no key covers, so its row lock does not wait for the foreign keys' share locks.
+INSERT INTO tenants (name) VALUES ($1)
+ON CONFLICT (name) DO UPDATE SET created_at = tenants.created_at
+RETURNING id;
 
 -- name: get_tenant
 SELECT id, name, created_at FROM tenants WHERE id = $1;
@@ -18,15 +16,10 @@ SELECT id, name, created_at FROM tenants WHERE id = $1;
 SELECT id, name, created_at FROM tenants WHERE name = $1;
 
 -- name: ensure_secret
-WITH inserted AS (
-    INSERT INTO engine_secrets (name, value) VALUES ($1, $2)
-    ON CONFLICT (name) DO NOTHING
-    RETURNING value
-)
-SELECT value FROM inserted
-UNION ALL
-SELECT value FROM engine_secrets WHERE name = $1
-LIMIT 1;
+-- The first engine's value wins; see ensure_tenant for why DO UPDATE.
+INSERT INTO engine_secrets (name, value) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET created_at = engine_secrets.created_at
+RETURNING value;
 
 -- name: insert_api_token
 INSERT INTO api_tokens (id, tenant_id, name, expires_at) VALUES ($1, $2, $3, $4);
