@@ -89,6 +89,25 @@ async def test_a_multi_message_is_dispatched_item_by_item(
     assert seen == ["a1", "b2", "a3"]
 
 
+async def test_what_a_replica_echoed_itself_is_not_delivered_to_it_again(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    first, second = replicas
+    here = {kind: collect(first, kind) for kind in ("queue", "probe")}
+    there = {kind: collect(second, kind) for kind in ("queue", "probe")}
+    wake = {"t": "queue", "tenant": "t1", "delay": 0}
+    message = {"t": "multi", "m": [wake, {"t": "probe", "i": 1}]}
+    async with first.repo.transaction() as conn:
+        await first.bus.publish(conn, message, echoed=True)
+    first.bus.echo_locally(message)
+    await first.bus.publish(None, {"t": "probe", "i": 2})  # a marker: the first has arrived
+    await eventually(lambda: len(here["probe"]) == 2 and len(there["probe"]) == 2)
+    # the echo delivered the wake-up here, the NOTIFY only the rest; the other replica gets all
+    assert here["queue"] == [wake]
+    assert there["queue"] == [wake]
+    assert [m["i"] for m in here["probe"]] == [1, 2]
+
+
 # -- subscriptions ------------------------------------------------------------------------------
 
 

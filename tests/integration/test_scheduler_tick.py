@@ -1,11 +1,13 @@
-"""The scheduler's safety tick (nothing woke it) with many workers and nothing to run."""
+"""The scheduler's safety tick (nothing woke it) with many workers and nothing to run, and the
+loop's wake-ups once a round has drained the queue."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
-from tests.integration.harness import Replica, drain
+from tests.integration.harness import Replica, drain, eventually, next_message
 
 
 def single() -> dict[str, Any]:
@@ -63,6 +65,67 @@ async def test_a_tick_ignores_items_for_actions_no_local_worker_serves(
     # a round something woke still reads (and finds no one to take the item)
     assert not await engine.scheduler.run_round(tenant)
     assert capacity_reads == [1]
+
+
+@pytest.fixture
+def readiness_probes(engine: Replica, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What each ``has_ready_items`` probe of the scheduler answered."""
+    answers: list[bool] = []
+    original = engine.repo.has_ready_items
+
+    async def counted(**kwargs: Any) -> bool:
+        answers.append(await original(**kwargs))
+        return answers[-1]
+
+    monkeypatch.setattr(engine.repo, "has_ready_items", counted)
+    return answers
+
+
+async def test_once_drained_a_freed_slot_costs_one_probe_until_something_is_queued(
+    engine: Replica, tenant: str, capacity_reads: list[int], readiness_probes: list[bool]
+) -> None:
+    await engine.register(tenant, single())
+    worker = await engine.connect_worker(tenant, ["solo:run"])
+    engine.scheduler.start()
+    await asyncio.sleep(0.2)  # the bus's start-up resync may wake one empty round
+    capacity_reads.clear()
+    await engine.trigger(tenant, "solo")  # its wake-up is echoed to this replica's loop
+    first = await next_message(worker)
+    await asyncio.sleep(0.3)
+    # the claim asked for 100 (the worker's slots) and got 1: no second round at once, and
+    # the trigger's NOTIFY, coming back to the replica that echoed it, wakes nothing
+    assert capacity_reads == [1]
+
+    probes = len(readiness_probes)  # the safety tick may have probed meanwhile
+    await engine.lifecycle.completed(
+        tenant_id=tenant, task_id=first.task_id, retry_count=0, output="{}"
+    )
+    # the freed slot woke the loop: it asked whether anything is ready, nothing more
+    await eventually(lambda: len(readiness_probes) > probes)
+    assert not any(readiness_probes)
+    assert capacity_reads == [1]
+
+    # queued again: the wake-up goes straight to a full round
+    await engine.trigger(tenant, "solo")
+    await next_message(worker)
+    assert capacity_reads == [1, 1]
+
+
+async def test_a_full_claim_goes_again_without_a_wake_up(
+    engine: Replica, tenant: str, capacity_reads: list[int], readiness_probes: list[bool]
+) -> None:
+    await engine.register(tenant, single())
+    for _ in range(3):
+        await engine.trigger(tenant, "solo")
+    worker = await engine.connect_worker(tenant, ["solo:run"], slots={"default": 2})
+    engine.scheduler.start()
+    engine.scheduler.wake()
+    # two fill the worker (a full claim), the next round finds no room and claims nothing
+    await eventually(lambda: len(capacity_reads) == 2)
+    assert len(drain(worker)) == 2
+    await asyncio.sleep(0.2)
+    assert capacity_reads == [1, 1]
+    assert readiness_probes == []
 
 
 async def test_the_scheduling_transaction_plans_generically_and_ends_cleanly(

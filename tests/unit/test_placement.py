@@ -6,7 +6,13 @@ from collections import Counter
 
 import pytest
 
-from hewer.engine.core.assignment import QueuedItem, WorkerCapacity, assign, further_limits
+from hewer.engine.core.assignment import (
+    QueuedItem,
+    WorkerCapacity,
+    assign,
+    came_back_full,
+    further_limits,
+)
 from hewer.engine.core.placement import (
     Comparator,
     DesiredLabel,
@@ -264,3 +270,12 @@ def test_claim_again_only_past_held_back_items_while_there_is_room() -> None:
         capacities=[worker("w", 0)],
         most=500,
     )
+
+
+def test_a_claim_came_back_full_when_some_action_got_all_it_asked_for() -> None:
+    limits = {"wf:a": 2, "wf:b": 3}
+    assert came_back_full(claimed=["wf:a", "wf:b", "wf:a"], limits=limits)
+    assert came_back_full(claimed=["wf:b"] * 3, limits=limits)
+    # less than asked of every action: the queue is drained for now
+    assert not came_back_full(claimed=["wf:a", "wf:b", "wf:b"], limits=limits)
+    assert not came_back_full(claimed=[], limits=limits)

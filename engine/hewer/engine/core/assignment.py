@@ -92,6 +92,13 @@ def assign(items: Sequence[QueuedItem], workers: Sequence[WorkerCapacity]) -> li
     return result
 
 
+def came_back_full(*, claimed: Sequence[str], limits: Mapping[str, int]) -> bool:
+    """Whether a claim pass took as many items as it asked for of some action: then the queue
+    may hold more of it, and the scheduler goes again instead of waiting for a wake-up."""
+    got = Counter(claimed)
+    return any(got[action] >= limit for action, limit in limits.items())
+
+
 def further_limits(
     *,
     claimed: Sequence[str],

@@ -126,7 +126,9 @@ class Admission(DeadlineLoop):
                     )
                     queued += outcome.queued
             if queued:
-                await self._bus.publish(conn, {"t": "queue", "tenant": tenant_id, "delay": 0})
+                await self._bus.publish(
+                    conn, {"t": "queue", "tenant": tenant_id, "delay": 0}, echoed=True
+                )
         if queued:
             self._bus.echo_locally({"t": "queue", "tenant": tenant_id, "delay": 0})
         return admitted_holders

@@ -12,6 +12,11 @@ Every engine replica listens on one channel. A message is ``{"t": kind, ...}``; 
 Notifications sent inside a transaction are delivered at commit, so a subscriber never
 sees a signal for a change it cannot read yet. Bodies over the NOTIFY limit are parked in
 ``bus_payloads`` and the notification carries the row id.
+
+The replica that made a change hands its own handlers the idempotent part at once
+(``echo_locally``); a message published with ``echoed=True`` says so, and when its NOTIFY
+comes back to that replica only the rest is delivered, so a scheduler is not woken twice
+for one trigger.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -49,6 +55,8 @@ class Bus:
         self._inbox: asyncio.Queue[str] = asyncio.Queue()
         self._closing = False
         self.connected = asyncio.Event()
+        # in the messages whose idempotent part this replica echoes itself
+        self.id = uuid.uuid4().hex
 
     def subscribe(self, kind: str, handler: Handler) -> None:
         self._handlers[kind].append(handler)
@@ -81,10 +89,17 @@ class Bus:
         if local:
             self._inbox.put_nowait(json.dumps({"t": "multi", "m": local}))
 
-    async def publish(self, conn: Conn | None, message: dict[str, Any]) -> None:
+    def echoed(self, message: dict[str, Any]) -> dict[str, Any]:
+        """``message`` marked as echoed locally by this replica (see the module doc)."""
+        return {**message, "e": self.id}
+
+    async def publish(
+        self, conn: Conn | None, message: dict[str, Any], *, echoed: bool = False
+    ) -> None:
         """Send a message; inside a transaction it is delivered at commit (and sent with the
-        COMMIT, db/transactions.py)."""
-        body = json.dumps(message, separators=(",", ":"))
+        COMMIT, db/transactions.py). ``echoed``: the caller echoes it locally after the
+        commit (``echo_locally``)."""
+        body = json.dumps(self.echoed(message) if echoed else message, separators=(",", ":"))
         if len(body.encode()) > _MAX_INLINE:
             ref = await self._repo.park_bus_payload(conn, body)
             body = json.dumps({"ref": ref})
@@ -142,6 +157,8 @@ class Bus:
                 if body is None:
                     return
                 message = json.loads(body)
+            if message.get("e") == self.id:
+                message = _not_idempotent(message)
             await self._dispatch(message)
         except Exception as exc:
             log_failure("bus delivery", exc, log, f"bus message {payload[:200]}")
@@ -155,3 +172,9 @@ class Bus:
             result = handler(message)
             if result is not None:
                 await result
+
+
+def _not_idempotent(message: dict[str, Any]) -> dict[str, Any]:
+    """What of a message this replica echoed itself it has not delivered yet."""
+    items = message.get("m", []) if message.get("t") == "multi" else [message]
+    return {"t": "multi", "m": [m for m in items if m.get("t") not in _IDEMPOTENT_KINDS]}

@@ -197,9 +197,11 @@ class Lifecycle:
                 else:
                     in_dags.append(_Finished(row, TaskStatus.COMPLETED, output))
             if in_dags:  # complete_tasks locked their runs; this publishes messages with its own
-                messages = await self._advance_many(conn, in_dags, locked=True, also=messages)
+                messages = await self._advance_many(
+                    conn, in_dags, locked=True, also=messages, echoed=True
+                )
             elif messages:
-                await self._bus.publish(conn, {"t": "multi", "m": messages})
+                await self._bus.publish(conn, {"t": "multi", "m": messages}, echoed=True)
         if messages:
             echo = [
                 {**m, **local_results[m["run"]]}
@@ -462,10 +464,12 @@ class Lifecycle:
         *,
         locked: bool = False,
         also: Sequence[dict[str, Any]] = (),
+        echoed: bool = False,
     ) -> list[dict[str, Any]]:
         """After tasks reached a final state: create what follows and maybe finish their
         runs, in a fixed number of statements. Publishes the caller's messages (``also``)
-        and its own, and returns them all (for a local echo after the commit).
+        and its own, and returns them all (for a local echo after the commit; ``echoed``: the
+        caller does that echo).
 
         The runs are locked together (in id order; ``locked``: by the caller already) and
         read together; the DAG decisions are pure (``core.dag.progress``); what
@@ -528,9 +532,10 @@ class Lifecycle:
             await self._repo.set_runs_status(
                 conn, run_ids=changed, statuses=statuses, finished=finished_flags
             )
-        await self._bus.publish(conn, {"t": "multi", "m": messages})  # sent with the COMMIT
+        # sent with the COMMIT
+        await self._bus.publish(conn, {"t": "multi", "m": messages}, echoed=echoed)
         if unqueued:  # children that could not be admitted (a bad concurrency key) failed
-            messages += await self._advance_many(conn, unqueued)
+            messages += await self._advance_many(conn, unqueued, echoed=echoed)
         # last: a firing skip or cancel advances these runs again from what is written now
         await satisfy_met(self.matches, conn, met)
         return messages

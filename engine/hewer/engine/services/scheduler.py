@@ -3,6 +3,11 @@
 Wake-ups are event driven: a trigger or a freed slot sets an in-process event (and, from
 other replicas, arrives over the bus). A one-second safety tick covers delayed retries whose
 time has come and any signal lost while the listener reconnected.
+
+A round goes again at once only when a claim came back full (the queue may hold more). A
+round whose claims were not full leaves the tenant *drained*: until something is queued
+again, a wake-up (a freed slot, the safety tick) first asks one cheap question, whether any
+item is ready, instead of reading every local worker's capacity and claiming nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from hewer.engine.core.assignment import (
@@ -18,6 +24,7 @@ from hewer.engine.core.assignment import (
     QueuedItem,
     WorkerCapacity,
     assign,
+    came_back_full,
     free_capacity,
     further_limits,
 )
@@ -26,7 +33,7 @@ from hewer.engine.db.repository import Conn, Record, Repository
 from hewer.engine.services.metrics import METRICS
 from hewer.engine.services.outage import log_failure, outage_log
 from hewer.engine.services.rate_limiting import RateLimitGate
-from hewer.engine.services.workers import ActionKind, ActionMessage, WorkerHub
+from hewer.engine.services.workers import ActionKind, ActionMessage, WorkerHub, WorkerSession
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,16 @@ SAFETY_TICK = 1.0
 PLACEMENT_PASSES = 3  # claim passes per round past items placement held back
 # a task softly pinned to a live worker of another replica is left to that replica this long
 SOFT_PIN_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Round:
+    """What a round did: how many tasks it assigned, and whether it claimed at all (a round
+    without free capacity does not) and if so whether a claim came back full."""
+
+    assigned: int = 0
+    claimed: bool = False
+    full: bool = False
 
 
 class Scheduler:
@@ -51,6 +68,11 @@ class Scheduler:
         # held while reading capacity and assigning; the batch flusher assigns to the same
         # workers and takes it too, so the two never hand out one slot twice
         self.assign_lock = asyncio.Lock()
+        # bumped by every queue and resync message; a tenant is drained while the count is
+        # what it was when a round of it last claimed less than it asked for
+        self._queue_signals = 0
+        self._drained: dict[str, int] = {}
+        self._had_room: dict[str, bool] = {}  # whether a tenant's last round found free slots
 
     def wake(self, delay: float = 0.0) -> None:
         if delay <= 0:
@@ -64,6 +86,8 @@ class Scheduler:
 
     def on_bus(self, message: dict[str, Any]) -> None:
         kind = message.get("t")
+        if kind in ("queue", "resync"):
+            self._queue_signals += 1
         if kind == "queue":
             self.wake(float(message.get("delay", 0) or 0))
         elif (kind == "slots" and self._hub.get(str(message.get("worker")))) or kind == "resync":
@@ -91,9 +115,10 @@ class Scheduler:
                 busy = False
                 tenants = self._hub.tenants()
                 for tenant_id in tenants:
+                    drained = self._drained.get(tenant_id) == self._queue_signals
                     async with self.assign_lock:
-                        ready = await self.run_round(tenant_id, only_if_ready=not woken)
-                        busy = ready or busy
+                        done = await self._round(tenant_id, only_if_ready=drained or not woken)
+                    busy = busy or (done.assigned > 0 and done.full)
                 if busy:
                     self._wake.set()  # there may be more: go again without waiting
                 if tenants:  # a round without tenants did not reach the database
@@ -105,25 +130,84 @@ class Scheduler:
                 await asyncio.sleep(0.5)
 
     async def run_round(self, tenant_id: str, *, only_if_ready: bool = False) -> bool:
-        """One claim-assign-send pass for a tenant; True when it assigned anything.
+        """One claim-assign-send pass for a tenant; True when it assigned anything."""
+        return (await self._round(tenant_id, only_if_ready=only_if_ready)).assigned > 0
 
-        ``only_if_ready`` (the safety tick: nothing woke the loop): first probe for a ready
-        queue item, so that an idle engine holding hundreds of workers does not read all
-        their capacity every second."""
+    async def _round(self, tenant_id: str, *, only_if_ready: bool) -> Round:
+        """``only_if_ready`` (the safety tick, or a wake-up of a drained tenant): first probe
+        for a ready queue item, so that an idle engine holding hundreds of workers does not
+        read all their capacity every second, nor at every freed slot."""
+        signals = self._queue_signals
+        done = await self._claim_round(tenant_id, only_if_ready=only_if_ready)
+        if done.claimed and not done.full:
+            self._drained[tenant_id] = signals
+        elif done.full:
+            self._drained.pop(tenant_id, None)
+        return done
+
+    async def _claim_round(self, tenant_id: str, *, only_if_ready: bool) -> Round:
         sessions = [s for s in self._hub.sessions() if s.tenant_id == tenant_id and not s.closed]
         if not sessions:
-            return False
+            return Round()
         if only_if_ready:
             actions = set().union(*(s.actions - s.batch_actions for s in sessions))
             if not actions or not await self._repo.has_ready_items(
                 tenant_id=tenant_id, action_ids=sorted(actions)
             ):
-                return False
+                return Round()
         # read outside the claim transaction: only this replica assigns to these workers, and
         # a slot freed meanwhile just waits for the next round
-        states = await self._repo.local_worker_capacity(
-            worker_ids=[s.worker_id for s in sessions], heartbeat_window=ASSIGN_HEARTBEAT_WINDOW
+        reading = asyncio.ensure_future(
+            self._repo.local_worker_capacity(
+                worker_ids=[s.worker_id for s in sessions],
+                heartbeat_window=ASSIGN_HEARTBEAT_WINDOW,
+            )
         )
+        capacities: list[WorkerCapacity] | None = None
+        if not self._had_room.get(tenant_id, True):
+            # the last round found every worker full, and so will this one, most likely: read
+            # the capacity first and open no transaction for nothing
+            capacities, limits = self._capacities(tenant_id, sessions, await reading)
+            if not limits:
+                return Round()
+        try:
+            # otherwise the BEGIN goes out while the capacity is read (two connections): one
+            # round trip less per round; a round that then finds no room commits an empty
+            # transaction, and the next one reads first
+            async with self._repo.generic_plan_transaction() as conn:
+                if capacities is None:
+                    capacities, limits = self._capacities(tenant_id, sessions, await reading)
+                    if not limits:
+                        return Round()
+                METRICS.queue_round(tenant_id)
+                decided, full = await self._claim_and_assign(conn, tenant_id, limits, capacities)
+                if not decided:
+                    return Round(claimed=True, full=full)
+                rows = await self._repo.assign_tasks(
+                    conn,
+                    queue_ids=[a.item.queue_id for a in decided],
+                    worker_ids=[a.worker_id for a in decided],
+                )
+        finally:
+            if not reading.done():  # the transaction failed to open: let the read finish
+                await asyncio.wait([reading])
+            if not reading.cancelled():
+                reading.exception()  # retrieved: a failed read is the round's error already
+        METRICS.assigned_rows(tenant_id, rows)
+        undeliverable: list[ActionMessage] = []
+        for row in rows:
+            message = start_message(tenant_id, row)
+            if not self._hub.send(str(row["worker_id"]), message):
+                undeliverable.append(message)
+        if undeliverable and self.on_undeliverable is not None:
+            await self.on_undeliverable(undeliverable)
+        return Round(assigned=len(rows), claimed=True, full=full)
+
+    def _capacities(
+        self, tenant_id: str, sessions: list[WorkerSession], states: list[Record]
+    ) -> tuple[list[WorkerCapacity], dict[str, int]]:
+        """The free capacity of the local workers that may take work, and from it how many
+        items of each action a claim may take (none: no room; remembered per tenant)."""
         used = {
             str(r["id"]): {str(k): int(v) for k, v in dict(r["used"]).items()}
             for r in states
@@ -147,27 +231,8 @@ class Scheduler:
                 continue
             for action in cap.actions:
                 limits[action] = min(MAX_PER_ACTION, limits.get(action, 0) + units)
-        if not limits:
-            return False
-        async with self._repo.generic_plan_transaction() as conn:
-            METRICS.queue_round(tenant_id)
-            decided = await self._claim_and_assign(conn, tenant_id, limits, capacities)
-            if not decided:
-                return False
-            rows = await self._repo.assign_tasks(
-                conn,
-                queue_ids=[a.item.queue_id for a in decided],
-                worker_ids=[a.worker_id for a in decided],
-            )
-        METRICS.assigned_rows(tenant_id, rows)
-        undeliverable: list[ActionMessage] = []
-        for row in rows:
-            message = start_message(tenant_id, row)
-            if not self._hub.send(str(row["worker_id"]), message):
-                undeliverable.append(message)
-        if undeliverable and self.on_undeliverable is not None:
-            await self.on_undeliverable(undeliverable)
-        return bool(rows)
+        self._had_room[tenant_id] = bool(limits)
+        return capacities, limits
 
     async def _claim_and_assign(
         self,
@@ -175,8 +240,9 @@ class Scheduler:
         tenant_id: str,
         limits: dict[str, int],
         capacities: list[WorkerCapacity],
-    ) -> list[Assignment]:
+    ) -> tuple[list[Assignment], bool]:
         """Claim and assign; claim again (a few passes) past items placement held back.
+        Also says whether any claim came back full.
 
         Claims take as many items per action as there is room, so a head of items no
         worker here may take now (a required label, a full desired worker) would hide the
@@ -185,6 +251,7 @@ class Scheduler:
         local = [c.worker_id for c in capacities]
         decided: list[Assignment] = []
         seen: list[int] = []
+        full = False
         for _ in range(PLACEMENT_PASSES):
             claimed = await self._repo.claim_queue_items(
                 conn,
@@ -195,6 +262,8 @@ class Scheduler:
                 soft_pin_seconds=SOFT_PIN_SECONDS,
             )
             seen += [int(r["id"]) for r in claimed]
+            actions = [str(r["action_id"]) for r in claimed]
+            full = full or came_back_full(claimed=actions, limits=limits)
             checked = await self._rate_limits.check(conn, tenant_id=tenant_id, rows=claimed)
             if checked.next_refill_in is not None:
                 self.wake(checked.next_refill_in)
@@ -207,7 +276,7 @@ class Scheduler:
             )
             decided += placed
             limits = further_limits(
-                claimed=[str(r["action_id"]) for r in claimed],
+                claimed=actions,
                 placed=[a.item.action_id for a in placed],
                 limits=limits,
                 capacities=capacities,
@@ -215,7 +284,7 @@ class Scheduler:
             )
             if not limits:
                 break
-        return decided
+        return decided, full
 
 
 def _queued_item(row: Record) -> QueuedItem:

@@ -229,7 +229,7 @@ class Triggers:
                 runs=runs,
                 tasks=tasks,
                 notify_channel=CHANNEL,
-                notify_payload=json.dumps(wake),
+                notify_payload=json.dumps(self._bus.echoed(wake)),
             )
             self._bus.echo_locally(wake)  # committed: this replica's scheduler can start now
             return [r.id for r in runs]
@@ -294,7 +294,7 @@ class Triggers:
                 ],
             )
             if tasks:
-                await self._bus.publish(conn, wake)
+                await self._bus.publish(conn, wake, echoed=own_transaction)
             # last: a skip or cancel a look-back fires advances a run that is complete now
             await satisfy_met(self.matches, conn, met)
         if tasks and own_transaction:
