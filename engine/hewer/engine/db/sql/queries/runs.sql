@@ -509,32 +509,6 @@ SELECT EXISTS (
 
 -- name: local_worker_capacity
 -- This replica's workers: whether they may take work, and the slot units their tasks hold.
-SELECT w.id, w.is_paused, w.engine_id, w.labels,
-       w.last_heartbeat_at > now() - make_interval(secs => $2) AS alive,
-       coalesce(u.used, '{}'::jsonb) AS used
-FROM workers w
-LEFT JOIN LATERAL (
-    SELECT jsonb_object_agg(s.kind, s.units) AS used
-    FROM (
-        SELECT r.key AS kind, sum(r.value::int * g.holders)::bigint AS units
-        FROM (
-            -- counted per distinct request first: a worker's held tasks nearly all ask for
-            -- the same slots, and unpacking one jsonb per held task (hundreds per round)
-            -- was most of this query's time
-            SELECT h.slot_requests, count(*) AS holders
-            FROM (
-                SELECT t.slot_requests
-                FROM tasks t
-                WHERE t.worker_id = w.id AND t.slot_held AND t.batch_id IS NULL
-                UNION ALL
-                -- the members of a batch share one slot (they were assigned together)
-                SELECT DISTINCT ON (t.batch_id, t.assigned_at) t.slot_requests
-                FROM tasks t
-                WHERE t.worker_id = w.id AND t.slot_held AND t.batch_id IS NOT NULL
-            ) h
-            GROUP BY h.slot_requests
-        ) g, jsonb_each_text(g.slot_requests) AS r
-        GROUP BY r.key
-    ) s
-) u ON true
-WHERE w.id = ANY($1::uuid[]);
+-- The statement is a function (migration 0017) so that its plan is made once per session.
+SELECT id, is_paused, engine_id, labels, alive, used
+FROM hewer_local_worker_capacity($1::uuid[], $2::float8);
