@@ -71,6 +71,7 @@ class Replica:
         admission.canceller = control
         engine_id = f"engine-{uuid.uuid4()}"
         scheduler = Scheduler(repo=repo, hub=hub, engine_id=engine_id)
+        lifecycle.scheduler = scheduler
         timers = Timers(repo=repo, lifecycle=lifecycle, heartbeat_timeout=heartbeat_timeout)
         matches = Matches(repo=repo, bus=bus, lifecycle=lifecycle, enqueuer=enqueuer)
         timers.matches = matches

@@ -30,6 +30,9 @@ ACTIONS = ["chain:a", "chain:b", "chain:c"]
 # BEGIN, complete_tasks (which locks the DAG run), run_states, create_tasks (tasks, queue
 # items and events), COMMIT with the NOTIFY (db/transactions.py); it was 10 before the fold
 HOP_STATEMENTS = 5
+# ... and when nothing older waits, the hop assigns the child before its COMMIT: the capacity
+# read (on the pool's other connection), claim_queue_items and assign_tasks
+ASSIGNING_HOP_STATEMENTS = HOP_STATEMENTS + 3
 # the last task: set_runs_status instead of create_tasks
 LAST_HOP_STATEMENTS = 5
 
@@ -76,29 +79,35 @@ async def wait_for(condition: Any, *, within: float = 5.0) -> None:
     raise AssertionError("condition not met in time")
 
 
-async def test_a_hop_queues_the_child_with_its_event_and_tells_the_other_replica(
-    dsn: str,
-) -> None:
+async def test_a_hop_assigns_the_child_itself_and_tells_the_other_replica(dsn: str) -> None:
     writer, other = [await Replica.start(dsn, pool_size=2) for _ in range(2)]
     try:
         tenant = await writer.repo.ensure_tenant("tenant-a")
         await writer.register(tenant, CHAIN)
         worker = await writer.connect_worker(tenant, ACTIONS)
-        run_id = await writer.trigger(tenant, "chain")
+        with collected(writer, "queue") as own_wakeups:
+            run_id = await writer.trigger(tenant, "chain")
+            await wait_for(lambda: bool(own_wakeups))  # as the scheduler loop would see it
+        assert await writer.scheduler.run_round(tenant)
+        (message,) = drain(worker)
+        assert writer.scheduler.drained(tenant)  # the round claimed less than it asked for
         with collected(other, "queue") as wakeups, collected(other, "run") as finished:
-            for name in "abc":
-                assert await writer.scheduler.run_round(tenant)
-                (message,) = drain(worker)
-                assert message.readable_id == name
+            for child in "bc":
                 before = len(wakeups)
                 async with logged_statements(writer) as statements:
                     await complete(writer, tenant, message.task_id)
-                expected = LAST_HOP_STATEMENTS if name == "c" else HOP_STATEMENTS
-                assert len(statements) == expected, statements
-                if name != "c":
-                    # the child's wake-up reached the replica that did not write it
-                    await wait_for(lambda seen=before: len(wakeups) > seen)
-                    assert wakeups[-1] == {"t": "queue", "tenant": tenant, "delay": 0}
+                assert len(statements) == ASSIGNING_HOP_STATEMENTS, statements
+                assert "claim" in " ".join(statements) and "COMMIT" in statements[-1]
+                # sent with the commit, no round in between
+                (message,) = drain(worker)
+                assert message.readable_id == child
+                # the child's wake-up still reached the replica that did not write it
+                await wait_for(lambda seen=before: len(wakeups) > seen)
+                assert wakeups[-1] == {"t": "queue", "tenant": tenant, "delay": 0}
+                assert writer.scheduler.drained(tenant)
+            async with logged_statements(writer) as statements:
+                await complete(writer, tenant, message.task_id)
+            assert len(statements) == LAST_HOP_STATEMENTS, statements
             await wait_for(lambda: bool(finished))
         assert finished == [{"t": "run", "run": run_id, "status": "COMPLETED"}]
 
@@ -106,13 +115,40 @@ async def test_a_hop_queues_the_child_with_its_event_and_tells_the_other_replica
         assert {name: row["status"] for name, row in tasks.items()} == dict.fromkeys(
             "abc", "COMPLETED"
         )
-        for name in "bc":  # created QUEUED once, queued once, run once
+        for name in "bc":  # created QUEUED once, assigned once, run once
             events = await writer.events(str(tasks[name]["id"]))
             assert events == [("QUEUED", 0), ("ASSIGNED", 0), ("COMPLETED", 0)]
         assert await writer.repo.pool.fetchval("SELECT count(*) FROM queue_items") == 0
     finally:
         for replica in (writer, other):
             await replica.close()
+
+
+async def test_a_hop_leaves_the_child_to_the_round_when_older_work_waits(dsn: str) -> None:
+    replica = await Replica.start(dsn, pool_size=2)
+    try:
+        tenant = await replica.repo.ensure_tenant("tenant-a")
+        await replica.register(tenant, CHAIN)
+        worker = await replica.connect_worker(tenant, ACTIONS)
+        with collected(replica, "queue") as own_wakeups:
+            first = await replica.trigger(tenant, "chain")
+            await wait_for(lambda: bool(own_wakeups))
+        assert await replica.scheduler.run_round(tenant)
+        (a,) = drain(worker)
+        assert replica.scheduler.drained(tenant)
+        # another run is queued after the round: the queue is not known to be drained
+        second = await replica.trigger(tenant, "chain")
+        await wait_for(lambda: not replica.scheduler.drained(tenant))
+        async with logged_statements(replica) as statements:
+            await complete(replica, tenant, a.task_id)
+        assert len(statements) == HOP_STATEMENTS, statements
+        assert drain(worker) == []
+        # the round takes both, in queue order: the second run's first task, then the child
+        assert await replica.scheduler.run_round(tenant)
+        taken = [(m.workflow_run_id, m.readable_id) for m in drain(worker)]
+        assert sorted(taken) == sorted([(first, "b"), (second, "a")])
+    finally:
+        await replica.close()
 
 
 async def test_a_child_of_a_paused_workflow_is_set_aside(

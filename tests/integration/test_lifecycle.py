@@ -103,7 +103,8 @@ async def test_dag_children_get_their_parents_outputs(engine: Replica, tenant: s
     )
     tasks = await engine.tasks_by_name(run_id)
     assert set(tasks) == {"a", "b"}  # c still waits for b
-    assert tasks["b"]["status"] == "QUEUED"
+    # queued; or assigned already, by the hop itself when the last round drained the queue
+    assert tasks["b"]["status"] in ("QUEUED", "RUNNING")
     assert (await engine.run_row(run_id))["status"] == "RUNNING"
 
     await engine.scheduler.run_round(tenant)

@@ -159,7 +159,8 @@ async def test_skip_if_on_a_root_skips_it_and_its_join_still_runs(
     await engine.lifecycle.completed(
         tenant_id=tenant, task_id=message.task_id, retry_count=0, output="{}"
     )
-    assert (await engine.tasks_by_name(run_id))["c"]["status"] == "QUEUED"
+    # queued, or assigned by the hop itself when the last round drained the queue
+    assert (await engine.tasks_by_name(run_id))["c"]["status"] in ("QUEUED", "RUNNING")
     assert await matches_left(engine) == 0
 
 

@@ -122,6 +122,7 @@ async def run_engine(
     admission = Admission(repo=repo, bus=bus, enqueuer=enqueuer)
     admission.canceller = control
     scheduler = Scheduler(repo=repo, hub=hub, engine_id=engine_id)
+    lifecycle.scheduler = scheduler
     timers = Timers(
         repo=repo, lifecycle=lifecycle, heartbeat_timeout=settings.heartbeat_timeout_seconds
     )

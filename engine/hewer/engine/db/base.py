@@ -134,7 +134,8 @@ class RepositoryBase:
     @asynccontextmanager
     async def generic_plan_transaction(self) -> AsyncIterator[Conn]:
         """:meth:`transaction` whose statements all use generic plans (the scheduler's
-        round, queries/planning.sql), set in the round trip of its BEGIN."""
+        round and the completions that may assign, queries/planning.sql), set in the round
+        trip of its BEGIN."""
         async with (
             self.pool.acquire() as conn,
             top_level(conn, begin=query("begin_with_generic_plans")),

@@ -23,6 +23,7 @@ from hewer.engine.services.batching import Batcher, Repeats
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.definitions import Definitions
 from hewer.engine.services.enqueue import Enqueue, Enqueuer, NewTasks
+from hewer.engine.services.scheduler import Dispatch, Scheduler
 from hewer.engine.services.task_messages import (
     cancel_message,
     finished_task_messages,
@@ -120,6 +121,9 @@ class Lifecycle:
         # fires what a look-back met for new WAITING tasks (services/matches.py); set by the
         # server
         self.matches: LookBackSatisfier | None = None
+        # assigns the tasks a completion queued in its own transaction (DAG hops); set by the
+        # server
+        self.scheduler: Scheduler | None = None
 
     # -- reports from workers --------------------------------------------------------------
 
@@ -166,42 +170,56 @@ class Lifecycle:
 
     async def _write_completions(self, reports: list[_Report]) -> list[BaseException | None]:
         messages: list[dict[str, Any]] = []
-        async with self._repo.transaction() as conn:
-            rows = await self._repo.complete_tasks(
-                conn,
-                task_ids=[r.task_id for r in reports],
-                retry_counts=[r.retry_count for r in reports],
-                outputs=[r.payload for r in reports],
-                tenant_ids=[r.tenant_id for r in reports],
-                reporters=[r.reporter for r in reports],
-            )
-            done = {str(r["id"]) for r in rows}
-            outputs = {r.task_id: r.payload for r in reports}
-            outcomes: list[BaseException | None] = []
-            for report in reports:
-                if report.task_id in done:
-                    outcomes.append(None)
-                else:
-                    outcomes.append(await self._diagnose(conn, report))
-            # single-task runs finished in the same statement; their results are known here,
-            # so this replica's result subscribers are answered without reading them back
-            local_results: dict[str, dict[str, Any]] = {}
-            in_dags: list[_Finished] = []
-            for row in rows:
-                output = outputs[str(row["id"])]
-                if row["run_finished"]:
-                    run_id = str(row["workflow_run_id"])
-                    messages += finished_task_messages(row, TaskStatus.COMPLETED, payload=output)
-                    messages.append({"t": "run", "run": run_id, "status": "COMPLETED"})
-                    local_results[run_id] = inline_run_result(row, output=output)
-                else:
-                    in_dags.append(_Finished(row, TaskStatus.COMPLETED, output))
-            if in_dags:  # complete_tasks locked their runs; this publishes messages with its own
-                messages = await self._advance_many(
-                    conn, in_dags, locked=True, also=messages, echoed=True
+        dispatch: Dispatch | None = None
+        try:
+            # generic plans: its statements take them anyway after their first five calls,
+            # and the claim of an assignment in it (_assign_queued) would be planned anew on
+            # every call (queries/planning.sql)
+            async with self._repo.generic_plan_transaction() as conn:
+                rows = await self._repo.complete_tasks(
+                    conn,
+                    task_ids=[r.task_id for r in reports],
+                    retry_counts=[r.retry_count for r in reports],
+                    outputs=[r.payload for r in reports],
+                    tenant_ids=[r.tenant_id for r in reports],
+                    reporters=[r.reporter for r in reports],
                 )
-            elif messages:
-                await self._bus.publish(conn, {"t": "multi", "m": messages}, echoed=True)
+                done = {str(r["id"]) for r in rows}
+                outputs = {r.task_id: r.payload for r in reports}
+                outcomes: list[BaseException | None] = []
+                for report in reports:
+                    if report.task_id in done:
+                        outcomes.append(None)
+                    else:
+                        outcomes.append(await self._diagnose(conn, report))
+                # single-task runs finished in the same statement; their results are known
+                # here, so this replica's result subscribers are answered without reading them
+                local_results: dict[str, dict[str, Any]] = {}
+                in_dags: list[_Finished] = []
+                for row in rows:
+                    output = outputs[str(row["id"])]
+                    if row["run_finished"]:
+                        run_id = str(row["workflow_run_id"])
+                        messages += finished_task_messages(
+                            row, TaskStatus.COMPLETED, payload=output
+                        )
+                        messages.append({"t": "run", "run": run_id, "status": "COMPLETED"})
+                        local_results[run_id] = inline_run_result(row, output=output)
+                    else:
+                        in_dags.append(_Finished(row, TaskStatus.COMPLETED, output))
+                if in_dags:  # complete_tasks locked their runs; publishes its messages itself
+                    messages = await self._advance_many(
+                        conn, in_dags, locked=True, also=messages, echoed=True
+                    )
+                    dispatch = await self._assign_queued(conn, messages)
+                elif messages:
+                    await self._bus.publish(conn, {"t": "multi", "m": messages}, echoed=True)
+        except BaseException:
+            if dispatch is not None:
+                await self._end_dispatch(dispatch, committed=False)
+            raise
+        if dispatch is not None:
+            await self._end_dispatch(dispatch, committed=True)
         if messages:
             echo = [
                 {**m, **local_results[m["run"]]}
@@ -211,6 +229,23 @@ class Lifecycle:
             ]
             self._bus.echo_locally({"t": "multi", "m": echo})
         return outcomes
+
+    async def _assign_queued(self, conn: Conn, messages: list[dict[str, Any]]) -> Dispatch | None:
+        """The DAG hop's last step, in its transaction: the tasks it queued are assigned to
+        this replica's workers now when nothing older waits (Scheduler.assign_within), not by
+        the scheduler round its wake-up would start after the commit. One tenant's at most:
+        the assign lock is the scheduler's, held until the commit."""
+        if self.scheduler is None:
+            return None
+        for tenant_id in dict.fromkeys(m["tenant"] for m in messages if m["t"] == "queue"):
+            dispatch = await self.scheduler.assign_within(conn, tenant_id=tenant_id)
+            if dispatch is not None:
+                return dispatch
+        return None
+
+    async def _end_dispatch(self, dispatch: Dispatch, *, committed: bool) -> None:
+        assert self.scheduler is not None
+        await self.scheduler.end_dispatch(dispatch, committed=committed)
 
     async def _diagnose(self, conn: Conn, report: _Report) -> BaseException | None:
         task = await self._repo.get_task(report.task_id, tenant_id=report.tenant_id, conn=conn)

@@ -8,6 +8,11 @@ A round goes again at once only when a claim came back full (the queue may hold 
 round whose claims were not full leaves the tenant *drained*: until something is queued
 again, a wake-up (a freed slot, the safety tick) first asks one cheap question, whether any
 item is ready, instead of reading every local worker's capacity and claiming nothing.
+
+A transaction that queues tasks of a drained tenant (a DAG hop: a completion that creates
+the next tasks) may assign them itself, before it commits (``assign_within``): the claim
+sees its new queue items, nothing older is waiting, and the hop saves the scheduler round
+that would otherwise follow the commit.
 """
 
 from __future__ import annotations
@@ -55,6 +60,16 @@ class Round:
     full: bool = False
 
 
+@dataclass(frozen=True)
+class Dispatch:
+    """Tasks assigned inside a caller's transaction (``Scheduler.assign_within``), to be sent
+    once it committed."""
+
+    tenant_id: str
+    rows: list[Record]
+    full: bool  # the claim took all it asked for: more may be waiting
+
+
 class Scheduler:
     def __init__(self, *, repo: Repository, hub: WorkerHub, engine_id: str) -> None:
         self._repo = repo
@@ -93,6 +108,11 @@ class Scheduler:
         elif (kind == "slots" and self._hub.get(str(message.get("worker")))) or kind == "resync":
             self.wake()
 
+    def drained(self, tenant_id: str) -> bool:
+        """Whether the tenant's last round claimed less than it asked for and nothing was
+        queued since (as far as this replica heard)."""
+        return self._drained.get(tenant_id) == self._queue_signals
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="scheduler")
 
@@ -115,7 +135,7 @@ class Scheduler:
                 busy = False
                 tenants = self._hub.tenants()
                 for tenant_id in tenants:
-                    drained = self._drained.get(tenant_id) == self._queue_signals
+                    drained = self.drained(tenant_id)
                     async with self.assign_lock:
                         done = await self._round(tenant_id, only_if_ready=drained or not woken)
                     busy = busy or (done.assigned > 0 and done.full)
@@ -146,7 +166,7 @@ class Scheduler:
         return done
 
     async def _claim_round(self, tenant_id: str, *, only_if_ready: bool) -> Round:
-        sessions = [s for s in self._hub.sessions() if s.tenant_id == tenant_id and not s.closed]
+        sessions = self._sessions(tenant_id)
         if not sessions:
             return Round()
         if only_if_ready:
@@ -193,6 +213,63 @@ class Scheduler:
                 await asyncio.wait([reading])
             if not reading.cancelled():
                 reading.exception()  # retrieved: a failed read is the round's error already
+        await self._send(tenant_id, rows)
+        return Round(assigned=len(rows), claimed=True, full=full)
+
+    async def assign_within(self, conn: Conn, *, tenant_id: str) -> Dispatch | None:
+        """Claim and assign in the caller's transaction, which just queued tasks of
+        ``tenant_id``; None (nothing done) unless the tenant is drained (nothing older
+        waits) and no round is running here. The caller must end the returned dispatch:
+        ``committed()`` after its commit, ``abandoned()`` if it rolled back.
+
+        The assign lock is held from here until then, so that no round reads the capacity
+        these uncommitted assignments use."""
+        if self.assign_lock.locked() or not self.drained(tenant_id):
+            return None
+        sessions = self._sessions(tenant_id)
+        if not sessions:
+            return None
+        await self.assign_lock.acquire()  # free: taken at once
+        try:
+            states = await self._repo.local_worker_capacity(
+                worker_ids=[s.worker_id for s in sessions],
+                heartbeat_window=ASSIGN_HEARTBEAT_WINDOW,
+            )
+            capacities, limits = self._capacities(tenant_id, sessions, states)
+            if not limits:  # no room: a round follows when a slot frees
+                self.assign_lock.release()
+                return None
+            decided, full = await self._claim_and_assign(conn, tenant_id, limits, capacities)
+            rows = (
+                await self._repo.assign_tasks(
+                    conn,
+                    queue_ids=[a.item.queue_id for a in decided],
+                    worker_ids=[a.worker_id for a in decided],
+                )
+                if decided
+                else []
+            )
+        except BaseException:
+            self.assign_lock.release()
+            raise
+        METRICS.queue_round(tenant_id)
+        return Dispatch(tenant_id=tenant_id, rows=rows, full=full)
+
+    async def end_dispatch(self, dispatch: Dispatch, *, committed: bool) -> None:
+        """After the transaction of ``assign_within``: send what it assigned if it committed;
+        release the assign lock either way. Never raises: the caller's work stands."""
+        try:
+            if committed:
+                if not dispatch.full:
+                    # still drained, counting the caller's own queue wake-up, echoed next
+                    self._drained[dispatch.tenant_id] = self._queue_signals + 1
+                await self._send(dispatch.tenant_id, dispatch.rows)
+        except Exception as exc:
+            log_failure("scheduler", exc, log, "sending tasks assigned in a transaction")
+        finally:
+            self.assign_lock.release()
+
+    async def _send(self, tenant_id: str, rows: list[Record]) -> None:
         METRICS.assigned_rows(tenant_id, rows)
         undeliverable: list[ActionMessage] = []
         for row in rows:
@@ -201,7 +278,9 @@ class Scheduler:
                 undeliverable.append(message)
         if undeliverable and self.on_undeliverable is not None:
             await self.on_undeliverable(undeliverable)
-        return Round(assigned=len(rows), claimed=True, full=full)
+
+    def _sessions(self, tenant_id: str) -> list[WorkerSession]:
+        return [s for s in self._hub.sessions() if s.tenant_id == tenant_id and not s.closed]
 
     def _capacities(
         self, tenant_id: str, sessions: list[WorkerSession], states: list[Record]
