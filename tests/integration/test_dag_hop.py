@@ -17,6 +17,8 @@ from typing import Any
 import asyncpg
 from tests.integration.harness import FAN_IN, Replica, drain
 
+from hewer.engine.services.workers import ActionMessage, WorkerSession
+
 CHAIN = {
     "name": "chain",
     "tasks": [
@@ -79,18 +81,26 @@ async def wait_for(condition: Any, *, within: float = 5.0) -> None:
     raise AssertionError("condition not met in time")
 
 
+async def started_chain(replica: Replica) -> tuple[str, str, WorkerSession, ActionMessage]:
+    """A tenant with CHAIN and a worker, a run of it, and its first task assigned by a round
+    that drained the queue (it saw the trigger's wake-up first, as the scheduler loop does).
+    Returns the tenant, the run, the worker and the first task's message."""
+    tenant = await replica.repo.ensure_tenant("tenant-a")
+    await replica.register(tenant, CHAIN)
+    worker = await replica.connect_worker(tenant, ACTIONS)
+    with collected(replica, "queue") as own_wakeups:
+        run_id = await replica.trigger(tenant, "chain")
+        await wait_for(lambda: bool(own_wakeups))
+    assert await replica.scheduler.run_round(tenant)
+    (message,) = drain(worker)
+    assert replica.scheduler.drained(tenant)  # the round claimed less than it asked for
+    return tenant, run_id, worker, message
+
+
 async def test_a_hop_assigns_the_child_itself_and_tells_the_other_replica(dsn: str) -> None:
     writer, other = [await Replica.start(dsn, pool_size=2) for _ in range(2)]
     try:
-        tenant = await writer.repo.ensure_tenant("tenant-a")
-        await writer.register(tenant, CHAIN)
-        worker = await writer.connect_worker(tenant, ACTIONS)
-        with collected(writer, "queue") as own_wakeups:
-            run_id = await writer.trigger(tenant, "chain")
-            await wait_for(lambda: bool(own_wakeups))  # as the scheduler loop would see it
-        assert await writer.scheduler.run_round(tenant)
-        (message,) = drain(worker)
-        assert writer.scheduler.drained(tenant)  # the round claimed less than it asked for
+        tenant, run_id, worker, message = await started_chain(writer)
         with collected(other, "queue") as wakeups, collected(other, "run") as finished:
             for child in "bc":
                 before = len(wakeups)
@@ -127,15 +137,7 @@ async def test_a_hop_assigns_the_child_itself_and_tells_the_other_replica(dsn: s
 async def test_a_hop_leaves_the_child_to_the_round_when_older_work_waits(dsn: str) -> None:
     replica = await Replica.start(dsn, pool_size=2)
     try:
-        tenant = await replica.repo.ensure_tenant("tenant-a")
-        await replica.register(tenant, CHAIN)
-        worker = await replica.connect_worker(tenant, ACTIONS)
-        with collected(replica, "queue") as own_wakeups:
-            first = await replica.trigger(tenant, "chain")
-            await wait_for(lambda: bool(own_wakeups))
-        assert await replica.scheduler.run_round(tenant)
-        (a,) = drain(worker)
-        assert replica.scheduler.drained(tenant)
+        tenant, first, worker, a = await started_chain(replica)
         # another run is queued after the round: the queue is not known to be drained
         second = await replica.trigger(tenant, "chain")
         await wait_for(lambda: not replica.scheduler.drained(tenant))
