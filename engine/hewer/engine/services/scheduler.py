@@ -200,14 +200,9 @@ class Scheduler:
                     if not limits:
                         return Round()
                 METRICS.queue_round(tenant_id)
-                decided, full = await self._claim_and_assign(conn, tenant_id, limits, capacities)
-                if not decided:
+                rows, full = await self._claim_and_assign(conn, tenant_id, limits, capacities)
+                if not rows:
                     return Round(claimed=True, full=full)
-                rows = await self._repo.assign_tasks(
-                    conn,
-                    queue_ids=[a.item.queue_id for a in decided],
-                    worker_ids=[a.worker_id for a in decided],
-                )
         finally:
             if not reading.done():  # the transaction failed to open: let the read finish
                 await asyncio.wait([reading])
@@ -219,8 +214,8 @@ class Scheduler:
     async def assign_within(self, conn: Conn, *, tenant_id: str) -> Dispatch | None:
         """Claim and assign in the caller's transaction, which just queued tasks of
         ``tenant_id``; None (nothing done) unless the tenant is drained (nothing older
-        waits) and no round is running here. The caller must end the returned dispatch:
-        ``committed()`` after its commit, ``abandoned()`` if it rolled back.
+        waits) and no round is running here. The caller must hand the returned dispatch to
+        ``end_dispatch`` once its transaction committed or rolled back.
 
         The assign lock is held from here until then, so that no round reads the capacity
         these uncommitted assignments use."""
@@ -239,16 +234,7 @@ class Scheduler:
             if not limits:  # no room: a round follows when a slot frees
                 self.assign_lock.release()
                 return None
-            decided, full = await self._claim_and_assign(conn, tenant_id, limits, capacities)
-            rows = (
-                await self._repo.assign_tasks(
-                    conn,
-                    queue_ids=[a.item.queue_id for a in decided],
-                    worker_ids=[a.worker_id for a in decided],
-                )
-                if decided
-                else []
-            )
+            rows, full = await self._claim_and_assign(conn, tenant_id, limits, capacities)
         except BaseException:
             self.assign_lock.release()
             raise
@@ -319,9 +305,10 @@ class Scheduler:
         tenant_id: str,
         limits: dict[str, int],
         capacities: list[WorkerCapacity],
-    ) -> tuple[list[Assignment], bool]:
-        """Claim and assign; claim again (a few passes) past items placement held back.
-        Also says whether any claim came back full.
+    ) -> tuple[list[Record], bool]:
+        """Claim, place and assign (the rows of ``assign_tasks``, to send after the commit);
+        claim again (a few passes) past items placement held back. Also says whether any
+        claim came back full.
 
         Claims take as many items per action as there is room, so a head of items no
         worker here may take now (a required label, a full desired worker) would hide the
@@ -363,7 +350,14 @@ class Scheduler:
             )
             if not limits:
                 break
-        return decided, full
+        if not decided:
+            return [], full
+        rows = await self._repo.assign_tasks(
+            conn,
+            queue_ids=[a.item.queue_id for a in decided],
+            worker_ids=[a.worker_id for a in decided],
+        )
+        return rows, full
 
 
 def _queued_item(row: Record) -> QueuedItem:
