@@ -243,3 +243,23 @@ async def test_a_single_task_completion_is_one_write_between_begin_and_commit(
         assert "pg_notify" in statements[-1] and statements[-1].endswith("COMMIT")
     finally:
         await replica.close()
+
+
+async def test_a_hop_claims_only_its_own_children(dsn: str) -> None:
+    """The hop's claim holds its own runs locked: it must not take an item of another run
+    (another replica's completion may hold that run and be claiming one of ours: a
+    deadlock that PostgreSQL would break only after a second). An item whose wake-up this
+    replica has not heard yet is left to the rounds."""
+    writer, other = [await Replica.start(dsn, pool_size=2) for _ in range(2)]
+    try:
+        tenant, _, worker, a = await started_chain(writer)
+        await writer.bus.close()  # the writer hears nothing more: still believes it drained
+        second = await other.trigger(tenant, "chain")
+        await complete(writer, tenant, a.task_id)
+        (child,) = drain(worker)
+        assert child.readable_id == "b"
+        waiting = (await writer.tasks_by_name(second))["a"]
+        assert waiting["status"] == "QUEUED"
+    finally:
+        for replica in (writer, other):
+            await replica.close()

@@ -118,6 +118,7 @@ class RunQueries(RepositoryBase):
         local_workers: Sequence[str] = (),
         exclude: Sequence[int] = (),
         soft_pin_seconds: float = 2.0,
+        only_tasks: Sequence[str] | None = None,
     ) -> list[Record]:
         # inside generic_plan_transaction (the scheduler's round): queries/planning.sql
         rows = await conn.fetch(
@@ -128,6 +129,7 @@ class RunQueries(RepositoryBase):
             list(local_workers),
             list(exclude),
             soft_pin_seconds,
+            None if only_tasks is None else list(only_tasks),
         )
         return list(rows)
 

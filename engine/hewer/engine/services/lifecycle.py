@@ -208,10 +208,11 @@ class Lifecycle:
                     else:
                         in_dags.append(_Finished(row, TaskStatus.COMPLETED, output))
                 if in_dags:  # complete_tasks locked their runs; publishes its messages itself
+                    queued: dict[str, list[str]] = {}
                     messages = await self._advance_many(
-                        conn, in_dags, locked=True, also=messages, echoed=True
+                        conn, in_dags, locked=True, also=messages, echoed=True, queued=queued
                     )
-                    dispatch = await self._assign_queued(conn, messages)
+                    dispatch = await self._assign_queued(conn, queued)
                 elif messages:
                     await self._bus.publish(conn, {"t": "multi", "m": messages}, echoed=True)
         except BaseException:
@@ -230,15 +231,18 @@ class Lifecycle:
             self._bus.echo_locally({"t": "multi", "m": echo})
         return outcomes
 
-    async def _assign_queued(self, conn: Conn, messages: list[dict[str, Any]]) -> Dispatch | None:
-        """The DAG hop's last step, in its transaction: the tasks it queued are assigned to
-        this replica's workers now when nothing older waits (Scheduler.assign_within), not by
-        the scheduler round its wake-up would start after the commit. One tenant's at most:
-        the assign lock is the scheduler's, held until the commit."""
+    async def _assign_queued(self, conn: Conn, queued: dict[str, list[str]]) -> Dispatch | None:
+        """The DAG hop's last step, in its transaction: the tasks it queued (per tenant)
+        are assigned to this replica's workers now when nothing older waits
+        (Scheduler.assign_within), not by the scheduler round its wake-up would start after
+        the commit. One tenant's at most: the assign lock is the scheduler's, held until the
+        commit."""
         if self.scheduler is None:
             return None
-        for tenant_id in dict.fromkeys(m["tenant"] for m in messages if m["t"] == "queue"):
-            dispatch = await self.scheduler.assign_within(conn, tenant_id=tenant_id)
+        for tenant_id, task_ids in queued.items():
+            dispatch = await self.scheduler.assign_within(
+                conn, tenant_id=tenant_id, task_ids=task_ids
+            )
             if dispatch is not None:
                 return dispatch
         return None
@@ -500,11 +504,13 @@ class Lifecycle:
         locked: bool = False,
         also: Sequence[dict[str, Any]] = (),
         echoed: bool = False,
+        queued: dict[str, list[str]] | None = None,
     ) -> list[dict[str, Any]]:
         """After tasks reached a final state: create what follows and maybe finish their
         runs, in a fixed number of statements. Publishes the caller's messages (``also``)
         and its own, and returns them all (for a local echo after the commit; ``echoed``: the
-        caller does that echo).
+        caller does that echo). ``queued`` receives the ids of the tasks it queued, per
+        tenant.
 
         The runs are locked together (in id order; ``locked``: by the caller already) and
         read together; the DAG decisions are pure (``core.dag.progress``); what
@@ -553,8 +559,11 @@ class Lifecycle:
                 messages.append({"t": "run", "run": run_id, "status": step.run_status.value})
         version_of = {run_id: runs[run_id].version_id for run_id in run_ids}
         for tenant_id, rows in new_rows.items():
-            if any(r.task.status is TaskStatus.QUEUED for r in rows):
+            ids = [r.id for r in rows if r.task.status is TaskStatus.QUEUED]
+            if ids:
                 messages.append({"t": "queue", "tenant": tenant_id, "delay": 0})
+                if queued is not None:
+                    queued[tenant_id] = ids
         messages = [*also, *messages]
         unqueued: list[_Finished] = []
         met: list[MetAlready] = []

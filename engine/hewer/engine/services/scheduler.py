@@ -12,7 +12,8 @@ item is ready, instead of reading every local worker's capacity and claiming not
 A transaction that queues tasks of a drained tenant (a DAG hop: a completion that creates
 the next tasks) may assign them itself, before it commits (``assign_within``): the claim
 sees its new queue items, nothing older is waiting, and the hop saves the scheduler round
-that would otherwise follow the commit.
+that would otherwise follow the commit. It claims only the items it queued: the runs they
+belong to are the ones it holds locked.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,14 +213,21 @@ class Scheduler:
         await self._send(tenant_id, rows)
         return Round(assigned=len(rows), claimed=True, full=full)
 
-    async def assign_within(self, conn: Conn, *, tenant_id: str) -> Dispatch | None:
-        """Claim and assign in the caller's transaction, which just queued tasks of
-        ``tenant_id``; None (nothing done) unless the tenant is drained (nothing older
-        waits) and no round is running here. The caller must hand the returned dispatch to
-        ``end_dispatch`` once its transaction committed or rolled back.
+    async def assign_within(
+        self, conn: Conn, *, tenant_id: str, task_ids: Sequence[str]
+    ) -> Dispatch | None:
+        """Claim and assign ``task_ids`` in the caller's transaction, which just queued
+        them (tasks of ``tenant_id``); None (nothing done) unless the tenant is drained
+        (nothing older waits) and no round is running here. The caller must hand the
+        returned dispatch to ``end_dispatch`` once its transaction committed or rolled back.
 
         The assign lock is held from here until then, so that no round reads the capacity
-        these uncommitted assignments use."""
+        these uncommitted assignments use.
+
+        Only the caller's own tasks are claimed: their runs are locked by the caller. An
+        item of another run, queued by another replica whose wake-up has not arrived yet,
+        may belong to a run that replica's own hop holds while it claims one of ours; the
+        two would wait on each other until PostgreSQL's deadlock detector aborted one."""
         if self.assign_lock.locked() or not self.drained(tenant_id):
             return None
         sessions = self._sessions(tenant_id)
@@ -234,7 +243,9 @@ class Scheduler:
             if not limits:  # no room: a round follows when a slot frees
                 self.assign_lock.release()
                 return None
-            rows, full = await self._claim_and_assign(conn, tenant_id, limits, capacities)
+            rows, full = await self._claim_and_assign(
+                conn, tenant_id, limits, capacities, only_tasks=task_ids
+            )
         except BaseException:
             self.assign_lock.release()
             raise
@@ -305,10 +316,12 @@ class Scheduler:
         tenant_id: str,
         limits: dict[str, int],
         capacities: list[WorkerCapacity],
+        *,
+        only_tasks: Sequence[str] | None = None,
     ) -> tuple[list[Record], bool]:
         """Claim, place and assign (the rows of ``assign_tasks``, to send after the commit);
         claim again (a few passes) past items placement held back. Also says whether any
-        claim came back full.
+        claim came back full. ``only_tasks``: claim those tasks' items only.
 
         Claims take as many items per action as there is room, so a head of items no
         worker here may take now (a required label, a full desired worker) would hide the
@@ -326,6 +339,7 @@ class Scheduler:
                 local_workers=local,
                 exclude=seen,
                 soft_pin_seconds=SOFT_PIN_SECONDS,
+                only_tasks=only_tasks,
             )
             seen += [int(r["id"]) for r in claimed]
             actions = [str(r["action_id"]) for r in claimed]

@@ -139,7 +139,8 @@ SELECT pg_notify($1, $2);
 -- workflow is HARD sticky (it waits for its worker), and for the first $6 seconds when the
 -- pin is a soft preference and the worker is alive (then anyone may take it). The item's
 -- sticky strategy and desired labels (the run's trigger-time ones, else the step's) are
--- read through its task.
+-- read through its task. $7, unless null, restricts the claim to those tasks' items (a DAG
+-- hop assigning the children it just queued, services/scheduler.py assign_within).
 SELECT q.id, q.task_id, q.action_id, q.priority, q.slot_requests::text AS slot_requests,
        q.desired_worker_id, q.rate_limits::text AS rate_limits, v.sticky,
        coalesce(r.desired_worker_labels, s.desired_worker_labels)::text AS desired_labels
@@ -151,6 +152,7 @@ CROSS JOIN LATERAL (
     WHERE qi.tenant_id = $1 AND qi.action_id = a.action_id AND qi.available_at <= now()
       AND NOT qi.paused
       AND qi.id <> ALL($5::bigint[])
+      AND ($7::uuid[] IS NULL OR qi.task_id = ANY($7::uuid[]))
       AND (qi.desired_worker_id IS NULL OR qi.desired_worker_id = ANY($4::uuid[])
            OR NOT EXISTS (
                SELECT 1
