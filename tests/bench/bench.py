@@ -814,6 +814,37 @@ def worker_cap(done: int, before: dict[int, float], after: dict[int, float]) -> 
     return done / busiest if busiest > 0 else float("nan")
 
 
+def gc_probe_env(env: dict[str, str], data_dir: Path) -> Path:
+    """Load tests/bench/gc_probe into the engine (it times every garbage collection)."""
+    probe = str(Path(__file__).resolve().parent / "gc_probe")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (probe, env.get("PYTHONPATH")) if p)
+    out = data_dir.parent / "gc-stats.json"
+    env["HEWER_BENCH_GC_OUT"] = str(out)
+    return out
+
+
+def print_gc_stats(out: Path) -> None:
+    """The engine processes' garbage collections over the whole run (the probe's last
+    summary, written every second, so up to a second is missing)."""
+    files = sorted(out.parent.glob(f"{out.name}.*[0-9]"))
+    if not files:
+        print("engine GC: no summary from the probe")
+        return
+    for path in files:
+        summary = json.loads(path.read_text())
+        parts = [
+            f"gen{g}: {s['collections']} in {s['seconds']:.2f} s (longest "
+            f"{1000 * s['longest']:.0f} ms)"
+            for g, s in summary["generations"].items()
+        ]
+        print(
+            f"engine GC (pid {path.suffix[1:]}, thresholds {tuple(summary['thresholds'])}, "
+            f"{summary['frozen']} objects frozen): " + "; ".join(parts)
+        )
+        full = ", ".join(f"{1000 * took:.0f} ms at {at:.0f} s" for at, took in summary["full"])
+        print(f"  full collections: {full or 'none'}")
+
+
 def find_py_spy() -> str | None:
     for cand in (
         shutil.which("py-spy"),
@@ -901,6 +932,7 @@ async def run_bench(args: argparse.Namespace, h: Harness) -> int:
     data_dir = new_data_dir(h)
     env = child_env()
     env["HEWER_LOG_LEVEL"] = args.engine_log_level
+    gc_out = gc_probe_env(env, data_dir) if args.gc_stats else None
     print_machine()
     t_boot = time.perf_counter()
     pg_pid_file: Path | None = data_dir / "pg" / "postmaster.pid"
@@ -1065,6 +1097,8 @@ async def run_bench(args: argparse.Namespace, h: Harness) -> int:
         f"{fmt_mb(mon.peak_pg_pss)}"
     )
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if gc_out is not None:
+        print_gc_stats(gc_out)
     for raw in profiles:
         if raw.exists():
             summarize_profile(raw)
@@ -1190,6 +1224,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "dropped per run) instead of `hewer dev`'s embedded one; see pg_server.py",
     )
     p.add_argument("--json", metavar="FILE", default=None, help="also write figures as JSON")
+    p.add_argument(
+        "--gc-stats",
+        action="store_true",
+        help="time the engine's garbage collections (tests/bench/gc_probe) and print them",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs) for debugging")
     # internal: child process roles
     p.add_argument(

@@ -7,6 +7,7 @@ number of replicas can run against the same database.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import uuid
 from collections.abc import Callable
@@ -60,6 +61,21 @@ from hewer.engine.services.worker_registry import WorkerRegistry
 from hewer.engine.services.workers import ActionMessage, WorkerHub
 
 log = logging.getLogger(__name__)
+
+
+def settle_heap() -> None:
+    """Keep the garbage collector off the startup heap and off the hot path.
+
+    After startup the heap holds about 200,000 long-lived objects (modules, protobuf
+    descriptors, SQL texts) that every full collection walked again: 110 ms each, nine times
+    a minute under load. Frozen, they are never scanned; a larger first-generation threshold
+    makes the young collections three times rarer. Per the bench's gc probe (README, session
+    11) collection CPU fell from 1.4 s to 0.4 s per run and the longest pause from 110 to
+    about 55 ms; RSS did not grow.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 async def create_token(
@@ -321,6 +337,7 @@ async def run_engine(
             settings.bind_host,
             settings.http_port,
         )
+        settle_heap()
         if on_ready is not None:
             token = await auth.issue(tenant_id=tenant_id, name="dev")
             on_ready(ready_info(settings=settings, tenant_id=tenant_id, token=token))

@@ -21,6 +21,7 @@ keep Hatchet's names these are exported as monotonically increasing gauges.
 
 from __future__ import annotations
 
+import collections
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -164,59 +165,65 @@ class EngineMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        # event kind -> (engine-wide counter, per-tenant counter)
+        self._by_kind: dict[str, tuple[Counter, Counter | Gauge]] = {
+            "QUEUED": (self.created, self.t_created),
+            "COMPLETED": (self.succeeded, self.t_succeeded),
+            "FAILED": (self.failed, self.t_failed),
+            "RETRYING": (self.retried, self.t_retried),
+            "SKIPPED": (self.skipped, self.t_skipped),
+            "REASSIGNED": (self.reassigned, self.t_reassigned),
+            "CANCELLED": (self.cancelled, self.t_cancelled),
+        }
 
     # -- recording --------------------------------------------------------------------------
 
     def task_events(self, tenant_id: str, events: Iterable[Any]) -> None:
-        """Count task state changes from the monitoring events being written."""
+        """Count task state changes from the monitoring events being written.
+
+        Counted per batch, one ``inc`` per kind: a labelled child looked up per event was a
+        measurable share of the engine's CPU under load."""
+        kinds: collections.Counter[str] = collections.Counter()
+        timed_out = 0
         for e in events:
-            kind = e.event_type
-            if kind == "QUEUED":
-                self.created.inc()
-                self.t_created.labels(tenant_id).inc()
-            elif kind == "COMPLETED":
-                self.succeeded.inc()
-                self.t_succeeded.labels(tenant_id).inc()
-            elif kind == "FAILED":
-                self.failed.inc()
-                self.t_failed.labels(tenant_id).inc()
-            elif kind == "RETRYING":
-                self.retried.inc()
-                self.t_retried.labels(tenant_id).inc()
-            elif kind == "SKIPPED":
-                self.skipped.inc()
-                self.t_skipped.labels(tenant_id).inc()
-            elif kind == "REASSIGNED":
-                self.reassigned.inc()
-                self.t_reassigned.labels(tenant_id).inc()
-            elif kind == "CANCELLED":
-                self.cancelled.inc()
-                self.t_cancelled.labels(tenant_id).inc()
-                if "SCHEDULING_TIMED_OUT" in (e.message or ""):
-                    self.sched_timed_out.inc()
-                    self.t_sched_timed_out.labels(tenant_id).inc()
+            kinds[e.event_type] += 1
+            if e.event_type == "CANCELLED" and "SCHEDULING_TIMED_OUT" in (e.message or ""):
+                timed_out += 1
+        for kind, count in kinds.items():
+            pair = self._by_kind.get(kind)
+            if pair is not None:
+                pair[0].inc(count)
+                pair[1].labels(tenant_id).inc(count)
+        if timed_out:
+            self.sched_timed_out.inc(timed_out)
+            self.t_sched_timed_out.labels(tenant_id).inc(timed_out)
 
     def queue_round(self, tenant_id: str) -> None:
         self.queue_invocations.inc()
         self.t_queue_invocations.labels(tenant_id).inc()
 
-    def assigned_rows(self, tenant_id: str, rows: Iterable[Any]) -> None:
+    def assigned_rows(self, tenant_id: str, rows: Sequence[Any]) -> None:
+        if not rows:
+            return
         now = datetime.now(UTC)
+        self.assigned.inc(len(rows))
+        self.t_assigned.labels(tenant_id).inc(len(rows))
+        waits = self.t_queued_to_assigned_seconds.labels(tenant_id)
+        starts = self.trigger_to_start.labels(tenant_id)
+        queued = 0
         for row in rows:
-            self.assigned.inc()
-            self.t_assigned.labels(tenant_id).inc()
             queued_at = _get(row, "queued_at")
             if queued_at is not None:
                 waited = max(0.0, (now - queued_at).total_seconds())
-                self.queued_to_assigned.inc()
-                self.t_queued_to_assigned.labels(tenant_id).inc()
+                queued += 1
                 self.queued_to_assigned_seconds.observe(waited)
-                self.t_queued_to_assigned_seconds.labels(tenant_id).observe(waited)
+                waits.observe(waited)
             created = _get(row, "run_created_at")
             if created is not None and _get(row, "retry_count") == 0:
-                self.trigger_to_start.labels(tenant_id).observe(
-                    max(0.0, (now - created).total_seconds())
-                )
+                starts.observe(max(0.0, (now - created).total_seconds()))
+        if queued:
+            self.queued_to_assigned.inc(queued)
+            self.t_queued_to_assigned.labels(tenant_id).inc(queued)
 
     def run_finished(
         self, tenant_id: str, workflow_name: str, status: str, duration_ms: float
