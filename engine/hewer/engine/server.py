@@ -67,11 +67,12 @@ def settle_heap() -> None:
     """Keep the garbage collector off the startup heap and off the hot path.
 
     After startup the heap holds about 200,000 long-lived objects (modules, protobuf
-    descriptors, SQL texts) that every full collection walked again: 110 ms each, nine times
-    a minute under load. Frozen, they are never scanned; a larger first-generation threshold
-    makes the young collections three times rarer. Per the bench's gc probe (README, session
-    11) collection CPU fell from 1.4 s to 0.4 s per run and the longest pause from 110 to
-    about 55 ms; RSS did not grow.
+    descriptors, SQL texts) that every full collection walked again, about 100 ms each and
+    six or seven times in a bench run under load. Frozen, they are never scanned; a larger
+    first-generation threshold makes the young collections three times rarer. Per the
+    bench's gc probe (``bench.py --gc-stats``; tests/bench/README.md, session 11) no full
+    collection runs under load any more and collection CPU per run fell from 1.2-1.3 s to
+    0.4-0.5 s; RSS did not grow.
     """
     gc.collect()
     gc.freeze()
