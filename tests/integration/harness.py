@@ -75,7 +75,7 @@ class Replica:
         timers = Timers(repo=repo, lifecycle=lifecycle, heartbeat_timeout=heartbeat_timeout)
         matches = Matches(repo=repo, bus=bus, lifecycle=lifecycle, enqueuer=enqueuer)
         timers.matches = matches
-        lifecycle.matches = matches
+        lifecycle.progression.matches = matches
         triggers.matches = matches
         durable = DurableLog(repo=repo, bus=bus, enqueuer=enqueuer, triggers=triggers)
         durable.matches = matches

@@ -146,7 +146,7 @@ async def run_engine(
     matches = Matches(repo=repo, bus=bus, lifecycle=lifecycle, enqueuer=enqueuer)
     timers.matches = matches
     events.matches = matches
-    lifecycle.matches = matches
+    lifecycle.progression.matches = matches
     triggers.matches = matches
     durable_log = DurableLog(repo=repo, bus=bus, enqueuer=enqueuer, triggers=triggers)
     durable_log.matches = matches
