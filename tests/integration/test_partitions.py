@@ -6,6 +6,8 @@ database migrated from before 0016); these tests create them the way the engine 
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
@@ -16,6 +18,7 @@ from tests.integration.harness import Replica
 
 from hewer.engine.core.ids import day_bounds, new_run_id, task_id_for
 from hewer.engine.db.migrate import apply_migrations, migration_files
+from hewer.engine.services import retention
 from hewer.engine.services.retention import DAYS_AHEAD, Retention, ensure_partitions
 
 WORKFLOW = {"name": "kept", "tasks": [{"readable_id": "run", "action": "kept:run"}]}
@@ -177,6 +180,65 @@ async def test_retention_drops_a_whole_expired_day_with_its_dependents(
     deleted = await Retention(repo=engine.repo, default_hours=720, interval_seconds=3600).run_once()
     assert deleted["days"] == 1 and deleted["runs"] == 2
     assert await count(pool, "SELECT count(*) FROM workflow_runs") == 0
+
+
+async def test_partition_changes_behind_a_long_reader_hold_up_others_briefly(
+    engine: Replica, tenant: str, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating or dropping a day's partitions needs the three tables to itself; while a long
+    transaction reads one of them, every statement on a table the change already holds queues
+    behind it. The change gives up after PARTITION_LOCK_WAIT (three tries) and leaves its
+    work to the next pass, and the rest of the pass runs; once the reader is gone both
+    happen. (Before migration 0018 the creation waited for the reader and so did every write
+    of a run.)"""
+    monkeypatch.setattr(retention, "PARTITION_RETRY_PAUSE_SECONDS", 0.2)
+    await engine.register(tenant, WORKFLOW)
+    old = midday(33)  # expired, but inside SPARE_GRACE: only the drop removes it
+    await engine.repo.ensure_partitions(first_day=old.date(), days=1)
+    expired = await add_run(pool, tenant=tenant, at=old, finished_at=old + timedelta(minutes=1))
+    legacy = await add_run(pool, tenant=tenant, at=midday(60), finished_at=midday(60))
+    pass_ = Retention(repo=engine.repo, default_hours=720, interval_seconds=3600)
+    today = datetime.now(UTC).date()
+
+    reader = await pool.acquire()
+    probe = await pool.acquire()
+    reader_tx = reader.transaction()
+    retention_pass: asyncio.Task[dict[str, int]] | None = None
+    try:
+        await probe.execute("SET statement_timeout = '10s'")  # fail, not hang, on old code
+        await reader_tx.start()
+        await reader.fetchval("SELECT count(*) FROM tasks")  # holds tasks until it ends
+        retention_pass = asyncio.create_task(pass_.run_once())
+        longest = 0.0
+        while not retention_pass.done():
+            started = time.monotonic()
+            # what the hot path does all the time: a write to the first table a change locks
+            await probe.execute(
+                "UPDATE workflow_runs SET additional_metadata = additional_metadata WHERE id = $1",
+                legacy,
+            )
+            longest = max(longest, time.monotonic() - started)
+            await asyncio.sleep(0.005)
+        deleted = retention_pass.result()
+    finally:
+        await reader_tx.rollback()
+        if retention_pass is not None and not retention_pass.done():
+            retention_pass.cancel()
+        await pool.release(reader)
+        await pool.release(probe)
+
+    assert longest < 0.5, f"a statement waited {longest:.3f} s behind a partition change"
+    days = await engine.repo.partition_days()
+    assert deleted["days"] == 0 and old.date() in days and today not in days
+    assert (
+        await partition_of(pool, "workflow_runs", "id", expired) == f"workflow_runs_p{old:%Y%m%d}"
+    )
+    assert deleted["runs"] == 1  # the rest of the pass ran: the DEFAULT partition's run went
+
+    deleted = await pass_.run_once()
+    assert deleted["days"] == 1 and deleted["runs"] == 1
+    days = await engine.repo.partition_days()
+    assert old.date() not in days and today in days
 
 
 async def test_a_shorter_tenant_retention_deletes_rows_inside_partitions(

@@ -34,7 +34,7 @@ from hewer.engine.db.rate_limits_repo import RateLimitQueries
 from hewer.engine.db.reads import ReadQueries
 from hewer.engine.db.recovery_repo import RecoveryQueries
 from hewer.engine.db.runs_repo import RunQueries
-from hewer.engine.db.schedule_repo import ScheduleQueries
+from hewer.engine.db.schedule_repo import PartitionsBusy, ScheduleQueries
 from hewer.engine.db.traces_repo import TraceQueries
 from hewer.engine.db.workers_repo import WorkerQueries
 
@@ -42,6 +42,7 @@ __all__ = [
     "Conn",
     "NewRun",
     "NewTaskRow",
+    "PartitionsBusy",
     "QueueEntry",
     "Record",
     "Repository",

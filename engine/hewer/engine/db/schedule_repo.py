@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
+
+import asyncpg
 
 from hewer.engine.db.base import Conn, Record, RepositoryBase
 from hewer.engine.db.queries import query
+
+
+class PartitionsBusy(Exception):
+    """Day partitions could not be created or dropped now: other transactions held the
+    tables longer than the change may wait (it holds up every statement queued behind it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,21 +309,39 @@ class ScheduleQueries(RepositoryBase):
             args += (spare_from,)
         return len(await self.pool.fetch(query(name), *args))
 
-    async def ensure_partitions(self, *, first_day: date, days: int) -> list[date]:
+    async def ensure_partitions(
+        self, *, first_day: date, days: int, lock_wait: timedelta | None = None
+    ) -> list[date]:
         """Create the missing day partitions of runs, tasks and task events; the days
-        created."""
-        rows = await self.pool.fetch(query("ensure_partitions"), first_day, days)
+        created. With ``lock_wait``, raises :class:`PartitionsBusy` when the parent tables'
+        locks were not granted within it (nothing created)."""
+        try:
+            rows = await self.pool.fetch(query("ensure_partitions"), first_day, days, lock_wait)
+        except asyncpg.LockNotAvailableError as exc:
+            raise PartitionsBusy(f"the tables stayed locked: {exc}") from exc
         return [r["day"] for r in rows]
 
     async def partition_days(self) -> list[date]:
         return [r["day"] for r in await self.pool.fetch(query("partition_days"))]
 
-    async def drop_day_partitions(self, *, day: date, cutoffs: dict[str, datetime]) -> int | None:
+    async def drop_day_partitions(
+        self, *, day: date, cutoffs: dict[str, datetime], lock_wait: timedelta
+    ) -> int | None:
         """Drop ``day``'s partitions if every run in them finished before its tenant's
-        cutoff; the number of runs dropped, or None when the day must stay."""
-        dropped = await self.pool.fetchval(
-            query("drop_day_partitions"), day, list(cutoffs), list(cutoffs.values())
-        )
+        cutoff; the number of runs dropped, or None when the day must stay.
+
+        Raises :class:`PartitionsBusy` when the parent tables' locks were not granted within
+        ``lock_wait`` (nothing changed)."""
+        try:
+            dropped = await self.pool.fetchval(
+                query("drop_day_partitions"),
+                day,
+                list(cutoffs),
+                list(cutoffs.values()),
+                lock_wait,
+            )
+        except asyncpg.LockNotAvailableError as exc:
+            raise PartitionsBusy(f"the tables stayed locked: {exc}") from exc
         return None if dropped is None or dropped < 0 else int(dropped)
 
     async def try_advisory_lock(self, conn: Conn, key: int) -> bool:

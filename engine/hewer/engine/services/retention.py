@@ -13,7 +13,11 @@ run that never finished. The pass also creates the partitions of the coming days
 (:data:`DAYS_AHEAD`), as the engine does at start.
 
 Every replica runs the loop; a session advisory lock lets one replica at a time do a pass.
-Deletes go in small batches so that the hot tables are never locked for long.
+Deletes go in small batches so that the hot tables are never locked for long. Creating or
+dropping a day's partitions needs the three tables to itself for a moment: it waits at most
+:data:`PARTITION_LOCK_WAIT` for them (everything that touches them queues behind a waiting
+change), tries :data:`PARTITION_ATTEMPTS` times, and otherwise leaves the day to the next
+pass.
 """
 
 from __future__ import annotations
@@ -21,16 +25,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
 
 from hewer.engine.core.ids import time_floor
-from hewer.engine.db.repository import Repository
+from hewer.engine.db.repository import PartitionsBusy, Repository
 from hewer.engine.services.outage import log_failure
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 BATCH = 500
 DAYS_AHEAD = 2
 SPARE_GRACE = timedelta(days=7)
+# how long creating or dropping partitions may hold up the statements queued behind it
+# (well below PostgreSQL's deadlock_timeout of 1 s: a change that waits on a transaction
+# waiting on it gives up first; migration 0018)
+PARTITION_LOCK_WAIT = timedelta(milliseconds=100)
+PARTITION_ATTEMPTS = 3
+PARTITION_RETRY_PAUSE_SECONDS = 1.0
 # partitions must keep being created however rarely retention is set to run
 PARTITION_CHECK_SECONDS = 3600.0
 _LOCK_KEY = 0x4865776572_0003  # "Hewer", migration 3
@@ -129,18 +142,46 @@ class Retention:
         for day in await self._repo.partition_days():
             if datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1) > latest:
                 break
-            dropped = await self._repo.drop_day_partitions(day=day, cutoffs=cutoffs)
+            dropped = await self._drop_day(day, cutoffs)
             if dropped is not None:
                 runs += dropped
                 days += 1
         return runs, days
 
+    async def _drop_day(self, day: date, cutoffs: dict[str, datetime]) -> int | None:
+        return await briefly_locking(
+            f"dropping {day}",
+            lambda: self._repo.drop_day_partitions(
+                day=day, cutoffs=cutoffs, lock_wait=PARTITION_LOCK_WAIT
+            ),
+        )
+
 
 async def ensure_partitions(repo: Repository, *, today: date | None = None) -> list[date]:
     """Create the day partitions from yesterday to :data:`DAYS_AHEAD` days ahead (clocks of
-    replicas may differ a little; a day without its partition falls into DEFAULT)."""
+    replicas may differ a little; a day without its partition falls into DEFAULT). Busy
+    tables leave them to the next call: the coming days' partitions are made days early."""
     first = (today or datetime.now(UTC).date()) - timedelta(days=1)
-    created = await repo.ensure_partitions(first_day=first, days=DAYS_AHEAD + 2)
+    created = await briefly_locking(
+        "creating partitions",
+        lambda: repo.ensure_partitions(
+            first_day=first, days=DAYS_AHEAD + 2, lock_wait=PARTITION_LOCK_WAIT
+        ),
+    )
     if created:
         log.info("created partitions for %s", ", ".join(d.isoformat() for d in created))
-    return created
+    return created or []
+
+
+async def briefly_locking(what: str, change: Callable[[], Awaitable[T]]) -> T | None:
+    """Run a partition change that may wait only :data:`PARTITION_LOCK_WAIT` for its tables,
+    :data:`PARTITION_ATTEMPTS` times; None if the tables stayed busy."""
+    for attempt in range(1, PARTITION_ATTEMPTS + 1):
+        try:
+            return await change()
+        except PartitionsBusy as exc:
+            if attempt == PARTITION_ATTEMPTS:
+                log.info("%s: left to the next pass (%s)", what, exc)
+                return None
+            await asyncio.sleep(PARTITION_RETRY_PAUSE_SECONDS)
+    return None

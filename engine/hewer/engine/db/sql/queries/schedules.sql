@@ -267,13 +267,13 @@ WHERE id IN (
 RETURNING id;
 
 -- name: ensure_partitions
-SELECT hewer_ensure_partitions($1::date, $2::int) AS day;
+SELECT hewer_ensure_partitions($1::date, $2::int, $3::interval) AS day;
 
 -- name: partition_days
 SELECT hewer_partition_days() AS day;
 
 -- name: drop_day_partitions
-SELECT hewer_drop_day_partitions($1::date, $2::uuid[], $3::timestamptz[]);
+SELECT hewer_drop_day_partitions($1::date, $2::uuid[], $3::timestamptz[], $4::interval);
 
 -- name: delete_old_events
 DELETE FROM events
