@@ -92,7 +92,7 @@ def test_trigger_input_too_large(
     engine.assert_alive()
 
 
-@pytest.mark.parametrize("run_id", [str(uuid.uuid4()), "not-a-uuid"])
+@pytest.mark.parametrize("run_id", [pytest.param(str(uuid.uuid4()), id="unknown"), "not-a-uuid"])
 def test_run_details_of_unknown_run(channel: grpc.Channel, engine: Engine, run_id: str) -> None:
     stub = v1_grpc.AdminServiceStub(channel)
     err = _rpc_error(
@@ -104,7 +104,7 @@ def test_run_details_of_unknown_run(channel: grpc.Channel, engine: Engine, run_i
     assert err.details()
 
 
-@pytest.mark.parametrize("task_id", [str(uuid.uuid4()), "not-a-uuid"])
+@pytest.mark.parametrize("task_id", [pytest.param(str(uuid.uuid4()), id="unknown"), "not-a-uuid"])
 def test_step_event_for_unknown_task(channel: grpc.Channel, engine: Engine, task_id: str) -> None:
     stub = dispatcher_pb2_grpc.DispatcherStub(channel)  # type: ignore[attr-defined]
     event = dpb.StepActionEvent(

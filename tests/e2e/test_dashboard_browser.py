@@ -6,7 +6,8 @@ log in with a token, find a failed run by filter and see its DAG, error and logs
 and see the new attempt, cancel a running run, pause a workflow, watch a worker and the
 queue chart under load, check that a second tenant sees none of the first tenant's runs and
 that a ``<script>`` in a run's input is shown as text. Screenshots of the main pages are
-written to ``docs/screenshots/`` (or ``HEWER_SCREENSHOT_DIR``).
+written to a temp directory, or to ``HEWER_SCREENSHOT_DIR``: the README's are refreshed with
+``HEWER_SCREENSHOT_DIR=docs/screenshots`` (a plain test run leaves the checkout as it was).
 
 Skipped only where ``/usr/bin/chromium`` is missing outside CI; in CI (``CI`` set), where
 ``.ci/run`` installs it, a missing browser fails the module.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,9 +31,7 @@ from e2e_support import Engine, start_worker
 
 CHROMIUM = Path(os.environ.get("HEWER_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = Path(
-    os.environ.get(
-        "HEWER_SCREENSHOT_DIR", Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-    )
+    os.environ.get("HEWER_SCREENSHOT_DIR", Path(tempfile.gettempdir()) / "hewer-screenshots")
 )
 
 if not CHROMIUM.exists():
