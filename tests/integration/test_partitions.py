@@ -19,6 +19,7 @@ from tests.integration.harness import Replica
 from hewer.engine.core.ids import day_bounds, new_run_id, task_id_for
 from hewer.engine.db.migrate import apply_migrations, migration_files
 from hewer.engine.services import retention
+from hewer.engine.services.metrics import METRICS
 from hewer.engine.services.retention import DAYS_AHEAD, Retention, ensure_partitions
 
 WORKFLOW = {"name": "kept", "tasks": [{"readable_id": "run", "action": "kept:run"}]}
@@ -77,6 +78,14 @@ async def add_run(
         tenant, run_id,
     )  # fmt: skip
     return run_id
+
+
+def deferred(change: str) -> float:
+    """hewer_partition_changes_deferred_total{change} of this process."""
+    value = METRICS.registry.get_sample_value(
+        "hewer_partition_changes_deferred_total", {"change": change}
+    )
+    return value or 0.0
 
 
 async def count(pool: asyncpg.Pool, sql: str, *args: object) -> int:
@@ -204,6 +213,7 @@ async def test_partition_changes_behind_a_long_reader_hold_up_others_briefly(
     probe = await pool.acquire()
     reader_tx = reader.transaction()
     retention_pass: asyncio.Task[dict[str, int]] | None = None
+    before = {k: deferred(k) for k in ("create", "drop")}
     try:
         await probe.execute("SET statement_timeout = '10s'")  # fail, not hang, on old code
         await reader_tx.start()
@@ -234,6 +244,11 @@ async def test_partition_changes_behind_a_long_reader_hold_up_others_briefly(
         await partition_of(pool, "workflow_runs", "id", expired) == f"workflow_runs_p{old:%Y%m%d}"
     )
     assert deleted["runs"] == 1  # the rest of the pass ran: the DEFAULT partition's run went
+    # visible where operators look: both changes were deferred once
+    assert {k: deferred(k) - before[k] for k in before} == {
+        "create": 1,
+        "drop": 1,
+    }
 
     deleted = await pass_.run_once()
     assert deleted["days"] == 1 and deleted["runs"] == 1

@@ -165,6 +165,13 @@ class EngineMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.partition_changes_deferred = c(
+            "hewer_partition_changes_deferred_total",
+            "Day-partition creations or drops left to a later pass because other transactions"
+            " held the tables (a creation that keeps being deferred until its day arrives"
+            " leaves that day's rows in the DEFAULT partition)",
+            ("change",),
+        )
         # event kind -> (engine-wide counter, per-tenant counter)
         self._by_kind: dict[str, tuple[Counter, Counter | Gauge]] = {
             "QUEUED": (self.created, self.t_created),

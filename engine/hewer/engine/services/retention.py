@@ -31,6 +31,7 @@ from typing import TypeVar
 
 from hewer.engine.core.ids import time_floor
 from hewer.engine.db.repository import PartitionsBusy, Repository
+from hewer.engine.services.metrics import METRICS
 from hewer.engine.services.outage import log_failure
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ class Retention:
 
     async def _drop_day(self, day: date, cutoffs: dict[str, datetime]) -> int | None:
         return await briefly_locking(
+            "drop",
             f"dropping {day}",
             lambda: self._repo.drop_day_partitions(
                 day=day, cutoffs=cutoffs, lock_wait=PARTITION_LOCK_WAIT
@@ -163,6 +165,7 @@ async def ensure_partitions(repo: Repository, *, today: date | None = None) -> l
     tables leave them to the next call: the coming days' partitions are made days early."""
     first = (today or datetime.now(UTC).date()) - timedelta(days=1)
     created = await briefly_locking(
+        "create",
         "creating partitions",
         lambda: repo.ensure_partitions(
             first_day=first, days=DAYS_AHEAD + 2, lock_wait=PARTITION_LOCK_WAIT
@@ -173,15 +176,17 @@ async def ensure_partitions(repo: Repository, *, today: date | None = None) -> l
     return created or []
 
 
-async def briefly_locking(what: str, change: Callable[[], Awaitable[T]]) -> T | None:
+async def briefly_locking(kind: str, what: str, change: Callable[[], Awaitable[T]]) -> T | None:
     """Run a partition change that may wait only :data:`PARTITION_LOCK_WAIT` for its tables,
-    :data:`PARTITION_ATTEMPTS` times; None if the tables stayed busy."""
+    :data:`PARTITION_ATTEMPTS` times; None if the tables stayed busy (counted in
+    ``hewer_partition_changes_deferred_total{change=kind}``)."""
     for attempt in range(1, PARTITION_ATTEMPTS + 1):
         try:
             return await change()
         except PartitionsBusy as exc:
             if attempt == PARTITION_ATTEMPTS:
-                log.info("%s: left to the next pass (%s)", what, exc)
+                METRICS.partition_changes_deferred.labels(kind).inc()
+                log.warning("%s: left to the next pass (%s)", what, exc)
                 return None
             await asyncio.sleep(PARTITION_RETRY_PAUSE_SECONDS)
     return None
