@@ -16,6 +16,18 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION public.hewer_default_holds(lower_bound uuid, upper_bound uuid) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM workflow_runs_default
+                   WHERE id >= lower_bound AND id < upper_bound)
+        OR EXISTS (SELECT 1 FROM tasks_default WHERE id >= lower_bound AND id < upper_bound)
+        OR EXISTS (SELECT 1 FROM task_events_default
+                   WHERE task_id >= lower_bound AND task_id < upper_bound);
+END
+$$;
+
 CREATE FUNCTION public.hewer_drop_day_partitions(day date, tenant_ids uuid[], cutoffs timestamp with time zone[], lock_wait interval DEFAULT NULL::interval) RETURNS bigint
     LANGUAGE plpgsql
     AS $_$
@@ -29,11 +41,7 @@ BEGIN
     IF to_regclass('workflow_runs_p' || suffix) IS NULL THEN
         RETURN -1;
     END IF;
-    IF lock_wait IS NOT NULL THEN
-        PERFORM set_config(
-            'lock_timeout',
-            greatest(1, round(extract(epoch FROM lock_wait) * 1000))::text || 'ms', true);
-    END IF;
+    PERFORM hewer_limit_lock_wait(lock_wait);
     EXECUTE format(
         'SELECT EXISTS (SELECT 1 FROM %I r
                         LEFT JOIN unnest($1::uuid[], $2::timestamptz[]) AS c(tenant_id, cutoff)
@@ -81,31 +89,18 @@ BEGIN
         CONTINUE WHEN to_regclass('workflow_runs_p' || suffix) IS NOT NULL;
         lower_bound := hewer_uuid_floor(day::timestamp AT TIME ZONE 'UTC');
         upper_bound := hewer_uuid_floor((day + 1)::timestamp AT TIME ZONE 'UTC');
-        IF EXISTS (SELECT 1 FROM workflow_runs_default
-                   WHERE id >= lower_bound AND id < upper_bound)
-           OR EXISTS (SELECT 1 FROM tasks_default WHERE id >= lower_bound AND id < upper_bound)
-           OR EXISTS (SELECT 1 FROM task_events_default
-                      WHERE task_id >= lower_bound AND task_id < upper_bound) THEN
+        IF hewer_default_holds(lower_bound, upper_bound) THEN
             RAISE NOTICE 'hewer: rows of % are in the DEFAULT partitions; no partition for it',
                 day;
             CONTINUE;
         END IF;
         IF NOT locked THEN
-            IF lock_wait IS NOT NULL THEN
-                PERFORM set_config(
-                    'lock_timeout',
-                    greatest(1, round(extract(epoch FROM lock_wait) * 1000))::text || 'ms', true);
-            END IF;
+            PERFORM hewer_limit_lock_wait(lock_wait);
             LOCK TABLE ONLY workflow_runs, ONLY tasks, ONLY task_events
                 IN ACCESS EXCLUSIVE MODE;
             locked := true;
             -- rows of this day may have reached DEFAULT while the lock was awaited
-            CONTINUE WHEN EXISTS (SELECT 1 FROM workflow_runs_default
-                                  WHERE id >= lower_bound AND id < upper_bound)
-                OR EXISTS (SELECT 1 FROM tasks_default
-                           WHERE id >= lower_bound AND id < upper_bound)
-                OR EXISTS (SELECT 1 FROM task_events_default
-                           WHERE task_id >= lower_bound AND task_id < upper_bound);
+            CONTINUE WHEN hewer_default_holds(lower_bound, upper_bound);
         END IF;
         EXECUTE format('CREATE TABLE %I PARTITION OF workflow_runs FOR VALUES FROM (%L) TO (%L)',
                        'workflow_runs_p' || suffix, lower_bound, upper_bound);
@@ -117,6 +112,18 @@ BEGIN
                        'task_events_p' || suffix, lower_bound, upper_bound);
         RETURN NEXT day;
     END LOOP;
+END
+$$;
+
+CREATE FUNCTION public.hewer_limit_lock_wait(lock_wait interval) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF lock_wait IS NOT NULL THEN
+        PERFORM set_config(
+            'lock_timeout',
+            greatest(1, round(extract(epoch FROM lock_wait) * 1000))::text || 'ms', true);
+    END IF;
 END
 $$;
 

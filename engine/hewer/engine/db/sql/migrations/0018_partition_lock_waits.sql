@@ -13,6 +13,34 @@
 -- granted in time raises lock_not_available (55P03) and rolls the call back: the caller tries
 -- again a moment later or leaves the work to its next pass (services/retention.py). A NULL
 -- `lock_wait` waits as long as the session's lock_timeout (tools that load data).
+
+-- The lock_timeout of the rest of the transaction: `lock_wait` (at least 1 ms), or the
+-- session's own when NULL.
+CREATE FUNCTION hewer_limit_lock_wait(lock_wait interval) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF lock_wait IS NOT NULL THEN
+        PERFORM set_config(
+            'lock_timeout',
+            greatest(1, round(extract(epoch FROM lock_wait) * 1000))::text || 'ms', true);
+    END IF;
+END
+$$;
+
+-- Whether a DEFAULT partition holds rows of the id range [lower_bound, upper_bound), for
+-- which PostgreSQL would refuse a partition. (PL/pgSQL: its body is not checked against the
+-- tables when created, so schema.sql can create it before them.)
+CREATE FUNCTION hewer_default_holds(lower_bound uuid, upper_bound uuid) RETURNS boolean
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM workflow_runs_default
+                   WHERE id >= lower_bound AND id < upper_bound)
+        OR EXISTS (SELECT 1 FROM tasks_default WHERE id >= lower_bound AND id < upper_bound)
+        OR EXISTS (SELECT 1 FROM task_events_default
+                   WHERE task_id >= lower_bound AND task_id < upper_bound);
+END
+$$;
+
 DROP FUNCTION hewer_ensure_partitions(date, integer);
 
 -- Creates the partitions of `days` UTC days from `first_day` that do not exist yet, for
@@ -37,31 +65,18 @@ BEGIN
         CONTINUE WHEN to_regclass('workflow_runs_p' || suffix) IS NOT NULL;
         lower_bound := hewer_uuid_floor(day::timestamp AT TIME ZONE 'UTC');
         upper_bound := hewer_uuid_floor((day + 1)::timestamp AT TIME ZONE 'UTC');
-        IF EXISTS (SELECT 1 FROM workflow_runs_default
-                   WHERE id >= lower_bound AND id < upper_bound)
-           OR EXISTS (SELECT 1 FROM tasks_default WHERE id >= lower_bound AND id < upper_bound)
-           OR EXISTS (SELECT 1 FROM task_events_default
-                      WHERE task_id >= lower_bound AND task_id < upper_bound) THEN
+        IF hewer_default_holds(lower_bound, upper_bound) THEN
             RAISE NOTICE 'hewer: rows of % are in the DEFAULT partitions; no partition for it',
                 day;
             CONTINUE;
         END IF;
         IF NOT locked THEN
-            IF lock_wait IS NOT NULL THEN
-                PERFORM set_config(
-                    'lock_timeout',
-                    greatest(1, round(extract(epoch FROM lock_wait) * 1000))::text || 'ms', true);
-            END IF;
+            PERFORM hewer_limit_lock_wait(lock_wait);
             LOCK TABLE ONLY workflow_runs, ONLY tasks, ONLY task_events
                 IN ACCESS EXCLUSIVE MODE;
             locked := true;
             -- rows of this day may have reached DEFAULT while the lock was awaited
-            CONTINUE WHEN EXISTS (SELECT 1 FROM workflow_runs_default
-                                  WHERE id >= lower_bound AND id < upper_bound)
-                OR EXISTS (SELECT 1 FROM tasks_default
-                           WHERE id >= lower_bound AND id < upper_bound)
-                OR EXISTS (SELECT 1 FROM task_events_default
-                           WHERE task_id >= lower_bound AND task_id < upper_bound);
+            CONTINUE WHEN hewer_default_holds(lower_bound, upper_bound);
         END IF;
         EXECUTE format('CREATE TABLE %I PARTITION OF workflow_runs FOR VALUES FROM (%L) TO (%L)',
                        'workflow_runs_p' || suffix, lower_bound, upper_bound);
@@ -94,11 +109,7 @@ BEGIN
     IF to_regclass('workflow_runs_p' || suffix) IS NULL THEN
         RETURN -1;
     END IF;
-    IF lock_wait IS NOT NULL THEN
-        PERFORM set_config(
-            'lock_timeout',
-            greatest(1, round(extract(epoch FROM lock_wait) * 1000))::text || 'ms', true);
-    END IF;
+    PERFORM hewer_limit_lock_wait(lock_wait);
     EXECUTE format(
         'SELECT EXISTS (SELECT 1 FROM %I r
                         LEFT JOIN unnest($1::uuid[], $2::timestamptz[]) AS c(tenant_id, cutoff)
