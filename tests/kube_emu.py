@@ -17,8 +17,9 @@ objects with history, watch buses.  This subclass adds what kopf / kubectl / the
   deleting it removes the resource and its objects
 * /api/v1/namespaces works (kmock 0.8 returns 500 there); namespace deletion cascades
 * list: kind/apiVersion/resourceVersion, labelSelector + fieldSelector (metadata.name/namespace)
-* watch: resourceVersion continuation (no full replay), timeoutSeconds, selectors,
-  sendInitialEvents + BOOKMARK
+* watch: resourceVersion continuation replayed from a bounded per-resource event history
+  (deletions included; 410 Expired once the history no longer reaches back that far, as
+  the real watch cache), timeoutSeconds, selectors, sendInitialEvents + BOOKMARK
 * ownerReferences garbage collection (background), finalizers + deletionTimestamp
 * /openapi/v3 stubs so `kubectl apply` validation works without --validate=false
 * optional fake workload controller: Deployment -> Pods (no ReplicaSets), readiness after
@@ -32,6 +33,7 @@ server-side apply, version conversion, deletecollection, pagination (limit/conti
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import copy
 import datetime
@@ -50,6 +52,7 @@ import kmock
 from kmock._internal import enums, parsing
 
 Key = tuple[kmock.resource, str | None, str]
+HISTORY_EVENTS = 5000  # per resource; an older resourceVersion gets 410 Expired
 
 # ---------------------------------------------------------------------------------------------
 # kmock 0.8 URL parsing fixes: /api/v1/namespaces[/NAME[/status|finalize]] and PUT -> UPDATE.
@@ -238,6 +241,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
     _bg: set = attrs.field(factory=set, init=False)
     _reconciling: bool = attrs.field(default=False, init=False)
     _dirty: bool = attrs.field(default=False, init=False)
+    # every resource's recent events, so a watch from a list's resourceVersion replays what
+    # happened in between: kubectl delete --wait lists, then watches, and a finalizer
+    # removed in that gap must still reach it (it waited forever before)
+    _history: dict = attrs.field(factory=dict, init=False)
+    _forgotten_rv: dict = attrs.field(factory=dict, init=False)  # newest evicted, per resource
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -295,7 +303,18 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     # ------------------------------------------------------------------- storage primitives
     async def _emit(self, res: kmock.resource, etype: str, body: dict) -> None:
-        await self._buses[res].put({"type": etype, "object": body})
+        event = {"type": etype, "object": body}
+        history = self._history.setdefault(res, collections.deque())
+        history.append((int(body["metadata"]["resourceVersion"]), event))
+        if len(history) > HISTORY_EVENTS:
+            self._forgotten_rv[res] = history.popleft()[0]
+        await self._buses[res].put(event)
+
+    def _replay(self, res: kmock.resource, since: int, until: int) -> list[dict] | None:
+        """The events of ``res`` after ``since`` up to ``until``; None: no longer known."""
+        if since < self._forgotten_rv.get(res, 0):
+            return None
+        return [e for rv, e in self._history.get(res, ()) if since < rv <= until]
 
     async def _store_create(self, key: Key, body: dict) -> dict:
         res = key[0]
@@ -853,17 +872,24 @@ class KubeEmulator(kmock.KubernetesEmulator):
             headers={"Content-Type": "application/json"}, payload=self._watch(request)
         )
 
+    def _wants(self, request: kmock.Request, obj: dict) -> bool:
+        ns = obj["metadata"].get("namespace")
+        if request.namespace is not None and ns != request.namespace:
+            return False
+        return self._select(request, obj)
+
     async def _watch(self, request: kmock.Request):
         yield b""
         res, params = request.resource, request.params
         bus = self._buses[res]
-        marker = await bus.mark()
-        try:
+        async with self._wlock:  # no write between the marker, the snapshot and the list
+            marker = await bus.mark()
             snapshot_rv = self._rv
-            since = params.get("resourceVersion") or "0"
             objs = [
                 o for _, o in self._iter_live(res, request.namespace) if self._select(request, o)
             ]
+        try:
+            since = params.get("resourceVersion") or "0"
             if since == "0" or params.get("sendInitialEvents") == "true":
                 for o in objs:
                     yield {"type": "ADDED", "object": o}
@@ -882,25 +908,24 @@ class KubeEmulator(kmock.KubernetesEmulator):
                             },
                         },
                     }
-            elif not since.isdigit():
-                yield {
-                    "type": "ERROR",
-                    "object": {
-                        "kind": "Status",
-                        "apiVersion": "v1",
-                        "status": "Failure",
-                        "code": 410,
-                        "reason": "Expired",
-                        "message": "too old resource version",
-                    },
-                }
-                return
             else:
-                for o in (
-                    objs
-                ):  # changed since the client's resourceVersion (deletions in-between are lost)
-                    if int(o["metadata"]["resourceVersion"]) > int(since):
-                        yield {"type": "MODIFIED", "object": o}
+                replayed = self._replay(res, int(since), snapshot_rv) if since.isdigit() else None
+                if replayed is None:
+                    yield {
+                        "type": "ERROR",
+                        "object": {
+                            "kind": "Status",
+                            "apiVersion": "v1",
+                            "status": "Failure",
+                            "code": 410,
+                            "reason": "Expired",
+                            "message": "too old resource version",
+                        },
+                    }
+                    return
+                for event in replayed:
+                    if self._wants(request, event["object"]):
+                        yield event
             timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
             try:
                 async with asyncio.timeout(timeout):
@@ -908,10 +933,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                         obj = event["object"]
                         if int(obj["metadata"].get("resourceVersion", 0)) <= snapshot_rv:
                             continue
-                        ns = obj["metadata"].get("namespace")
-                        if request.namespace is not None and ns != request.namespace:
-                            continue
-                        if self._select(request, obj):
+                        if self._wants(request, obj):
                             yield event
             except TimeoutError:
                 return
