@@ -26,7 +26,7 @@ from hewer.engine.core.concurrency import (
     evaluate_key,
     key_variables,
 )
-from hewer.engine.core.model import StepDef, WorkflowVersionDef
+from hewer.engine.core.model import StepDef, TaskStatus, WorkflowVersionDef
 from hewer.engine.core.rate_limits import RateLimitEvaluationError, ResolvedLimit, resolve
 from hewer.engine.db.concurrency_repo import NewSlot
 from hewer.engine.db.repository import Conn, NewTaskRow, QueueEntry, Record, Repository, TaskEvent
@@ -292,6 +292,25 @@ class Enqueuer:
         else:
             await self._repo.insert_queue_items(conn, tenant_id=tenant_id, entries=entries)
         return len(entries) + lost
+
+
+def first_attempts(rows: Sequence[NewTaskRow], *, version_of: Mapping[str, str]) -> list[Enqueue]:
+    """The new tasks (a trigger's roots, a DAG hop's children) that start QUEUED, as
+    first attempts; ``version_of`` maps each run id to its workflow version."""
+    return [
+        Enqueue(
+            task_id=row.id,
+            run_id=row.run_id,
+            retry_count=0,
+            version_id=version_of[row.run_id],
+            step_id=row.task.step.id,
+            priority=row.priority,
+            desired_worker_id=row.desired_worker_id,
+            parents=row.task.payload_extra.get("parents", {}),
+        )
+        for row in rows
+        if row.task.status is TaskStatus.QUEUED
+    ]
 
 
 def _variables(run: Record, item: Enqueue) -> dict[str, Any]:

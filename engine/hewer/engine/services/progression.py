@@ -19,7 +19,7 @@ from hewer.engine.core.placement import desired_worker
 from hewer.engine.db.repository import Conn, NewTaskRow, Record, Repository, TaskEvent
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.definitions import Definitions
-from hewer.engine.services.enqueue import Enqueue, Enqueuer, NewTasks
+from hewer.engine.services.enqueue import Enqueuer, NewTasks, first_attempts
 from hewer.engine.services.task_messages import finished_task_messages, opt
 from hewer.engine.services.waiting import (
     CREATED_EVENT,
@@ -193,20 +193,7 @@ class Progression:
         outcome = await self._enqueuer.enqueue(
             conn,
             tenant_id=tenant_id,
-            items=[
-                Enqueue(
-                    task_id=r.id,
-                    run_id=r.run_id,
-                    retry_count=0,
-                    version_id=version_of[r.run_id],
-                    step_id=r.task.step.id,
-                    priority=r.priority,
-                    desired_worker_id=r.desired_worker_id,
-                    parents=r.task.payload_extra.get("parents", {}),
-                )
-                for r in rows
-                if r.task.status is TaskStatus.QUEUED
-            ],
+            items=first_attempts(rows, version_of=version_of),
             creating=NewTasks(tasks=rows, events=events),
         )
         met += await register_waiting(self._repo, conn, tenant_id=tenant_id, rows=rows)

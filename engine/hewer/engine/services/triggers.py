@@ -12,7 +12,6 @@ from hewer.engine.core.dag import initial_tasks, starts_waiting
 from hewer.engine.core.idempotency import Collision, IdempotencyKeyError
 from hewer.engine.core.ids import child_run_id, new_run_id, task_id_for
 from hewer.engine.core.json_input import JsonInputError, decode_json
-from hewer.engine.core.model import TaskStatus
 from hewer.engine.core.placement import DesiredLabel, labels_to_json
 from hewer.engine.db.repository import (
     Conn,
@@ -23,7 +22,7 @@ from hewer.engine.db.repository import (
 )
 from hewer.engine.services.bus import CHANNEL, Bus
 from hewer.engine.services.definitions import Definitions
-from hewer.engine.services.enqueue import Enqueue, Enqueuer
+from hewer.engine.services.enqueue import Enqueuer, first_attempts
 from hewer.engine.services.idempotency import Idempotency, KeyClaim
 from hewer.engine.services.waiting import (
     CREATED_EVENT,
@@ -263,19 +262,7 @@ class Triggers:
             outcome = await self._enqueuer.enqueue(
                 conn,
                 tenant_id=tenant_id,
-                items=[
-                    Enqueue(
-                        task_id=t.id,
-                        run_id=t.run_id,
-                        retry_count=0,
-                        version_id=version_of[t.run_id],
-                        step_id=t.task.step.id,
-                        priority=t.priority,
-                        desired_worker_id=t.desired_worker_id,
-                    )
-                    for t in tasks
-                    if t.task.status is TaskStatus.QUEUED
-                ],
+                items=first_attempts(tasks, version_of=version_of),
             )
             if outcome.failed:
                 # the trigger's own input cannot be admitted: refuse it, create nothing
