@@ -66,7 +66,8 @@ def test_no_padding_and_url_safe() -> None:
 
 
 def test_expired() -> None:
-    verify_token(_mint(expires_at=NOW + timedelta(seconds=60)), secret=SECRET)
+    # against the clock now, not at import: the suite may reach this test minutes later
+    verify_token(_mint(expires_at=datetime.now(UTC) + timedelta(seconds=60)), secret=SECRET)
     token = _mint(expires_at=NOW - timedelta(seconds=1), issued_at=NOW - timedelta(days=1))
     with pytest.raises(InvalidToken, match=r"^token expired$"):
         verify_token(token, secret=SECRET)
@@ -82,7 +83,8 @@ def test_expired_even_with_a_valid_signature_and_forged_longer_exp() -> None:
 def test_missing_required_claim() -> None:
     import jwt
 
-    token = jwt.encode({"sub": "t", "exp": int(NOW.timestamp()) + 60}, SECRET, algorithm="HS256")
+    exp = int(datetime.now(UTC).timestamp()) + 60
+    token = jwt.encode({"sub": "t", "exp": exp}, SECRET, algorithm="HS256")
     with pytest.raises(InvalidToken, match=r"^malformed token$"):
         verify_token(token, secret=SECRET)
 
