@@ -299,14 +299,12 @@ class RunQueries(RepositoryBase):
         tasks: Sequence[NewTaskRow],
         notify_channel: str,
         notify_payload: str,
-    ) -> None:
-        """Runs without dedupe keys and their queued first tasks, in one round trip."""
+    ) -> bool:
+        """Runs without dedupe keys and their queued first tasks, in one round trip. False:
+        nothing was written, because a run names a version that is not its workflow's
+        latest any more, or a deleted workflow (the caller looks them up again)."""
         workflow_of_run = {r.id: r.workflow_id for r in runs}
-        # the statement writes the QUEUED task events itself (see complete_tasks)
-        self.observer.task_events(
-            tenant_id, [TaskEvent(t.id, t.run_id, 0, "QUEUED") for t in tasks]
-        )
-        await self.pool.execute(
+        current: bool = await self.pool.fetchval(
             query("create_runs"),
             tenant_id,
             [r.workflow_id for r in runs],
@@ -333,7 +331,14 @@ class RunQueries(RepositoryBase):
             notify_channel,
             notify_payload,
             [r.desired_worker_labels for r in runs],
+            column=4,
         )
+        if current:
+            # the statement writes the QUEUED task events itself (see complete_tasks)
+            self.observer.task_events(
+                tenant_id, [TaskEvent(t.id, t.run_id, 0, "QUEUED") for t in tasks]
+            )
+        return current
 
     async def lock_runs(self, conn: Conn, run_ids: Sequence[str]) -> dict[str, Record]:
         rows = await conn.fetch(query("lock_runs"), sorted(set(run_ids)))

@@ -33,6 +33,17 @@ from hewer.engine.services.waiting import (
 )
 
 MAX_BULK = 1000
+# the latest version of workflows triggered by name, per replica (entries beyond this: start
+# over); only versions the one-statement path takes are kept, and that statement refuses a
+# stale one (queries/runs.sql create_runs), so a trigger saves its version lookup
+LATEST_CACHE_SIZE = 10_000
+# a trigger whose workflow changes under it looks the versions up again this often
+VERSION_ATTEMPTS = 3
+
+
+class _VersionChanged(Exception):
+    """create_runs wrote nothing: a run named a version that is no longer its workflow's
+    latest, or a deleted workflow."""
 
 
 class TriggerError(ValueError):
@@ -102,6 +113,7 @@ class Triggers:
         self._defs = definitions
         self._enqueuer = enqueuer
         self._idempotency = Idempotency(repo=repo)
+        self._latest: dict[tuple[str, str], tuple[str, str]] = {}
         # roots that wait on conditions: their look-back and sleeps (services/matches.py);
         # set by the server
         self.matches: LookBackSatisfier | None = None
@@ -128,13 +140,56 @@ class Triggers:
             return []
         if len(requests) > MAX_BULK:
             raise TriggerError(f"at most {MAX_BULK} runs per call, got {len(requests)}")
-        resolved: dict[str, tuple[str, str]] = {}
-        for name in {r.workflow_name for r in requests}:
-            row = await self._repo.latest_version_by_name(tenant_id, name)
-            if row is None:
-                raise TriggerError(f"workflow {name!r} not found")
-            resolved[name] = (str(row["workflow_id"]), str(row["version_id"]))
+        names = {r.workflow_name for r in requests}
+        # new roots outside a caller's transaction may name a cached version
+        cached = conn is None and not any(r.parent_task_id for r in requests)
+        for _ in range(VERSION_ATTEMPTS):
+            resolved = {n: await self._latest_version(tenant_id, n, cached=cached) for n in names}
+            try:
+                return await self._create(
+                    tenant_id=tenant_id, requests=requests, resolved=resolved, conn=conn
+                )
+            except _VersionChanged:
+                for name in names:
+                    self._latest.pop((tenant_id, name), None)
+                cached = False
+        raise TriggerError(
+            f"workflow {sorted(names)[0]!r} changed {VERSION_ATTEMPTS} times while its runs "
+            "were being created; nothing was created, try again"
+        )
 
+    async def _latest_version(self, tenant_id: str, name: str, *, cached: bool) -> tuple[str, str]:
+        """``(workflow_id, version_id)`` of the workflow's latest version."""
+        if cached and (ids := self._latest.get((tenant_id, name))) is not None:
+            return ids
+        row = await self._repo.latest_version_by_name(tenant_id, name)
+        if row is None:
+            raise TriggerError(f"workflow {name!r} not found")
+        ids = (str(row["workflow_id"]), str(row["version_id"]))
+        if await self._one_statement(ids[1]):
+            if len(self._latest) >= LATEST_CACHE_SIZE:
+                self._latest.clear()
+            self._latest[(tenant_id, name)] = ids
+        return ids
+
+    async def _one_statement(self, version_id: str) -> bool:
+        """Whether new runs of the version take create_runs (see _insert), which refuses a
+        stale version: only those may come from the cache."""
+        version = await self._defs.version(version_id)
+        return (
+            self._enqueuer.is_plain(version)
+            and not starts_waiting(version)
+            and await self._idempotency.config(version_id) is None
+        )
+
+    async def _create(
+        self,
+        *,
+        tenant_id: str,
+        requests: Sequence[TriggerRequest],
+        resolved: dict[str, tuple[str, str]],
+        conn: Conn | None,
+    ) -> list[str]:
         runs: list[NewRun] = []
         parents: dict[str, Any] = {}
         filter_payloads: dict[str, dict[str, Any]] = {}
@@ -223,13 +278,15 @@ class Triggers:
         if conn is None and plain and not claims and all(r.dedupe_key is None for r in runs):
             # the common case (no child dedupe, no caller transaction): one statement
             tasks = await self._first_tasks(runs, created=None, filter_payloads=filter_payloads)
-            await self._repo.create_runs(
+            current = await self._repo.create_runs(
                 tenant_id=tenant_id,
                 runs=runs,
                 tasks=tasks,
                 notify_channel=CHANNEL,
                 notify_payload=json.dumps(self._bus.echoed(wake)),
             )
+            if not current:
+                raise _VersionChanged
             self._bus.echo_locally(wake)  # committed: this replica's scheduler can start now
             return [r.id for r in runs]
         own_transaction = conn is None

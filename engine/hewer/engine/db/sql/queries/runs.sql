@@ -400,11 +400,23 @@ LEFT JOIN updated u ON u.id = k.id;
 -- workflow rows are locked FOR KEY SHARE first: a concurrent pause (FOR UPDATE) is waited
 -- for, and a locking read returns the row as that pause committed it, so the queue items
 -- carry the right paused flag.
+-- The callers may name a workflow's version from a cache (services/triggers.py): nothing is
+-- written, and `current` comes back false, unless every run names its workflow's latest
+-- version and no workflow is deleted; the caller then looks the versions up and retries.
 WITH wf AS (
-    SELECT id, is_paused, paused_queue_ttl_seconds
-    FROM workflows
-    WHERE id = ANY($2::uuid[])
-    FOR KEY SHARE
+    SELECT w.id, w.is_paused, w.paused_queue_ttl_seconds, w.deleted_at IS NULL AS live,
+           (SELECT v.id FROM workflow_versions v
+            WHERE v.workflow_id = w.id ORDER BY v.ordinal DESC LIMIT 1) AS latest_version_id
+    FROM workflows w
+    WHERE w.id = ANY($2::uuid[])
+    FOR KEY SHARE OF w
+), guard AS (
+    SELECT NOT EXISTS (
+        SELECT 1
+        FROM (SELECT DISTINCT * FROM unnest($2::uuid[], $4::uuid[])) AS r(workflow_id, version_id)
+        LEFT JOIN wf ON wf.id = r.workflow_id
+        WHERE wf.id IS NULL OR NOT wf.live OR wf.latest_version_id IS DISTINCT FROM r.version_id
+    ) AS current
 ), new_runs AS (
     INSERT INTO workflow_runs
         (id, tenant_id, workflow_id, workflow_version_id, status, input, additional_metadata,
@@ -416,6 +428,7 @@ WITH wf AS (
                 $8::uuid[], $9::uuid[], $10::text[], $25::text[])
          AS r(id, workflow_id, version_id, input, metadata, priority, desired_worker_id,
               event_id, event_key, labels)
+    WHERE (SELECT current FROM guard)
     RETURNING id
 ), new_tasks AS (
     INSERT INTO tasks
@@ -427,6 +440,7 @@ WITH wf AS (
                 $17::text[], $18::text[], $19::int[])
          AS t(id, run_id, step_id, readable_id, action_id, priority, payload_extra,
               slot_requests, timeout_seconds)
+    WHERE (SELECT current FROM guard)
     RETURNING id
 ), new_items AS (
     INSERT INTO queue_items
@@ -442,18 +456,21 @@ WITH wf AS (
          AS q(task_id, action_id, priority, slot_requests, desired_worker_id,
               schedule_timeout_seconds, workflow_id)
     LEFT JOIN wf ON wf.id = q.workflow_id
+    WHERE (SELECT current FROM guard)
     RETURNING id
 ), new_events AS (
     INSERT INTO task_events (tenant_id, task_id, workflow_run_id, retry_count, event_type)
     SELECT $1, e.task_id, e.run_id, 0, 'QUEUED'
     FROM unnest($11::uuid[], $12::uuid[]) AS e(task_id, run_id)
+    WHERE (SELECT current FROM guard)
     RETURNING id
 )
 SELECT (SELECT count(*) FROM new_runs) AS runs,
        (SELECT count(*) FROM new_items) AS items,
        (SELECT count(*) FROM new_events) AS events,
        (SELECT count(*) FROM new_tasks) AS tasks,
-       pg_notify($23, $24) AS notified;
+       (SELECT current FROM guard) AS current,
+       (SELECT pg_notify($23, $24) FROM guard WHERE current) AS notified;
 
 -- name: lock_runs
 -- In id order, so that two transactions locking overlapping sets cannot deadlock.

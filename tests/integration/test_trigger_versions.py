@@ -1,0 +1,97 @@
+"""A trigger names its workflow's latest version without looking it up each time: each
+replica keeps the versions it triggered, and the one statement that creates the runs
+refuses a version that is no longer the latest, or a deleted workflow (then the trigger
+looks the version up and tries again). These tests run two replicas: the one that
+triggers holds a version in its cache while the other replica changes the workflow."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from tests.integration.harness import Replica
+
+from hewer.engine.services.tenant_objects import TenantObjects
+from hewer.engine.services.triggers import TriggerError
+
+
+def solo(timeout: str) -> dict[str, Any]:
+    return {
+        "name": "solo",
+        "tasks": [{"readable_id": "run", "action": "solo:run", "timeout": timeout}],
+    }
+
+
+@pytest_asyncio.fixture
+async def other(dsn: str) -> AsyncIterator[Replica]:
+    replica = await Replica.start(dsn)
+    try:
+        yield replica
+    finally:
+        await replica.close()
+
+
+def count_lookups(replica: Replica, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    looked_up: list[str] = []
+    lookup = replica.repo.latest_version_by_name
+
+    async def counted(tenant_id: str, name: str) -> Any:
+        looked_up.append(name)
+        return await lookup(tenant_id, name)
+
+    monkeypatch.setattr(replica.repo, "latest_version_by_name", counted)
+    return looked_up
+
+
+async def version_of(replica: Replica, run_id: str) -> str:
+    return str((await replica.run_row(run_id))["workflow_version_id"])
+
+
+async def test_a_repeated_trigger_does_not_look_the_version_up_again(
+    engine: Replica, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v1 = await engine.register(tenant, solo("60s"))
+    looked_up = count_lookups(engine, monkeypatch)
+    runs = [await engine.trigger(tenant, "solo", {"n": n}) for n in range(3)]
+    assert looked_up == ["solo"]
+    assert [await version_of(engine, r) for r in runs] == [v1, v1, v1]
+
+
+async def test_a_version_registered_on_another_replica_is_the_one_that_runs(
+    engine: Replica, other: Replica, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v1 = await other.register(tenant, solo("60s"))
+    first = await engine.trigger(tenant, "solo")
+    v2 = await other.register(tenant, solo("90s"))
+    assert v2 != v1
+    looked_up = count_lookups(engine, monkeypatch)
+    second = await engine.trigger(tenant, "solo")
+    assert (await version_of(engine, first), await version_of(engine, second)) == (v1, v2)
+    assert looked_up == ["solo"]  # the cached v1 was refused, then v2 looked up
+    # the refused attempt wrote nothing: one run, one task, one queue item of v2
+    async with engine.repo.pool.acquire() as conn:
+        counts = await conn.fetchrow(
+            """SELECT (SELECT count(*) FROM workflow_runs WHERE tenant_id = $1) AS runs,
+                      (SELECT count(*) FROM tasks WHERE tenant_id = $1) AS tasks,
+                      (SELECT count(*) FROM queue_items WHERE tenant_id = $1) AS items""",
+            tenant,
+        )
+    assert dict(counts) == {"runs": 2, "tasks": 2, "items": 2}
+    third = await engine.trigger(tenant, "solo")
+    assert await version_of(engine, third) == v2
+    assert looked_up == ["solo"]  # v2 is the cached one now
+
+
+async def test_a_workflow_deleted_on_another_replica_is_not_found(
+    engine: Replica, other: Replica, tenant: str
+) -> None:
+    await other.register(tenant, solo("60s"))
+    await engine.trigger(tenant, "solo")
+    assert await TenantObjects(repo=other.repo).delete_workflow_by_name(tenant, "solo")
+    with pytest.raises(TriggerError, match="workflow 'solo' not found"):
+        await engine.trigger(tenant, "solo")
+    # registered again under the same name: a new workflow, and runs go to it
+    v3 = await other.register(tenant, solo("30s"))
+    assert await version_of(engine, await engine.trigger(tenant, "solo")) == v3
