@@ -173,8 +173,10 @@ class Triggers:
         return ids
 
     async def _one_statement(self, version_id: str) -> bool:
-        """Whether new runs of the version take create_runs (see _insert), which refuses a
-        stale version: only those may come from the cache."""
+        """Whether new runs of the version may take create_runs (see _insert): nothing to
+        admit, no rate limit, no idempotency key to claim, and no root that waits on
+        conditions (those get matches: the transactional path). Only these versions come
+        from the cache, as create_runs refuses a stale one."""
         version = await self._defs.version(version_id)
         return (
             self._enqueuer.is_plain(version)
@@ -270,13 +272,12 @@ class Triggers:
         claims: list[KeyClaim] | None = None,
     ) -> list[str]:
         wake = {"t": "queue", "tenant": tenant_id, "delay": 0}
-        plain = True
-        for run in runs:
-            version = await self._defs.version(run.version_id)
-            # roots that wait on conditions get matches: the transactional path below
-            plain = plain and self._enqueuer.is_plain(version) and not starts_waiting(version)
-        if conn is None and plain and not claims and all(r.dedupe_key is None for r in runs):
-            # the common case (no child dedupe, no caller transaction): one statement
+        one_statement = conn is None and all(r.dedupe_key is None for r in runs)
+        for version_id in {r.version_id for r in runs}:
+            one_statement = one_statement and await self._one_statement(version_id)
+        if one_statement:
+            # the common case (no policy on the way in, no child dedupe, no caller
+            # transaction): one statement
             tasks = await self._first_tasks(runs, created=None, filter_payloads=filter_payloads)
             current = await self._repo.create_runs(
                 tenant_id=tenant_id,
