@@ -6,10 +6,11 @@ runs the lean protocol-level worker from ``bench.py`` and measures, before and a
 history: unloaded trigger→result p50 of a single task and of a sequential 3-task DAG, and
 lean-worker throughput. History is written straight into the engine's tables in the shape the
 engine itself leaves behind for a finished no-op run (one run, one task, QUEUED + STARTED +
-COMPLETED task events, ids stamped with their time as core/ids.py does), spread evenly over
-``--days`` whole UTC days that end at today's midnight, each in its own partition. Retention
-is the engine's own pass (``services/retention.py``) with its clock moved so that exactly the
-oldest day has expired: it drops that day's partitions.
+COMPLETED task events, ids stamped with their time as core/ids.py does) with
+``--events-per-run`` pushed events (default 1), spread evenly over ``--days`` whole UTC days
+that end at today's midnight, each day in its own partitions. Retention is the engine's own
+pass (``services/retention.py``) with its clock moved so that exactly the oldest day has
+expired: it drops that day's partitions.
 
     .venv/bin/python tests/bench/history_bench.py                    # 2,000,000 tasks
     .venv/bin/python tests/bench/history_bench.py --history 200000   # quicker look
@@ -36,10 +37,15 @@ from hewer.engine.db.repository import Repository
 from hewer.engine.services.retention import Retention
 
 LOAD_CHUNK = 100_000
+# a version-7 id stamped with the row's time `at`, as core/ids.py makes them (it decides the
+# day partition)
+V7_ID = """(substr(replace(hewer_uuid_floor(at)::text, '-', ''), 1, 12) || '7'
+            || substr(md5(random()::text), 1, 3) || '8'
+            || substr(md5(random()::text), 1, 15))::uuid"""
 
 # One statement per chunk: a finished no-op run as the engine leaves it (the single task of a
 # one-step workflow shares the run's id, as services/triggers.py does).
-LOAD_SQL = """
+LOAD_SQL = f"""
 WITH spec AS (
     SELECT w.id AS workflow_id, v.id AS version_id, s.id AS step_id, s.readable_id,
            s.action_id, w.tenant_id
@@ -52,11 +58,7 @@ WITH spec AS (
     SELECT ($2::timestamptz + (g - 1) * $3::interval) AS at
     FROM generate_series(1, $4::int) g
 ), ided AS (
-    -- a version-7 id stamped with the run's time, as core/ids.py makes them (it decides the
-    -- day partition)
-    SELECT (substr(replace(hewer_uuid_floor(at)::text, '-', ''), 1, 12) || '7'
-            || substr(md5(random()::text), 1, 3) || '8'
-            || substr(md5(random()::text), 1, 15))::uuid AS id, at
+    SELECT {V7_ID} AS id, at
     FROM rows
 ), run_rows AS (
     INSERT INTO workflow_runs (id, tenant_id, workflow_id, workflow_version_id, status,
@@ -69,7 +71,7 @@ WITH spec AS (
     INSERT INTO tasks (id, tenant_id, workflow_run_id, step_id, readable_id, action_id, status,
                        output, created_at, queued_at, assigned_at, started_at, finished_at)
     SELECT rr.id, rr.tenant_id, rr.id, spec.step_id, spec.readable_id, spec.action_id,
-           'COMPLETED', '{}', rr.created_at, rr.created_at, rr.created_at + interval '1 ms',
+           'COMPLETED', '{{}}', rr.created_at, rr.created_at, rr.created_at + interval '1 ms',
            rr.created_at + interval '2 ms', rr.created_at + interval '3 ms'
     FROM run_rows rr, spec
     RETURNING id, tenant_id, created_at
@@ -80,7 +82,15 @@ SELECT t.tenant_id, t.id, t.id, 0, e.kind, e.output, t.created_at + e.offset_ms
 FROM task_rows t
 CROSS JOIN (VALUES ('QUEUED', NULL, interval '0 ms'),
                    ('STARTED', NULL, interval '2 ms'),
-                   ('COMPLETED', '{}', interval '3 ms')) AS e(kind, output, offset_ms)
+                   ('COMPLETED', '{{}}', interval '3 ms')) AS e(kind, output, offset_ms)
+"""
+# events pushed to the engine, evenly spread like the runs
+EVENTS_SQL = f"""
+INSERT INTO events (id, tenant_id, key, payload, created_at)
+SELECT {V7_ID}, (SELECT tenant_id FROM workflows WHERE name = $1 AND deleted_at IS NULL),
+       'bench:history', '{{"n": 1}}', at
+FROM (SELECT $2::timestamptz + (g - 1) * $3::interval AS at
+      FROM generate_series(1, $4::int) g) AS rows
 """
 
 
@@ -96,10 +106,11 @@ async def measure(load: bench.Load, lean: bench.Proc, tasks: int, seq: int) -> d
 
 
 async def load_history(
-    conn: asyncpg.Connection, *, total: int, days: int
+    conn: asyncpg.Connection, *, total: int, days: int, events_per_run: int
 ) -> tuple[datetime, float]:
-    """Writes ``total`` finished runs over ``days`` days ending at today's midnight (UTC);
-    returns the start of the oldest day and the seconds it took."""
+    """Writes ``total`` finished runs and ``events_per_run`` events for each over ``days``
+    days ending at today's midnight (UTC); returns the start of the oldest day and the
+    seconds it took."""
     # whole UTC days, so that the oldest day is one partition
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
@@ -110,15 +121,23 @@ async def load_history(
     while written < total:
         n = min(LOAD_CHUNK, total - written)
         await conn.execute(LOAD_SQL, bench.NOOP_WORKFLOW, start + written * step, step, n)
+        if events_per_run:
+            await conn.execute(
+                EVENTS_SQL,
+                bench.NOOP_WORKFLOW,
+                start + written * step,
+                step / events_per_run,
+                n * events_per_run,
+            )
         written += n
         print(f"  history: {written:,} finished tasks written", flush=True)
-    await conn.execute("ANALYZE workflow_runs; ANALYZE tasks; ANALYZE task_events")
+    await conn.execute("ANALYZE workflow_runs; ANALYZE tasks; ANALYZE task_events; ANALYZE events")
     return start, time.perf_counter() - t0
 
 
 async def table_sizes(conn: asyncpg.Connection) -> str:
     sizes = []
-    for table in ("task_events", "tasks", "workflow_runs"):  # all partitions of each
+    for table in ("task_events", "tasks", "workflow_runs", "events"):  # all partitions of each
         size = await conn.fetchval(
             "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree($1::regclass)", table
         )
@@ -157,7 +176,9 @@ async def run(args: argparse.Namespace, h: bench.Harness) -> int:
         for _ in range(args.rounds):
             figures["empty"].append(await measure(load, lean, args.tasks, args.seq))
             print(f"  empty history: {figures['empty'][-1]}", flush=True)
-        oldest, took = await load_history(conn, total=args.history, days=args.days)
+        oldest, took = await load_history(
+            conn, total=args.history, days=args.days, events_per_run=args.events_per_run
+        )
         print(f"loaded {args.history:,} finished tasks in {took:.0f} s ({await table_sizes(conn)})")
         for _ in range(args.rounds):
             figures["loaded"].append(await measure(load, lean, args.tasks, args.seq))
@@ -167,14 +188,17 @@ async def run(args: argparse.Namespace, h: bench.Harness) -> int:
         await conn.close()
         await load.close()
     print_table(figures, history=args.history)
-    removed, seconds = day_removed
-    print(f"retention of the oldest day: {removed:,} runs (+ tasks, events) in {seconds:.1f} s")
+    runs, events, seconds = day_removed
+    print(
+        f"retention of the oldest day: {runs:,} runs (+ tasks, task events) and {events:,}"
+        f" events in {seconds:.1f} s"
+    )
     return 0
 
 
-async def retention_of_one_day(dsn: str, *, oldest: datetime) -> tuple[int, float]:
-    """The engine's retention pass with the default 720 h, its clock set so that the runs of the
-    oldest day (and only those) are past the cutoff."""
+async def retention_of_one_day(dsn: str, *, oldest: datetime) -> tuple[int, int, float]:
+    """The engine's retention pass with the default 720 h, its clock set so that the runs and
+    events of the oldest day (and only those) are past the cutoff; (runs, events, seconds)."""
     pool = await create_pool(dsn, size=2)
     repo = Repository(pool, observer=_NoObserver())
     try:
@@ -182,7 +206,7 @@ async def retention_of_one_day(dsn: str, *, oldest: datetime) -> tuple[int, floa
         now = oldest + timedelta(days=1) + timedelta(hours=720)
         t0 = time.perf_counter()
         deleted = await retention.run_once(now=now)
-        return deleted.get("runs", 0), time.perf_counter() - t0
+        return deleted.get("runs", 0), deleted.get("events", 0), time.perf_counter() - t0
     finally:
         await pool.close()
 
@@ -212,6 +236,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--history", type=int, default=2_000_000, help="finished tasks to load")
     p.add_argument("--days", type=int, default=10, help="days the history is spread over")
+    p.add_argument("--events-per-run", type=int, default=1, help="pushed events stored per run")
     p.add_argument("--tasks", type=int, default=10_000, help="runs in each lean throughput phase")
     p.add_argument("--seq", type=int, default=200, help="sequential runs for the task p50")
     p.add_argument("--rounds", type=int, default=3, help="measurements before and after loading")

@@ -1,4 +1,5 @@
-"""Runs, tasks and task events partitioned by UTC day (migration 0016, services/retention.py).
+"""Runs, tasks and task events (migration 0016) and user events (0019) partitioned by UTC
+day (services/retention.py).
 
 The per-test databases start without day partitions (every row goes to DEFAULT, as in a
 database migrated from before 0016); these tests create them the way the engine does.
@@ -19,6 +20,7 @@ from tests.integration.harness import Replica
 from hewer.engine.core.ids import day_bounds, new_run_id, task_id_for
 from hewer.engine.db.migrate import apply_migrations, migration_files
 from hewer.engine.services import retention
+from hewer.engine.services.events import Events, NewEvent
 from hewer.engine.services.metrics import METRICS
 from hewer.engine.services.retention import DAYS_AHEAD, Retention, ensure_partitions
 
@@ -80,6 +82,18 @@ async def add_run(
     return run_id
 
 
+async def add_event(pool: asyncpg.Pool | asyncpg.Connection, *, tenant: str, at: datetime) -> str:
+    """A user event stored at ``at`` (its id stamped with ``at``, as the engine does)."""
+    event_id = new_run_id(millis=int(at.timestamp() * 1000))
+    await pool.execute(
+        "INSERT INTO events (id, tenant_id, key, created_at) VALUES ($1, $2, 'user:made', $3)",
+        event_id,
+        tenant,
+        at,
+    )
+    return event_id
+
+
 def deferred(change: str) -> float:
     """hewer_partition_changes_deferred_total{change} of this process."""
     value = METRICS.registry.get_sample_value(
@@ -115,6 +129,13 @@ async def test_new_rows_land_in_their_days_partition(
         )
     lower, upper = day_bounds(today)
     assert lower <= run_id < upper
+    events = Events(repo=engine.repo, triggers=engine.triggers)
+    events.matches = engine.matches
+    [stored] = await events.push(
+        tenant_id=tenant,
+        events=[NewEvent(key="user:made", payload={}, additional_metadata={}, scope=None)],
+    )
+    assert await partition_of(pool, "events", "id", stored.id) == f"events_p{suffix}"
     # one task per step of a run, enforced in the run's partition
     with pytest.raises(asyncpg.UniqueViolationError):
         await pool.execute(
@@ -158,11 +179,20 @@ async def test_retention_drops_a_whole_expired_day_with_its_dependents(
     # runs in DEFAULT (older than the partitions) are deleted row by row, dependents too
     legacy = await add_run(pool, tenant=tenant, at=midday(60), finished_at=midday(60))
     assert await partition_of(pool, "workflow_runs", "id", legacy) == "workflow_runs_default"
+    # events go with their day (one with runs, one with none) or, in DEFAULT, row by row
+    await add_event(pool, tenant=tenant, at=old)
+    await add_event(pool, tenant=tenant, at=midday(38))
+    kept_event = await add_event(pool, tenant=tenant, at=blocked_day)
+    legacy_event = await add_event(pool, tenant=tenant, at=midday(60))
+    assert await partition_of(pool, "events", "id", legacy_event) == "events_default"
 
     deleted = await Retention(repo=engine.repo, default_hours=720, interval_seconds=3600).run_once()
 
     # days 40 (three runs) to 36 (empty) ago go; day 35 stays
     assert deleted["days"] == 5 and deleted["runs"] == 3 + 1
+    assert deleted["events"] == 2 + 1
+    assert await pool.fetchval("SELECT to_regclass($1)", f"events_p{old:%Y%m%d}") is None
+    assert {str(r["id"]) for r in await pool.fetch("SELECT id FROM events")} == {kept_event}
     assert old.date() not in await engine.repo.partition_days()
     assert await pool.fetchval("SELECT to_regclass($1)", f"tasks_p{old:%Y%m%d}") is None
     assert await pool.fetchval("SELECT to_regclass($1)", f"task_events_p{old:%Y%m%d}") is None
@@ -187,8 +217,9 @@ async def test_retention_drops_a_whole_expired_day_with_its_dependents(
         blocked_day,
     )
     deleted = await Retention(repo=engine.repo, default_hours=720, interval_seconds=3600).run_once()
-    assert deleted["days"] == 1 and deleted["runs"] == 2
+    assert deleted["days"] == 1 and deleted["runs"] == 2 and deleted["events"] == 1
     assert await count(pool, "SELECT count(*) FROM workflow_runs") == 0
+    assert await count(pool, "SELECT count(*) FROM events") == 0
 
 
 async def test_partition_changes_behind_a_long_reader_hold_up_others_briefly(
@@ -272,6 +303,25 @@ async def test_a_shorter_tenant_retention_deletes_rows_inside_partitions(
     left = {str(r["id"]) for r in await pool.fetch("SELECT id FROM workflow_runs")}
     assert left == {kept}
     assert await count(pool, "SELECT count(*) FROM task_events WHERE task_id = $1", short) == 0
+
+
+async def test_an_event_inside_a_longer_retention_keeps_its_day(
+    engine: Replica, tenant: str, pool: asyncpg.Pool
+) -> None:
+    """The day's only run is past its tenant's retention, but another tenant's event in the
+    same day is not: the day stays, and the short-retention tenant's rows go one by one."""
+    await engine.register(tenant, WORKFLOW)
+    other = await engine.repo.ensure_tenant("tenant-b")  # keeps the default 720 h
+    await pool.execute("UPDATE tenants SET retention_hours = 24 WHERE id = $1", tenant)
+    day = midday(3)
+    await engine.repo.ensure_partitions(first_day=day.date(), days=1)
+    await add_run(pool, tenant=tenant, at=day, finished_at=day)
+    await add_event(pool, tenant=tenant, at=day)
+    kept = await add_event(pool, tenant=other, at=day)
+    deleted = await Retention(repo=engine.repo, default_hours=720, interval_seconds=3600).run_once()
+    assert deleted["days"] == 0 and deleted["runs"] == 1 and deleted["events"] == 1
+    assert day.date() in await engine.repo.partition_days()
+    assert {str(r["id"]) for r in await pool.fetch("SELECT id FROM events")} == {kept}
 
 
 async def test_deleting_a_run_deletes_its_tasks_and_their_rows(
@@ -378,5 +428,59 @@ async def test_an_existing_database_keeps_its_rows_through_the_migration(
         await conn.execute("DELETE FROM workflow_runs WHERE id = $1", run)
         for table in ("tasks", "task_events", "log_lines"):
             assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0, table
+    finally:
+        await conn.close()
+
+
+async def test_existing_events_move_to_their_days_through_the_migration(
+    empty_database: Callable[[], Awaitable[str]],
+) -> None:
+    """A database at 0018 with events: 0019 puts each into its day's partition where the day
+    has partitions, the rest (random ids, days without partitions) into DEFAULT, and a day
+    whose events sit in DEFAULT gets no partitions for any table."""
+    dsn = await empty_database()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE TABLE hewer_schema_migrations (version int PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for version, name, sql in migration_files():
+            if version < 19:
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO hewer_schema_migrations VALUES ($1, $2)", version, name
+                )
+        tenant = str(uuid.uuid4())
+        await conn.execute("INSERT INTO tenants (id, name) VALUES ($1, 'old')", tenant)
+        today = datetime.now(UTC).date()
+        await conn.execute("SELECT hewer_ensure_partitions($1::date, 1)", today)
+        random_id = str(uuid.uuid4())
+        await conn.execute(
+            "INSERT INTO events (id, tenant_id, key) VALUES ($1, $2, 'old:random')",
+            random_id,
+            tenant,
+        )
+        todays = await add_event(conn, tenant=tenant, at=midday(0))
+        ahead = midday(-5)  # a day without partitions yet
+        early = await add_event(conn, tenant=tenant, at=ahead)
+
+        assert (await apply_migrations(dsn))[0] == "0019_partitioned_events"
+
+        assert await partition_of(conn, "events", "id", todays) == f"events_p{today:%Y%m%d}"
+        assert await partition_of(conn, "events", "id", random_id) == "events_default"
+        assert await partition_of(conn, "events", "id", early) == "events_default"
+        assert await conn.fetchval("SELECT count(*) FROM events") == 3
+        created = [
+            r["day"]
+            for r in await conn.fetch(
+                "SELECT hewer_ensure_partitions($1::date, 3) AS day", ahead.date() - timedelta(1)
+            )
+        ]
+        assert created == [ahead.date() - timedelta(days=1), ahead.date() + timedelta(days=1)]
+        assert await conn.fetchval("SELECT to_regclass($1)", f"events_p{ahead:%Y%m%d}") is None
+        # the tenant's events still go with it
+        await conn.execute("DELETE FROM tenants WHERE id = $1", tenant)
+        assert await conn.fetchval("SELECT count(*) FROM events") == 0
     finally:
         await conn.close()

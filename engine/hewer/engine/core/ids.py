@@ -1,10 +1,11 @@
 """Identifiers of runs, tasks and events: time-ordered UUIDs (RFC 9562 version 7).
 
 The first 48 bits of a version-7 UUID are the Unix time in milliseconds, so ids sort by
-creation time. ``workflow_runs``, ``tasks`` and ``task_events`` are range-partitioned by id
-(one partition per UTC day, migration 0016), which makes the id itself the partition key:
-a lookup by id prunes to one partition, the primary keys stay plain ``(id)``, and new rows
-go to the right-hand edge of a small, hot B-tree instead of random pages of a large one.
+creation time. ``workflow_runs``, ``tasks``, ``task_events`` (migration 0016) and ``events``
+(0019) are range-partitioned by id (one partition per UTC day), which makes the id itself
+the partition key: a lookup by id prunes to one partition, the primary keys stay plain
+``(id)``, and new rows go to the right-hand edge of a small, hot B-tree instead of random
+pages of a large one.
 
 A run's tasks reuse the run's 48-bit time prefix, so every task lives in its run's
 partition and a day's runs, tasks and task events are dropped together (and a unique index

@@ -34,12 +34,13 @@ from hewer.engine.db.rate_limits_repo import RateLimitQueries
 from hewer.engine.db.reads import ReadQueries
 from hewer.engine.db.recovery_repo import RecoveryQueries
 from hewer.engine.db.runs_repo import RunQueries
-from hewer.engine.db.schedule_repo import PartitionsBusy, ScheduleQueries
+from hewer.engine.db.schedule_repo import DroppedDay, PartitionsBusy, ScheduleQueries
 from hewer.engine.db.traces_repo import TraceQueries
 from hewer.engine.db.workers_repo import WorkerQueries
 
 __all__ = [
     "Conn",
+    "DroppedDay",
     "NewRun",
     "NewTaskRow",
     "PartitionsBusy",

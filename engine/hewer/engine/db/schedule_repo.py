@@ -23,6 +23,14 @@ class PartitionsBusy(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class DroppedDay:
+    """What dropping a day's partitions removed."""
+
+    runs: int
+    events: int
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     ids: list[str]
     total: int
@@ -295,8 +303,8 @@ class ScheduleQueries(RepositoryBase):
         limit: int,
         spare_from: str | None = None,
     ) -> int:
-        """One batch of ``what`` older than ``cutoff``; for runs, those in day partitions
-        with ids from ``spare_from`` on are left for their day's drop."""
+        """One batch of ``what`` older than ``cutoff``; for runs and events, those in day
+        partitions with ids from ``spare_from`` on are left for their day's drop."""
         name = {
             "runs": "delete_old_runs",
             "events": "delete_old_events",
@@ -305,14 +313,14 @@ class ScheduleQueries(RepositoryBase):
             "spans": "delete_old_spans",
         }[what]
         args: tuple[Any, ...] = (tenant_id, cutoff, limit)
-        if what == "runs":
+        if what in ("runs", "events"):
             args += (spare_from,)
         return len(await self.pool.fetch(query(name), *args))
 
     async def ensure_partitions(
         self, *, first_day: date, days: int, lock_wait: timedelta | None = None
     ) -> list[date]:
-        """Create the missing day partitions of runs, tasks and task events; the days
+        """Create the missing day partitions of runs, tasks, task events and events; the days
         created. With ``lock_wait``, raises :class:`PartitionsBusy` when the parent tables'
         locks were not granted within it (nothing created)."""
         try:
@@ -326,14 +334,14 @@ class ScheduleQueries(RepositoryBase):
 
     async def drop_day_partitions(
         self, *, day: date, cutoffs: dict[str, datetime], lock_wait: timedelta
-    ) -> int | None:
-        """Drop ``day``'s partitions if every run in them finished before its tenant's
-        cutoff; the number of runs dropped, or None when the day must stay.
+    ) -> DroppedDay | None:
+        """Drop ``day``'s partitions if every run in them finished, and every run and event
+        is older than its tenant's cutoff; what was dropped, or None when the day must stay.
 
         Raises :class:`PartitionsBusy` when the parent tables' locks were not granted within
         ``lock_wait`` (nothing changed)."""
         try:
-            dropped = await self.pool.fetchval(
+            row = await self.pool.fetchrow(
                 query("drop_day_partitions"),
                 day,
                 list(cutoffs),
@@ -342,7 +350,9 @@ class ScheduleQueries(RepositoryBase):
             )
         except asyncpg.LockNotAvailableError as exc:
             raise PartitionsBusy(f"the tables stayed locked: {exc}") from exc
-        return None if dropped is None or dropped < 0 else int(dropped)
+        if row is None or row["runs"] is None or row["runs"] < 0:
+            return None
+        return DroppedDay(runs=int(row["runs"]), events=int(row["events"]))
 
     async def try_advisory_lock(self, conn: Conn, key: int) -> bool:
         return bool(await conn.fetchval(query("try_advisory_lock"), key))

@@ -3,9 +3,10 @@ fired or dropped scheduled runs and received OpenTelemetry spans older than the 
 retention (default 720 h), deleted workflows once their last run is gone, and expired
 idempotency keys.
 
-Runs, tasks and task events live in one partition per UTC day (migration 0016). A day is
-dropped whole once every run in it is final and past its tenant's retention; until then the
-pass leaves its expired runs to that drop instead of deleting them row by row. Rows are
+Runs, tasks and task events (migration 0016) and user events (0019) live in one partition
+per UTC day. A day is dropped whole once every run in it is final and every run and event is
+past its tenant's retention; until then the pass leaves its expired runs and events to that
+drop instead of deleting them row by row. Rows are
 still deleted one by one where no drop will come: in the DEFAULT partition (rows older than
 the partitions, or of a day the partitions missed), for tenants whose retention is shorter
 than the longest one, and in a day still held :data:`SPARE_GRACE` after its retention by a
@@ -14,7 +15,7 @@ run that never finished. The pass also creates the partitions of the coming days
 
 Every replica runs the loop; a session advisory lock lets one replica at a time do a pass.
 Deletes go in small batches so that the hot tables are never locked for long. Creating or
-dropping a day's partitions needs the three tables to itself for a moment: it waits at most
+dropping a day's partitions needs the four tables to itself for a moment: it waits at most
 :data:`PARTITION_LOCK_WAIT` for them (everything that touches them queues behind a waiting
 change), tries :data:`PARTITION_ATTEMPTS` times, and otherwise leaves the day to the next
 pass.
@@ -30,7 +31,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
 
 from hewer.engine.core.ids import time_floor
-from hewer.engine.db.repository import PartitionsBusy, Repository
+from hewer.engine.db.repository import DroppedDay, PartitionsBusy, Repository
 from hewer.engine.services.metrics import METRICS
 from hewer.engine.services.outage import log_failure
 
@@ -89,7 +90,8 @@ class Retention:
         """One pass over every tenant; counts of deleted rows (empty if another replica
         holds the lock)."""
         # "workflows": deleted workflows whose runs have all expired (runs go first);
-        # "days": day partitions dropped (their runs are counted in "runs")
+        # "days": day partitions dropped (their runs and events are counted in "runs" and
+        # "events")
         kinds = ("runs", "events", "scheduled", "workflows", "spans")
         totals = dict.fromkeys((*kinds, "days"), 0)
         async with self._repo.connection() as lock_conn:
@@ -103,8 +105,9 @@ class Retention:
                     for t in await self._repo.tenant_retention(self._default_hours)
                 }
                 cutoffs = {tenant: current - timedelta(hours=h) for tenant, h in hours.items()}
-                runs, days = await self._drop_expired_days(cutoffs)
+                runs, events, days = await self._drop_expired_days(cutoffs)
                 totals["runs"] += runs
+                totals["events"] += events
                 totals["days"] += days
                 longest = max(hours.values(), default=self._default_hours)
                 for tenant, cutoff in cutoffs.items():
@@ -134,22 +137,24 @@ class Retention:
                 await self._repo.advisory_unlock(lock_conn, _LOCK_KEY)
         return totals
 
-    async def _drop_expired_days(self, cutoffs: dict[str, datetime]) -> tuple[int, int]:
-        """Drop every day whose runs are all past their tenant's cutoff; (runs, days)."""
+    async def _drop_expired_days(self, cutoffs: dict[str, datetime]) -> tuple[int, int, int]:
+        """Drop every day whose runs and events are all past their tenant's cutoff;
+        (runs, events, days)."""
         if not cutoffs:
-            return 0, 0
+            return 0, 0, 0
         latest = max(cutoffs.values())
-        runs = days = 0
+        runs = events = days = 0
         for day in await self._repo.partition_days():
             if datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1) > latest:
                 break
             dropped = await self._drop_day(day, cutoffs)
             if dropped is not None:
-                runs += dropped
+                runs += dropped.runs
+                events += dropped.events
                 days += 1
-        return runs, days
+        return runs, events, days
 
-    async def _drop_day(self, day: date, cutoffs: dict[str, datetime]) -> int | None:
+    async def _drop_day(self, day: date, cutoffs: dict[str, datetime]) -> DroppedDay | None:
         return await briefly_locking(
             "drop",
             f"dropping {day}",

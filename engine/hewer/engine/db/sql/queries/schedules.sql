@@ -273,12 +273,18 @@ SELECT hewer_ensure_partitions($1::date, $2::int, $3::interval) AS day;
 SELECT hewer_partition_days() AS day;
 
 -- name: drop_day_partitions
-SELECT hewer_drop_day_partitions($1::date, $2::uuid[], $3::timestamptz[], $4::interval);
+SELECT runs, events
+FROM hewer_drop_day_partitions($1::date, $2::uuid[], $3::timestamptz[], $4::interval);
 
 -- name: delete_old_events
+-- One batch of events stored before the cutoff; spared from $4 on like delete_old_runs
+-- (their day's drop takes them, migration 0019).
 DELETE FROM events
 WHERE id IN (
-    SELECT id FROM events WHERE tenant_id = $1 AND created_at < $2 LIMIT $3
+    SELECT id FROM events
+    WHERE tenant_id = $1 AND created_at < $2
+      AND ($4::uuid IS NULL OR id < $4 OR tableoid = 'events_default'::regclass)
+    LIMIT $3
 )
 RETURNING id;
 
