@@ -14,7 +14,7 @@ import pytest_asyncio
 from tests.integration.harness import Replica
 
 from hewer.engine.services.tenant_objects import TenantObjects
-from hewer.engine.services.triggers import TriggerError
+from hewer.engine.services.triggers import VERSION_ATTEMPTS, TriggerError
 
 
 def solo(timeout: str) -> dict[str, Any]:
@@ -95,3 +95,35 @@ async def test_a_workflow_deleted_on_another_replica_is_not_found(
     # registered again under the same name: a new workflow, and runs go to it
     v3 = await other.register(tenant, solo("30s"))
     assert await version_of(engine, await engine.trigger(tenant, "solo")) == v3
+
+
+async def test_a_workflow_changing_under_every_attempt_fails_clearly_and_writes_nothing(
+    engine: Replica, other: Replica, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each lookup is followed by a registration on the other replica before the runs are
+    written, so every attempt names a version that is no longer the latest: after
+    VERSION_ATTEMPTS the trigger gives up with a clear error, having created nothing."""
+    await other.register(tenant, solo("10s"))
+    lookup = engine.repo.latest_version_by_name
+    registered: list[str] = []
+
+    async def overtaken(tenant_id: str, name: str) -> Any:
+        row = await lookup(tenant_id, name)
+        registered.append(await other.register(tenant, solo(f"{11 + len(registered)}s")))
+        return row
+
+    monkeypatch.setattr(engine.repo, "latest_version_by_name", overtaken)
+    with pytest.raises(TriggerError, match=f"changed {VERSION_ATTEMPTS} times.*nothing was"):
+        await engine.trigger(tenant, "solo")
+    assert len(registered) == VERSION_ATTEMPTS
+    async with engine.repo.pool.acquire() as conn:
+        assert (
+            await conn.fetchval("SELECT count(*) FROM workflow_runs WHERE tenant_id = $1", tenant)
+            == 0
+        )
+        assert (
+            await conn.fetchval("SELECT count(*) FROM queue_items WHERE tenant_id = $1", tenant)
+            == 0
+        )
+    monkeypatch.setattr(engine.repo, "latest_version_by_name", lookup)
+    assert await version_of(engine, await engine.trigger(tenant, "solo")) == registered[-1]
