@@ -139,7 +139,9 @@ async def table_sizes(conn: asyncpg.Connection) -> str:
     sizes = []
     for table in ("task_events", "tasks", "workflow_runs", "events"):  # all partitions of each
         size = await conn.fetchval(
-            "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree($1::regclass)", table
+            "SELECT coalesce(sum(pg_total_relation_size(relid)),"
+            " pg_total_relation_size($1::regclass)) FROM pg_partition_tree($1::regclass)",
+            table,
         )
         sizes.append(f"{table} {size / 2**20:,.0f} MB")
     return ", ".join(sizes)
