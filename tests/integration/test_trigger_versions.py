@@ -2,17 +2,21 @@
 replica keeps the versions it triggered, and the one statement that creates the runs
 refuses a version that is no longer the latest, or a deleted workflow (then the trigger
 looks the version up and tries again). These tests run two replicas: the one that
-triggers holds a version in its cache while the other replica changes the workflow."""
+triggers holds a version in its cache while the other replica changes the workflow. The
+latest version is the column workflows.latest_version_id (migration 0020)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import pytest
 import pytest_asyncio
 from tests.integration.harness import Replica
 
+from hewer.engine.db.migrate import apply_migrations, migration_files
 from hewer.engine.services.tenant_objects import TenantObjects
 from hewer.engine.services.triggers import VERSION_ATTEMPTS, TriggerError
 
@@ -127,3 +131,61 @@ async def test_a_workflow_changing_under_every_attempt_fails_clearly_and_writes_
         )
     monkeypatch.setattr(engine.repo, "latest_version_by_name", lookup)
     assert await version_of(engine, await engine.trigger(tenant, "solo")) == registered[-1]
+
+
+async def test_workflows_name_their_latest_version_from_the_migration_on(
+    empty_database: Callable[[], Awaitable[str]],
+) -> None:
+    """Migration 0020 fills workflows.latest_version_id from the versions stored, and each
+    version added later becomes the latest unless a higher ordinal is already there."""
+    dsn = await empty_database()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE TABLE hewer_schema_migrations (version int PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for version, name, sql in migration_files():
+            if version < 20:
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO hewer_schema_migrations VALUES ($1, $2)", version, name
+                )
+        tenant, workflow, bare = (str(uuid.uuid4()) for _ in range(3))
+        await conn.execute("INSERT INTO tenants (id, name) VALUES ($1, 'old')", tenant)
+        await conn.execute(
+            "INSERT INTO workflows (id, tenant_id, name) VALUES ($1, $2, 'wf'), ($3, $2, 'bare')",
+            workflow,
+            tenant,
+            bare,
+        )
+
+        async def add_version(ordinal: int) -> str:
+            return str(
+                await conn.fetchval(
+                    "INSERT INTO workflow_versions (tenant_id, workflow_id, ordinal, checksum,"
+                    " definition) VALUES ($1, $2, $3, $4, '{}') RETURNING id",
+                    tenant,
+                    workflow,
+                    ordinal,
+                    f"c{ordinal}",
+                )
+            )
+
+        first, second = await add_version(1), await add_version(2)
+        assert (await apply_migrations(dsn))[0] == "0020_latest_version"
+
+        async def latest(workflow_id: str) -> str | None:
+            value = await conn.fetchval(
+                "SELECT latest_version_id FROM workflows WHERE id = $1", workflow_id
+            )
+            return None if value is None else str(value)
+
+        assert (await latest(workflow), await latest(bare)) == (second, None)
+        assert first != second
+        third = await add_version(3)
+        assert await latest(workflow) == third
+        await add_version(0)  # written late with a lower ordinal: not the latest
+        assert await latest(workflow) == third
+    finally:
+        await conn.close()

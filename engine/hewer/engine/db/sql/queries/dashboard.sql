@@ -102,10 +102,7 @@ SELECT w.id, w.name, w.description, w.is_paused, w.created_at, w.updated_at,
         WHERE r.tenant_id = w.tenant_id AND r.workflow_id = w.id
           AND r.created_at >= now() - interval '24 hours') AS runs_24h
 FROM workflows w
-LEFT JOIN LATERAL (
-    SELECT * FROM workflow_versions v
-    WHERE v.workflow_id = w.id ORDER BY v.ordinal DESC LIMIT 1
-) v ON true
+LEFT JOIN workflow_versions v ON v.id = w.latest_version_id
 WHERE w.tenant_id = $1 AND w.deleted_at IS NULL AND ($2::uuid IS NULL OR w.id = $2::uuid)
 ORDER BY w.name;
 

@@ -405,8 +405,7 @@ LEFT JOIN updated u ON u.id = k.id;
 -- version and no workflow is deleted; the caller then looks the versions up and retries.
 WITH wf AS (
     SELECT w.id, w.is_paused, w.paused_queue_ttl_seconds, w.deleted_at IS NULL AS live,
-           (SELECT v.id FROM workflow_versions v
-            WHERE v.workflow_id = w.id ORDER BY v.ordinal DESC LIMIT 1) AS latest_version_id
+           w.latest_version_id
     FROM workflows w
     WHERE w.id = ANY($2::uuid[])
     FOR KEY SHARE OF w

@@ -11,11 +11,10 @@ RETURNING id;
 SELECT id FROM workflows WHERE id = $1 FOR UPDATE;
 
 -- name: latest_version_of_workflow
-SELECT id, checksum, ordinal
-FROM workflow_versions
-WHERE workflow_id = $1
-ORDER BY ordinal DESC
-LIMIT 1;
+SELECT v.id, v.checksum, v.ordinal
+FROM workflows w
+JOIN workflow_versions v ON v.id = w.latest_version_id
+WHERE w.id = $1;
 
 -- name: insert_version
 INSERT INTO workflow_versions
@@ -50,12 +49,10 @@ SELECT $1, $2, k FROM unnest($3::text[]) AS k
 ON CONFLICT DO NOTHING;
 
 -- name: latest_version_by_name
-SELECT w.id AS workflow_id, v.id AS version_id, w.is_paused
+SELECT w.id AS workflow_id, w.latest_version_id AS version_id, w.is_paused
 FROM workflows w
-JOIN LATERAL (
-    SELECT id FROM workflow_versions WHERE workflow_id = w.id ORDER BY ordinal DESC LIMIT 1
-) v ON true
-WHERE w.tenant_id = $1 AND w.name = $2 AND w.deleted_at IS NULL;
+WHERE w.tenant_id = $1 AND w.name = $2 AND w.deleted_at IS NULL
+  AND w.latest_version_id IS NOT NULL;
 
 -- name: load_version
 SELECT v.id, v.workflow_id, w.name AS workflow_name, v.default_priority, v.sticky, v.tenant_id,
@@ -74,12 +71,9 @@ ORDER BY position;
 
 -- name: workflows_for_event_key
 -- Latest versions whose event triggers match the key; '*' in a trigger is a wildcard.
-SELECT DISTINCT ON (w.id) w.id AS workflow_id, v.id AS version_id, w.is_paused
+SELECT DISTINCT ON (w.id) w.id AS workflow_id, w.latest_version_id AS version_id, w.is_paused
 FROM workflows w
-JOIN LATERAL (
-    SELECT id FROM workflow_versions WHERE workflow_id = w.id ORDER BY ordinal DESC LIMIT 1
-) v ON true
-JOIN workflow_event_triggers t ON t.workflow_version_id = v.id
+JOIN workflow_event_triggers t ON t.workflow_version_id = w.latest_version_id
 WHERE w.tenant_id = $1 AND w.deleted_at IS NULL
   AND $2 LIKE replace(replace(replace(t.event_key, '%', '\%'), '_', '\_'), '*', '%');
 
