@@ -263,6 +263,34 @@ async def test_held_slots_add_up_per_kind_over_every_held_task(
     assert dict(state["used"]) == {"default": 2 * 2 + 3, "gpu": 2}
 
 
+async def test_held_slots_are_read_per_worker_for_many_workers_at_once(
+    engine: Replica, tenant: str
+) -> None:
+    """One read for several workers (the scheduler's round) keeps each worker's units apart,
+    and a worker holding nothing reads as empty."""
+    await engine.register(tenant, single("mixed", slot_requests={"default": 2, "gpu": 1}))
+    await engine.register(tenant, single("plain"))
+    await engine.register(tenant, single("idle"))
+    gpu = await engine.connect_worker(tenant, ["mixed:run"], slots={"default": 20, "gpu": 5})
+    cpu = await engine.connect_worker(tenant, ["plain:run"], slots={"default": 20})
+    idle = await engine.connect_worker(tenant, ["idle:run"], slots={"default": 20})
+    for _ in range(2):
+        await engine.trigger(tenant, "mixed")
+    for _ in range(3):
+        await engine.trigger(tenant, "plain")
+    await engine.scheduler.run_round(tenant)
+    assert (len(drain(gpu)), len(drain(cpu)), len(drain(idle))) == (2, 3, 0)
+    states = await engine.repo.local_worker_capacity(
+        worker_ids=[gpu.worker_id, cpu.worker_id, idle.worker_id], heartbeat_window=60
+    )
+    used = {str(s["id"]): dict(s["used"]) for s in states}
+    assert used == {
+        gpu.worker_id: {"default": 4, "gpu": 2},
+        cpu.worker_id: {"default": 3},
+        idle.worker_id: {},
+    }
+
+
 async def test_priority_order_holds_with_two_replicas(dsn: str) -> None:
     first, second = await Replica.start(dsn), await Replica.start(dsn)
     try:
