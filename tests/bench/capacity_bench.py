@@ -36,7 +36,7 @@ from hewer.engine.db.queries import query
 
 
 async def prepare(
-    dsn: str, *, workers: int, days: int, held: int, finished: int, gone: int
+    dsn: str, *, workers: int, days: int, held: int, finished: int, gone: int, analyze: bool
 ) -> list[str]:
     await apply_migrations(dsn)
     conn = await asyncpg.connect(dsn)
@@ -102,7 +102,8 @@ async def prepare(
             len(ids),
             held,
         )
-        await conn.execute("ANALYZE")
+        if analyze:
+            await conn.execute("ANALYZE")
         return ids
     finally:
         await conn.close()
@@ -138,6 +139,7 @@ async def run(args: argparse.Namespace) -> None:
             held=args.held,
             finished=args.finished,
             gone=args.gone,
+            analyze=not args.no_analyze,
         )
         times = await measure(dsn, ids, calls=args.calls)
         print(
@@ -159,6 +161,7 @@ def main() -> None:
     p.add_argument("--finished", type=int, default=20_000, help="finished tasks of today")
     p.add_argument("--gone", type=int, default=2_000, help="inactive workers stored")
     p.add_argument("--calls", type=int, default=200)
+    p.add_argument("--no-analyze", action="store_true", help="no statistics (a fresh partition)")
     asyncio.run(run(p.parse_args()))
 
 
