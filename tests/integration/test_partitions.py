@@ -18,7 +18,7 @@ import pytest
 from tests.integration.harness import Replica
 
 from hewer.engine.core.ids import day_bounds, new_run_id, task_id_for
-from hewer.engine.db.migrate import apply_migrations, migration_files
+from hewer.engine.db.migrate import apply_migrations
 from hewer.engine.services import retention
 from hewer.engine.services.events import Events, NewEvent
 from hewer.engine.services.metrics import METRICS
@@ -360,16 +360,7 @@ async def test_an_existing_database_keeps_its_rows_through_the_migration(
     dsn = await empty_database()
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(
-            "CREATE TABLE hewer_schema_migrations (version int PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for version, name, sql in migration_files():
-            if version < 16:
-                await conn.execute(sql)
-                await conn.execute(
-                    "INSERT INTO hewer_schema_migrations VALUES ($1, $2)", version, name
-                )
+        await apply_migrations(dsn, before=16)
         tenant, workflow, version_id, step, run, task = (str(uuid.uuid4()) for _ in range(6))
         await conn.execute("INSERT INTO tenants (id, name) VALUES ($1, 'old')", tenant)
         await conn.execute(
@@ -441,16 +432,7 @@ async def test_existing_events_move_to_their_days_through_the_migration(
     dsn = await empty_database()
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(
-            "CREATE TABLE hewer_schema_migrations (version int PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for version, name, sql in migration_files():
-            if version < 19:
-                await conn.execute(sql)
-                await conn.execute(
-                    "INSERT INTO hewer_schema_migrations VALUES ($1, $2)", version, name
-                )
+        await apply_migrations(dsn, before=19)
         tenant = str(uuid.uuid4())
         await conn.execute("INSERT INTO tenants (id, name) VALUES ($1, 'old')", tenant)
         today = datetime.now(UTC).date()

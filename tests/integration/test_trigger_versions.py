@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 from tests.integration.harness import Replica
 
-from hewer.engine.db.migrate import apply_migrations, migration_files
+from hewer.engine.db.migrate import apply_migrations
 from hewer.engine.services.tenant_objects import TenantObjects
 from hewer.engine.services.triggers import VERSION_ATTEMPTS, TriggerError
 
@@ -141,16 +141,7 @@ async def test_workflows_name_their_latest_version_from_the_migration_on(
     dsn = await empty_database()
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(
-            "CREATE TABLE hewer_schema_migrations (version int PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for version, name, sql in migration_files():
-            if version < 20:
-                await conn.execute(sql)
-                await conn.execute(
-                    "INSERT INTO hewer_schema_migrations VALUES ($1, $2)", version, name
-                )
+        await apply_migrations(dsn, before=20)
         tenant, workflow, bare = (str(uuid.uuid4()) for _ in range(3))
         await conn.execute("INSERT INTO tenants (id, name) VALUES ($1, 'old')", tenant)
         await conn.execute(

@@ -68,16 +68,17 @@ def schema_sql() -> str:
     return _sql_dir().joinpath("schema.sql").read_text(encoding="utf-8")
 
 
-async def apply_migrations(dsn: str) -> list[str]:
-    """Apply every migration not yet recorded in ``dsn``; return the names applied."""
+async def apply_migrations(dsn: str, *, before: int | None = None) -> list[str]:
+    """Apply every migration not yet recorded in ``dsn`` (with ``before``, only those numbered
+    below it: the schema of an older release, for upgrade tests); return the names applied."""
     conn: asyncpg.Connection = await asyncpg.connect(dsn)
     try:
-        return await _apply_on(conn)
+        return await _apply_on(conn, before=before)
     finally:
         await conn.close()
 
 
-async def _apply_on(conn: asyncpg.Connection) -> list[str]:
+async def _apply_on(conn: asyncpg.Connection, *, before: int | None = None) -> list[str]:
     # Session-level lock (not xact): it must span several transactions, one per file.
     await conn.execute(f"SELECT pg_advisory_lock({_LOCK_KEY_SQL})")
     try:
@@ -88,6 +89,8 @@ async def _apply_on(conn: asyncpg.Connection) -> list[str]:
         for version, name, sql in migration_files():
             if version in done:
                 continue
+            if before is not None and version >= before:
+                break
             log.info("applying migration %s", name)
             async with conn.transaction():
                 await conn.execute(sql)
