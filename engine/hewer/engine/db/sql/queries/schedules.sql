@@ -24,7 +24,8 @@ ON CONFLICT (workflow_id, name, expression) DO NOTHING
 RETURNING id;
 
 -- name: get_cron
-SELECT c.id, c.tenant_id, c.workflow_id, w.name AS workflow_name, w.latest_version_id AS version_id,
+SELECT c.id, c.tenant_id, c.workflow_id, w.name AS workflow_name,
+       w.latest_version_id AS version_id,
        c.name, c.expression, c.input, c.additional_metadata, c.priority, c.origin, c.enabled,
        c.next_fire_at, c.created_at, c.updated_at
 FROM crons c
@@ -83,7 +84,8 @@ SELECT s.id, $1, $2, s.trigger_at, $3, $4, $5, 'api', $6
 FROM unnest($7::uuid[], $8::timestamptz[]) AS s(id, trigger_at);
 
 -- name: get_scheduled
-SELECT s.id, s.tenant_id, s.workflow_id, w.name AS workflow_name, w.latest_version_id AS version_id,
+SELECT s.id, s.tenant_id, s.workflow_id, w.name AS workflow_name,
+       w.latest_version_id AS version_id,
        s.trigger_at, s.input, s.additional_metadata, s.priority, s.origin, s.status,
        s.workflow_run_id, s.created_at, s.updated_at,
        r.status AS run_status, r.created_at AS run_created_at
