@@ -1,16 +1,19 @@
 """What the scheduler's capacity read costs with many workers and many day partitions.
 
-A script, not a test. Every scheduling round reads, for each worker this replica holds, the
-slot units its running tasks hold (``hewer_local_worker_capacity``, services/scheduler.py).
-``tasks`` is partitioned by day (migration 0016) and a worker's held tasks cannot be found
-by partition key, so the cost may grow with workers x partitions. This script builds that
-state in a fresh embedded PostgreSQL (the migrations, ``--days`` day partitions, ``--workers``
-workers of one tenant, ``--held`` running tasks spread over them and ``--finished`` finished
-tasks in today's partition, ``--gone`` workers that have left) and times the call, median of
-``--calls`` after a warm-up, on one connection.
+A script, not a test. Every scheduling round reads, for the workers this replica holds that
+serve an action with a ready item, the slot units their running tasks hold
+(``hewer_worker_capacity``, migration 0022, services/scheduler.py). ``tasks`` is partitioned
+by day (migration 0016) and a worker's held tasks cannot be found by partition key, so the
+cost may grow with workers x partitions. This script builds that state in a fresh embedded
+PostgreSQL (the migrations, ``--days`` day partitions, ``--workers`` workers of one tenant of
+which ``--serving`` serve the action one ready item waits for, ``--held`` running tasks spread
+over them and ``--finished`` finished tasks in today's partition, ``--gone`` workers that have
+left) and times the call, median of ``--calls`` after a warm-up, on one connection; beside it
+the read of every worker that 0021's function made (kept for a rolling upgrade).
 
     .venv/bin/python tests/bench/capacity_bench.py                          # 500 workers, 33 days
     .venv/bin/python tests/bench/capacity_bench.py --workers 50 --days 4
+    .venv/bin/python tests/bench/capacity_bench.py --serving 50             # 50 of 500 serve
 """
 
 from __future__ import annotations
@@ -34,10 +37,24 @@ from hewer.engine.db.embedded import EmbeddedPostgres
 from hewer.engine.db.migrate import apply_migrations
 from hewer.engine.db.queries import query
 
+# what the scheduler called before migration 0022: every local worker, whatever is queued
+EVERY_WORKER = (
+    "SELECT id, is_paused, engine_id, labels, alive, used"
+    " FROM hewer_local_worker_capacity($1::uuid[], $2::float8)"
+)
+
 
 async def prepare(
-    dsn: str, *, workers: int, days: int, held: int, finished: int, gone: int, analyze: bool
-) -> list[str]:
+    dsn: str,
+    *,
+    workers: int,
+    serving: int,
+    days: int,
+    held: int,
+    finished: int,
+    gone: int,
+    analyze: bool,
+) -> tuple[str, list[str]]:
     await apply_migrations(dsn)
     conn = await asyncpg.connect(dsn)
     try:
@@ -67,10 +84,19 @@ async def prepare(
         await conn.execute(
             "INSERT INTO workers (id, tenant_id, name, actions, slot_config, engine_id,"
             " is_active, last_heartbeat_at)"
-            " SELECT w, $2, 'w', '{cap:run}', '{\"default\": 10}', 'bench', true, now()"
-            " FROM unnest($1::uuid[]) w",
+            " SELECT w, $2, 'w', CASE WHEN n <= $3 THEN '{cap:run}'::text[]"
+            "                         ELSE '{cap:idle}'::text[] END,"
+            "        '{\"default\": 10}', 'bench', true, now()"
+            " FROM unnest($1::uuid[]) WITH ORDINALITY AS x(w, n)",
             ids,
             tenant,
+            serving,
+        )
+        await conn.execute(  # the one ready item, of the action the serving workers take
+            "INSERT INTO queue_items (tenant_id, task_id, retry_count, action_id,"
+            " schedule_timeout_at) VALUES ($1, $2, 0, 'cap:run', now() + interval '1 day')",
+            tenant,
+            new_run_id(),
         )
         await conn.execute(
             "INSERT INTO workers (id, tenant_id, name, actions, engine_id, is_active,"
@@ -104,23 +130,28 @@ async def prepare(
         )
         if analyze:
             await conn.execute("ANALYZE")
-        return ids
+        return tenant, ids
     finally:
         await conn.close()
 
 
-async def measure(dsn: str, ids: list[str], *, calls: int) -> list[float]:
+async def measure(
+    dsn: str, reads: dict[str, tuple[str, tuple[object, ...], int]], *, calls: int
+) -> dict[str, list[float]]:
+    """Milliseconds per call of each read (sql, arguments, workers it must return), the reads
+    taking turns call by call so that the machine's drift falls on all of them alike."""
     conn = await asyncpg.connect(dsn)
     try:
-        statement = await conn.prepare(query("local_worker_capacity"))
-        for _ in range(20):
-            await statement.fetch(ids, 30.0)
-        times = []
+        statements = {name: await conn.prepare(sql) for name, (sql, _, _) in reads.items()}
+        for name, (_, args, rows) in reads.items():
+            for _ in range(20):
+                assert len(await statements[name].fetch(*args)) == rows
+        times: dict[str, list[float]] = {name: [] for name in reads}
         for _ in range(calls):
-            t0 = time.perf_counter()
-            rows = await statement.fetch(ids, 30.0)
-            times.append((time.perf_counter() - t0) * 1000)
-        assert len(rows) == len(ids)
+            for name, (_, args, _) in reads.items():
+                t0 = time.perf_counter()
+                await statements[name].fetch(*args)
+                times[name].append((time.perf_counter() - t0) * 1000)
         return times
     finally:
         await conn.close()
@@ -132,22 +163,35 @@ async def run(args: argparse.Namespace) -> None:
     pg = EmbeddedPostgres(data_dir=base / "pg")
     try:
         dsn = pg.start()
-        ids = await prepare(
+        serving = args.workers if args.serving is None else args.serving
+        tenant, ids = await prepare(
             dsn,
             workers=args.workers,
+            serving=serving,
             days=args.days,
             held=args.held,
             finished=args.finished,
             gone=args.gone,
             analyze=not args.no_analyze,
         )
-        times = await measure(dsn, ids, calls=args.calls)
         print(
-            f"capacity read: {args.workers} workers, {args.days} day partitions (+ DEFAULT),"
-            f" {args.held} held tasks, {args.finished} finished:"
-            f" median {statistics.median(times):.2f} ms,"
-            f" p90 {statistics.quantiles(times, n=10)[-1]:.2f} ms over {args.calls} calls"
+            f"capacity read: {args.workers} workers ({serving} serving the ready action),"
+            f" {args.days} day partitions (+ DEFAULT), {args.held} held tasks,"
+            f" {args.finished} finished; median / p90 over {args.calls} calls"
         )
+        reads = {
+            "serving workers (0022)": (
+                query("worker_capacity"),
+                (tenant, ids, ["cap:run", "cap:idle"], True, 30.0),
+                serving,
+            ),
+            "every worker (0021)": (EVERY_WORKER, (ids, 30.0), len(ids)),
+        }
+        for name, times in (await measure(dsn, reads, calls=args.calls)).items():
+            print(
+                f"  {name:24} {statistics.median(times):6.2f} ms"
+                f" {statistics.quantiles(times, n=10)[-1]:6.2f} ms"
+            )
     finally:
         pg.stop()
         shutil.rmtree(base, ignore_errors=True)
@@ -156,6 +200,7 @@ async def run(args: argparse.Namespace) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--workers", type=int, default=500)
+    p.add_argument("--serving", type=int, help="workers serving the ready action (all)")
     p.add_argument("--days", type=int, default=33, help="day partitions (30-day retention: 33)")
     p.add_argument("--held", type=int, default=1000, help="running tasks holding slots")
     p.add_argument("--finished", type=int, default=20_000, help="finished tasks of today")

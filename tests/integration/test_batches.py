@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 from tests.integration.harness import Replica, drain, eventually
 
+from hewer.engine.db.repository import Record, Repository
 from hewer.engine.services.batch_reports import BatchEventKind, BatchItemReport, BatchReports
 from hewer.engine.services.batches import BatchFlusher
 from hewer.engine.services.triggers import TriggerRequest
@@ -70,6 +71,17 @@ async def connect(node: Node, tenant: str, action: str, *, slots: int) -> Worker
     )
     session.batch_actions = frozenset(configs)
     return session
+
+
+async def held_units(repo: Repository, tenant: str, worker: WorkerSession) -> list[Record]:
+    """What the flusher reads of a worker before it sends a batch of its (only) action."""
+    return await repo.worker_capacity(
+        tenant_id=tenant,
+        worker_ids=[worker.worker_id],
+        action_ids=sorted(worker.actions),
+        ready_only=False,
+        heartbeat_window=60,
+    )
 
 
 def members(message: ActionMessage) -> dict[str, dict[str, object]]:
@@ -247,7 +259,7 @@ async def test_a_batch_holds_one_slot_and_items_report_one_by_one(nodes: list[No
     first_ids = set(members(first))
     assert len(first_ids) == 3 and first_ids < set(run_ids)
     assert first.batch is not None and first.batch.reason == "batch_size_reached"
-    (state,) = await repo.local_worker_capacity(worker_ids=[worker.worker_id], heartbeat_window=60)
+    (state,) = await held_units(repo, tenant, worker)
     assert dict(state["used"]) == {"default": 1}
     # full: the second batch waits for the slot
     assert not await node.flusher.flush_tenant(tenant, [worker])
@@ -268,7 +280,7 @@ async def test_a_batch_holds_one_slot_and_items_report_one_by_one(nodes: list[No
         kind=BatchEventKind.FAILED,
         items=[BatchItemReport(task_id=ids[1], payload="boom")],
     )
-    (state,) = await repo.local_worker_capacity(worker_ids=[worker.worker_id], heartbeat_window=60)
+    (state,) = await held_units(repo, tenant, worker)
     assert dict(state["used"]) == {"default": 1}  # the third member still runs
     await node.reports.report(
         tenant_id=tenant,

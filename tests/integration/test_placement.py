@@ -251,14 +251,22 @@ async def test_held_slots_add_up_per_kind_over_every_held_task(
     plain = [await engine.trigger(tenant, "plain") for _ in range(4)]
     await engine.scheduler.run_round(tenant)
     assert len(drain(worker)) == 7
-    (state,) = await engine.repo.local_worker_capacity(
-        worker_ids=[worker.worker_id], heartbeat_window=60
+    (state,) = await engine.repo.worker_capacity(
+        tenant_id=tenant,
+        worker_ids=[worker.worker_id],
+        action_ids=["mixed:run"],
+        ready_only=False,
+        heartbeat_window=60,
     )
     assert dict(state["used"]) == {"default": 3 * 2 + 4, "gpu": 3}
     await engine.repo.release_slot(tenant_id=tenant, task_id=mixed[0])
     await engine.repo.release_slot(tenant_id=tenant, task_id=plain[0])
-    (state,) = await engine.repo.local_worker_capacity(
-        worker_ids=[worker.worker_id], heartbeat_window=60
+    (state,) = await engine.repo.worker_capacity(
+        tenant_id=tenant,
+        worker_ids=[worker.worker_id],
+        action_ids=["mixed:run"],
+        ready_only=False,
+        heartbeat_window=60,
     )
     assert dict(state["used"]) == {"default": 2 * 2 + 3, "gpu": 2}
 
@@ -280,8 +288,14 @@ async def test_held_slots_are_read_per_worker_for_many_workers_at_once(
         await engine.trigger(tenant, "plain")
     await engine.scheduler.run_round(tenant)
     assert (len(drain(gpu)), len(drain(cpu)), len(drain(idle))) == (2, 3, 0)
-    states = await engine.repo.local_worker_capacity(
-        worker_ids=[gpu.worker_id, cpu.worker_id, idle.worker_id], heartbeat_window=60
+    every = [gpu.worker_id, cpu.worker_id, idle.worker_id]
+    actions = ["mixed:run", "plain:run", "idle:run"]
+    states = await engine.repo.worker_capacity(
+        tenant_id=tenant,
+        worker_ids=every,
+        action_ids=actions,
+        ready_only=False,
+        heartbeat_window=60,
     )
     used = {str(s["id"]): dict(s["used"]) for s in states}
     assert used == {
@@ -289,6 +303,32 @@ async def test_held_slots_are_read_per_worker_for_many_workers_at_once(
         cpu.worker_id: {"default": 3},
         idle.worker_id: {},
     }
+    # only the workers serving an action with a ready item, for those actions: nothing is
+    # queued now; then one plain run is
+    assert not await engine.repo.worker_capacity(
+        tenant_id=tenant,
+        worker_ids=every,
+        action_ids=actions,
+        ready_only=True,
+        heartbeat_window=60,
+    )
+    await engine.trigger(tenant, "plain")
+    (state,) = await engine.repo.worker_capacity(
+        tenant_id=tenant,
+        worker_ids=every,
+        action_ids=actions,
+        ready_only=True,
+        heartbeat_window=60,
+    )
+    assert (str(state["id"]), list(state["actions"])) == (cpu.worker_id, ["plain:run"])
+    # and of the workers serving a ready action, only those the caller asked about
+    assert not await engine.repo.worker_capacity(
+        tenant_id=tenant,
+        worker_ids=[gpu.worker_id],
+        action_ids=actions,
+        ready_only=True,
+        heartbeat_window=60,
+    )
 
 
 async def test_priority_order_holds_with_two_replicas(dsn: str) -> None:

@@ -4,10 +4,14 @@ loop's wake-ups once a round has drained the queue."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from tests.integration.harness import Replica, drain, eventually, next_message
+
+from hewer.engine.db.repository import Conn
 
 
 def single() -> dict[str, Any]:
@@ -16,25 +20,43 @@ def single() -> dict[str, Any]:
 
 @pytest.fixture
 def capacity_reads(engine: Replica, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many workers each capacity read of the scheduler covered."""
+    """How many workers each capacity read of the scheduler returned (those serving an action
+    with a ready item)."""
     reads: list[int] = []
-    original = engine.repo.local_worker_capacity
+    original = engine.repo.worker_capacity
 
     async def counted(**kwargs: Any) -> Any:
-        reads.append(len(kwargs["worker_ids"]))
-        return await original(**kwargs)
+        rows = await original(**kwargs)
+        reads.append(len(rows))
+        return rows
 
-    monkeypatch.setattr(engine.repo, "local_worker_capacity", counted)
+    monkeypatch.setattr(engine.repo, "worker_capacity", counted)
     return reads
 
 
-async def test_a_tick_with_nothing_ready_reads_no_worker_capacity(
-    engine: Replica, tenant: str, capacity_reads: list[int]
+@pytest.fixture
+def claim_transactions(engine: Replica, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per transaction a scheduling round opened."""
+    opened: list[int] = []
+    original = engine.repo.generic_plan_transaction
+
+    @contextlib.asynccontextmanager
+    async def counted() -> AsyncIterator[Conn]:
+        opened.append(1)
+        async with original() as conn:
+            yield conn
+
+    monkeypatch.setattr(engine.repo, "generic_plan_transaction", counted)
+    return opened
+
+
+async def test_a_tick_with_nothing_ready_reads_no_worker_and_opens_no_transaction(
+    engine: Replica, tenant: str, capacity_reads: list[int], claim_transactions: list[int]
 ) -> None:
     await engine.register(tenant, single())
     workers = [await engine.connect_worker(tenant, ["solo:run"], name=f"w{i}") for i in range(20)]
     assert not await engine.scheduler.run_round(tenant, only_if_ready=True)
-    assert capacity_reads == []
+    assert (capacity_reads, claim_transactions) == ([0], [])
 
     # a queued item that is not due yet (a retry's backoff) is not ready either
     run_id = await engine.trigger(tenant, "solo")
@@ -43,76 +65,72 @@ async def test_a_tick_with_nothing_ready_reads_no_worker_capacity(
         run_id,
     )
     assert not await engine.scheduler.run_round(tenant, only_if_ready=True)
-    assert capacity_reads == []
+    assert (capacity_reads, claim_transactions) == ([0, 0], [])
 
     # once it is due, the tick assigns it
     await engine.repo.pool.execute(
         "UPDATE queue_items SET available_at = now() WHERE task_id = $1", run_id
     )
     assert await engine.scheduler.run_round(tenant, only_if_ready=True)
-    assert capacity_reads == [20]
+    assert (capacity_reads, claim_transactions) == ([0, 0, 20], [1])
     assert sum(len(drain(w)) for w in workers) == 1
 
 
-async def test_a_tick_ignores_items_for_actions_no_local_worker_serves(
+async def test_only_workers_serving_a_ready_action_are_read(
     engine: Replica, tenant: str, capacity_reads: list[int]
 ) -> None:
     await engine.register(tenant, single())
     await engine.connect_worker(tenant, ["other:run"])
     await engine.trigger(tenant, "solo")
     assert not await engine.scheduler.run_round(tenant, only_if_ready=True)
-    assert capacity_reads == []
-    # a round something woke still reads (and finds no one to take the item)
+    # a round something woke reads no worker either: none here serves the ready item
     assert not await engine.scheduler.run_round(tenant)
-    assert capacity_reads == [1]
+    assert capacity_reads == [0, 0]
+
+    # of 30 workers, the 5 that serve the ready action (and for it alone)
+    busy = [await engine.connect_worker(tenant, ["solo:run", "other:run"]) for _ in range(5)]
+    for i in range(25):
+        await engine.connect_worker(tenant, ["other:run"], name=f"idle{i}")
+    assert await engine.scheduler.run_round(tenant)
+    assert capacity_reads == [0, 0, 5]
+    assert sum(len(drain(w)) for w in busy) == 1
 
 
-@pytest.fixture
-def readiness_probes(engine: Replica, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """What each ``has_ready_items`` probe of the scheduler answered."""
-    answers: list[bool] = []
-    original = engine.repo.has_ready_items
-
-    async def counted(**kwargs: Any) -> bool:
-        answers.append(await original(**kwargs))
-        return answers[-1]
-
-    monkeypatch.setattr(engine.repo, "has_ready_items", counted)
-    return answers
-
-
-async def test_once_drained_a_freed_slot_costs_one_probe_until_something_is_queued(
-    engine: Replica, tenant: str, capacity_reads: list[int], readiness_probes: list[bool]
+async def test_once_drained_a_freed_slot_opens_no_transaction_until_something_is_queued(
+    engine: Replica, tenant: str, capacity_reads: list[int], claim_transactions: list[int]
 ) -> None:
     await engine.register(tenant, single())
     worker = await engine.connect_worker(tenant, ["solo:run"])
     engine.scheduler.start()
     await asyncio.sleep(0.2)  # the bus's start-up resync may wake one empty round
     capacity_reads.clear()
+    claim_transactions.clear()
     await engine.trigger(tenant, "solo")  # its wake-up is echoed to this replica's loop
     first = await next_message(worker)
     await asyncio.sleep(0.3)
     # the claim asked for 100 (the worker's slots) and got 1: no second round at once, and
     # the trigger's NOTIFY, coming back to the replica that echoed it, wakes nothing
-    assert capacity_reads == [1]
+    assert (capacity_reads, claim_transactions) == ([1], [1])
 
-    probes = len(readiness_probes)  # the safety tick may have probed meanwhile
+    reads = len(capacity_reads)  # the safety tick may have read meanwhile
     await engine.lifecycle.completed(
         tenant_id=tenant, task_id=first.task_id, retry_count=0, output="{}"
     )
-    # the freed slot woke the loop: it asked whether anything is ready, nothing more
-    await eventually(lambda: len(readiness_probes) > probes)
-    assert not any(readiness_probes)
-    assert capacity_reads == [1]
+    # the freed slot woke the loop: it read no worker (nothing is ready), and stopped there;
+    # the one transaction more is the completion's own
+    await eventually(lambda: len(capacity_reads) > reads)
+    assert [n for n in capacity_reads if n] == [1]
+    assert claim_transactions == [1, 1]
 
-    # queued again: the wake-up goes straight to a full round
+    # queued again: the wake-up goes straight to a round that assigns it
     await engine.trigger(tenant, "solo")
     await next_message(worker)
-    assert capacity_reads == [1, 1]
+    assert [n for n in capacity_reads if n] == [1, 1]
+    assert claim_transactions == [1, 1, 1]
 
 
 async def test_a_full_claim_goes_again_without_a_wake_up(
-    engine: Replica, tenant: str, capacity_reads: list[int], readiness_probes: list[bool]
+    engine: Replica, tenant: str, capacity_reads: list[int], claim_transactions: list[int]
 ) -> None:
     await engine.register(tenant, single())
     for _ in range(3):
@@ -125,7 +143,7 @@ async def test_a_full_claim_goes_again_without_a_wake_up(
     assert len(drain(worker)) == 2
     await asyncio.sleep(0.2)
     assert capacity_reads == [1, 1]
-    assert readiness_probes == []
+    assert len(claim_transactions) == 2  # the second, opened beside its read, found no room
 
 
 async def test_the_scheduling_transaction_plans_generically_and_ends_cleanly(

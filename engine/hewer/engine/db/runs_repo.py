@@ -374,15 +374,25 @@ class RunQueries(RepositoryBase):
         )
         self._observe_durations(finished_rows)
 
-    async def has_ready_items(self, *, tenant_id: str, action_ids: Sequence[str]) -> bool:
-        return bool(await self.pool.fetchval(query("has_ready_items"), tenant_id, list(action_ids)))
-
-    async def local_worker_capacity(
-        self, *, worker_ids: Sequence[str], heartbeat_window: float
+    async def worker_capacity(
+        self,
+        *,
+        tenant_id: str,
+        worker_ids: Sequence[str],
+        action_ids: Sequence[str],
+        ready_only: bool,
+        heartbeat_window: float,
     ) -> list[Record]:
+        """The workers among ``worker_ids`` that serve one of ``action_ids`` (``ready_only``:
+        one with a ready queue item), with their state, held slot units and those actions."""
         return list(
             await self.pool.fetch(
-                query("local_worker_capacity"), list(worker_ids), heartbeat_window
+                query("worker_capacity"),
+                tenant_id,
+                list(worker_ids),
+                list(action_ids),
+                ready_only,
+                heartbeat_window,
             )
         )
 

@@ -169,10 +169,14 @@ class BatchFlusher(DeadlineLoop):
             await self._lifecycle.fail_queued(tenant_id=tenant_id, task_id=task_id, error=error)
 
     async def _capacities(
-        self, action_id: str, sessions: list[WorkerSession]
+        self, tenant_id: str, action_id: str, sessions: list[WorkerSession]
     ) -> list[WorkerCapacity]:
-        states = await self._repo.local_worker_capacity(
-            worker_ids=[s.worker_id for s in sessions], heartbeat_window=ASSIGN_HEARTBEAT_WINDOW
+        states = await self._repo.worker_capacity(
+            tenant_id=tenant_id,
+            worker_ids=[s.worker_id for s in sessions],
+            action_ids=[action_id],
+            ready_only=False,  # the flusher found items to send already
+            heartbeat_window=ASSIGN_HEARTBEAT_WINDOW,
         )
         used = {
             str(r["id"]): {str(k): int(v) for k, v in dict(r["used"]).items()}
@@ -200,7 +204,7 @@ class BatchFlusher(DeadlineLoop):
     ) -> bool:
         sends: list[tuple[str, ActionMessage]] = []
         async with self._assign_lock:
-            capacities = await self._capacities(action_id, sessions)
+            capacities = await self._capacities(tenant_id, action_id, sessions)
             async with self._repo.transaction() as conn:
                 await self._repo.lock_batch_action(conn, tenant_id=tenant_id, action_id=action_id)
                 rows = await self._repo.pending_batch_items(

@@ -16,7 +16,7 @@ from typing import Any
 from hewer.engine.core.model import TaskStatus
 from hewer.engine.core.placement import desired_worker
 from hewer.engine.core.retry import decide_retry
-from hewer.engine.db.repository import Conn, Record, Repository
+from hewer.engine.db.repository import Conn, NewTaskRow, Record, Repository
 from hewer.engine.services.batching import Batcher, Repeats
 from hewer.engine.services.bus import Bus
 from hewer.engine.services.definitions import Definitions
@@ -164,7 +164,7 @@ class Lifecycle:
                     else:
                         in_dags.append(Finished(row, TaskStatus.COMPLETED, output))
                 if in_dags:  # complete_tasks locked their runs; publishes its messages itself
-                    queued: dict[str, list[str]] = {}
+                    queued: dict[str, list[NewTaskRow]] = {}
                     messages = await self.progression.advance(
                         conn, in_dags, locked=True, also=messages, echoed=True, queued=queued
                     )
@@ -187,7 +187,9 @@ class Lifecycle:
             self._bus.echo_locally({"t": "multi", "m": echo})
         return outcomes
 
-    async def _assign_queued(self, conn: Conn, queued: dict[str, list[str]]) -> Dispatch | None:
+    async def _assign_queued(
+        self, conn: Conn, queued: dict[str, list[NewTaskRow]]
+    ) -> Dispatch | None:
         """The DAG hop's last step, in its transaction: the tasks it queued (per tenant)
         are assigned to this replica's workers now when nothing older waits
         (Scheduler.assign_within), not by the scheduler round its wake-up would start after
@@ -195,9 +197,12 @@ class Lifecycle:
         commit."""
         if self.scheduler is None:
             return None
-        for tenant_id, task_ids in queued.items():
+        for tenant_id, rows in queued.items():
             dispatch = await self.scheduler.assign_within(
-                conn, tenant_id=tenant_id, task_ids=task_ids
+                conn,
+                tenant_id=tenant_id,
+                task_ids=[r.id for r in rows],
+                action_ids=sorted({r.task.step.action_id for r in rows}),
             )
             if dispatch is not None:
                 return dispatch

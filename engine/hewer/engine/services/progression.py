@@ -88,13 +88,12 @@ class Progression:
         locked: bool = False,
         also: Sequence[dict[str, Any]] = (),
         echoed: bool = False,
-        queued: dict[str, list[str]] | None = None,
+        queued: dict[str, list[NewTaskRow]] | None = None,
     ) -> list[dict[str, Any]]:
         """After tasks reached a final state: create what follows and maybe finish their
         runs, in a fixed number of statements. Publishes the caller's messages (``also``)
         and its own, and returns them all (for a local echo after the commit; ``echoed``: the
-        caller does that echo). ``queued`` receives the ids of the tasks it queued, per
-        tenant.
+        caller does that echo). ``queued`` receives the tasks it queued, per tenant.
 
         The runs are locked together (in id order; ``locked``: by the caller already) and
         read together; the DAG decisions are pure (``core.dag.progress``); what
@@ -143,11 +142,11 @@ class Progression:
                 messages.append({"t": "run", "run": run_id, "status": step.run_status.value})
         version_of = {run_id: runs[run_id].version_id for run_id in run_ids}
         for tenant_id, rows in new_rows.items():
-            ids = [r.id for r in rows if r.task.status is TaskStatus.QUEUED]
-            if ids:
+            queued_rows = [r for r in rows if r.task.status is TaskStatus.QUEUED]
+            if queued_rows:
                 messages.append({"t": "queue", "tenant": tenant_id, "delay": 0})
                 if queued is not None:
-                    queued[tenant_id] = ids
+                    queued[tenant_id] = queued_rows
         messages = [*also, *messages]
         unqueued: list[Finished] = []
         met: list[MetAlready] = []

@@ -4,10 +4,12 @@ Wake-ups are event driven: a trigger or a freed slot sets an in-process event (a
 other replicas, arrives over the bus). A one-second safety tick covers delayed retries whose
 time has come and any signal lost while the listener reconnected.
 
-A round goes again at once only when a claim came back full (the queue may hold more). A
-round whose claims were not full leaves the tenant *drained*: until something is queued
-again, a wake-up (a freed slot, the safety tick) first asks one cheap question, whether any
-item is ready, instead of reading every local worker's capacity and claiming nothing.
+A round reads the capacity of the local workers that serve an action with a ready item, and
+only those (with 500 workers of which 50 serve the queued work, one row in ten); when there
+is none it stops there. A round goes again at once only when a claim came back full (the
+queue may hold more). A round whose claims were not full, or that found nothing ready,
+leaves the tenant *drained*: until something is queued again, a wake-up (a freed slot, the
+safety tick) reads before it opens a transaction, which it then most likely does not need.
 
 A transaction that queues tasks of a drained tenant (a DAG hop: a completion that creates
 the next tasks) may assign them itself, before it commits (``assign_within``): the claim
@@ -55,7 +57,8 @@ SOFT_PIN_SECONDS = 2.0
 @dataclass(frozen=True)
 class Round:
     """What a round did: how many tasks it assigned, and whether it claimed at all (a round
-    without free capacity does not) and if so whether a claim came back full."""
+    without free capacity does not; one that found nothing ready counts as an empty claim)
+    and if so whether a claim came back full."""
 
     assigned: int = 0
     claimed: bool = False
@@ -156,9 +159,10 @@ class Scheduler:
         return (await self._round(tenant_id, only_if_ready=only_if_ready)).assigned > 0
 
     async def _round(self, tenant_id: str, *, only_if_ready: bool) -> Round:
-        """``only_if_ready`` (the safety tick, or a wake-up of a drained tenant): first probe
-        for a ready queue item, so that an idle engine holding hundreds of workers does not
-        read all their capacity every second, nor at every freed slot."""
+        """``only_if_ready`` (the safety tick, or a wake-up of a drained tenant): read the
+        capacity (of no worker, most likely: nothing is ready) before opening the claim's
+        transaction, so that an idle engine opens none every second, nor at every freed
+        slot."""
         signals = self._queue_signals
         done = await self._claim_round(tenant_id, only_if_ready=only_if_ready)
         if done.claimed and not done.full:
@@ -169,27 +173,30 @@ class Scheduler:
 
     async def _claim_round(self, tenant_id: str, *, only_if_ready: bool) -> Round:
         sessions = self._sessions(tenant_id)
-        if not sessions:
+        actions = sorted(set().union(*(s.actions - s.batch_actions for s in sessions)))
+        if not actions:
             return Round()
-        if only_if_ready:
-            actions = set().union(*(s.actions - s.batch_actions for s in sessions))
-            if not actions or not await self._repo.has_ready_items(
-                tenant_id=tenant_id, action_ids=sorted(actions)
-            ):
-                return Round()
         # read outside the claim transaction: only this replica assigns to these workers, and
-        # a slot freed meanwhile just waits for the next round
+        # a slot freed meanwhile just waits for the next round; only the workers that serve
+        # an action with a ready item are read
         reading = asyncio.ensure_future(
-            self._repo.local_worker_capacity(
+            self._repo.worker_capacity(
+                tenant_id=tenant_id,
                 worker_ids=[s.worker_id for s in sessions],
+                action_ids=actions,
+                ready_only=True,
                 heartbeat_window=ASSIGN_HEARTBEAT_WINDOW,
             )
         )
         capacities: list[WorkerCapacity] | None = None
-        if not self._had_room.get(tenant_id, True):
-            # the last round found every worker full, and so will this one, most likely: read
-            # the capacity first and open no transaction for nothing
-            capacities, limits = self._capacities(tenant_id, sessions, await reading)
+        if only_if_ready or not self._had_room.get(tenant_id, True):
+            # most likely nothing is ready (the safety tick, a drained tenant), or the last
+            # round found every worker full and so will this one: read first and open no
+            # transaction for nothing
+            states = await reading
+            if not states:
+                return Round(claimed=True)  # nothing ready that a worker here serves
+            capacities, limits = self._capacities(tenant_id, sessions, states)
             if not limits:
                 return Round()
         try:
@@ -198,7 +205,10 @@ class Scheduler:
             # transaction, and the next one reads first
             async with self._repo.generic_plan_transaction() as conn:
                 if capacities is None:
-                    capacities, limits = self._capacities(tenant_id, sessions, await reading)
+                    states = await reading
+                    if not states:
+                        return Round(claimed=True)
+                    capacities, limits = self._capacities(tenant_id, sessions, states)
                     if not limits:
                         return Round()
                 METRICS.queue_round(tenant_id)
@@ -214,12 +224,13 @@ class Scheduler:
         return Round(assigned=len(rows), claimed=True, full=full)
 
     async def assign_within(
-        self, conn: Conn, *, tenant_id: str, task_ids: Sequence[str]
+        self, conn: Conn, *, tenant_id: str, task_ids: Sequence[str], action_ids: Sequence[str]
     ) -> Dispatch | None:
         """Claim and assign ``task_ids`` in the caller's transaction, which just queued
-        them (tasks of ``tenant_id``); None (nothing done) unless the tenant is drained
-        (nothing older waits) and no round is running here. The caller must hand the
-        returned dispatch to ``end_dispatch`` once its transaction committed or rolled back.
+        them (tasks of ``tenant_id`` for ``action_ids``); None (nothing done) unless the
+        tenant is drained (nothing older waits) and no round is running here. The caller
+        must hand the returned dispatch to ``end_dispatch`` once its transaction committed or
+        rolled back.
 
         The assign lock is held from here until then, so that no round reads the capacity
         these uncommitted assignments use.
@@ -235,8 +246,13 @@ class Scheduler:
             return None
         await self.assign_lock.acquire()  # free: taken at once
         try:
-            states = await self._repo.local_worker_capacity(
+            # not ready_only: the read runs on another connection, which cannot see the items
+            # this transaction queued
+            states = await self._repo.worker_capacity(
+                tenant_id=tenant_id,
                 worker_ids=[s.worker_id for s in sessions],
+                action_ids=action_ids,
+                ready_only=False,
                 heartbeat_window=ASSIGN_HEARTBEAT_WINDOW,
             )
             capacities, limits = self._capacities(tenant_id, sessions, states)
@@ -282,23 +298,26 @@ class Scheduler:
     def _capacities(
         self, tenant_id: str, sessions: list[WorkerSession], states: list[Record]
     ) -> tuple[list[WorkerCapacity], dict[str, int]]:
-        """The free capacity of the local workers that may take work, and from it how many
-        items of each action a claim may take (none: no room; remembered per tenant)."""
-        used = {
-            str(r["id"]): {str(k): int(v) for k, v in dict(r["used"]).items()}
+        """The free capacity of the local workers that may take work (those ``states``
+        names: ``worker_capacity``'s rows) for the actions their row names, and from it how
+        many items of each action a claim may take (none: no room; remembered per tenant)."""
+        usable = {
+            str(r["id"]): r
             for r in states
             if not r["is_paused"] and r["alive"] and r["engine_id"] == self._engine_id
         }
-        labels = {str(r["id"]): dict(r["labels"] or {}) for r in states}
         capacities = [
             WorkerCapacity(
                 worker_id=s.worker_id,
-                actions=s.actions - s.batch_actions,  # batch actions: services/batches.py
-                free=free_capacity(s.slot_config, used[s.worker_id]),
-                labels=labels[s.worker_id],
+                # batch actions: services/batches.py
+                actions=(s.actions - s.batch_actions) & set(row["actions"]),
+                free=free_capacity(
+                    s.slot_config, {str(k): int(v) for k, v in dict(row["used"]).items()}
+                ),
+                labels=dict(row["labels"] or {}),
             )
             for s in sessions
-            if s.worker_id in used
+            if (row := usable.get(s.worker_id)) is not None
         ]
         limits: dict[str, int] = {}
         for cap in capacities:

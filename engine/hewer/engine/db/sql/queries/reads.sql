@@ -163,7 +163,7 @@ WHERE w.tenant_id = $1 AND ($2::uuid IS NULL OR w.id = $2::uuid)
 ORDER BY w.created_at DESC, w.id;
 
 -- name: rest_worker_used_slots
--- the members of a batch share one slot (as in local_worker_capacity)
+-- the members of a batch share one slot (as in worker_capacity)
 SELECT t.worker_id, s.key AS slot_type, sum(s.value::int)::int AS used
 FROM (
     SELECT DISTINCT ON (h.worker_id, coalesce(h.batch_id, h.id), h.assigned_at)

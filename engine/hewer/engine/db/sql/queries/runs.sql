@@ -516,17 +516,10 @@ FROM changed c
 JOIN workflows w ON w.id = c.workflow_id
 WHERE c.finished_at IS NOT NULL;
 
--- name: has_ready_items
--- Whether a claim could find anything for these actions: the scheduler's safety tick asks this
--- one index probe before it reads the capacity of every local worker (services/scheduler.py).
-SELECT EXISTS (
-    SELECT 1 FROM queue_items
-    WHERE tenant_id = $1 AND action_id = ANY($2::text[]) AND NOT paused
-      AND available_at <= now()
-);
-
--- name: local_worker_capacity
--- This replica's workers: whether they may take work, and the slot units their tasks hold.
--- The statement is a function (migration 0017) so that its plan is made once per session.
-SELECT id, is_paused, engine_id, labels, alive, used
-FROM hewer_local_worker_capacity($1::uuid[], $2::float8);
+-- name: worker_capacity
+-- This replica's workers ($2) that serve one of the actions $3 (with $4: one that has a ready
+-- item): whether they may take work and the slot units their tasks hold; actions: those of $3
+-- (with $4: those with a ready item), the same in every row. A function (migrations 0017,
+-- 0022) so that its plan is made once per session.
+SELECT id, is_paused, engine_id, labels, alive, used, actions
+FROM hewer_worker_capacity($1::uuid, $2::uuid[], $3::text[], $4::boolean, $5::float8);
