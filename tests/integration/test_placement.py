@@ -320,7 +320,7 @@ async def test_held_slots_are_read_per_worker_for_many_workers_at_once(
         ready_only=True,
         heartbeat_window=60,
     )
-    assert (str(state["id"]), list(state["actions"])) == (cpu.worker_id, ["plain:run"])
+    assert str(state["id"]) == cpu.worker_id
     # and of the workers serving a ready action, only those the caller asked about
     assert not await engine.repo.worker_capacity(
         tenant_id=tenant,

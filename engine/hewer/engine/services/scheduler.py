@@ -298,9 +298,9 @@ class Scheduler:
     def _capacities(
         self, tenant_id: str, sessions: list[WorkerSession], states: list[Record]
     ) -> tuple[list[WorkerCapacity], dict[str, int]]:
-        """The free capacity of the local workers that may take work (those ``states``
-        names: ``worker_capacity``'s rows) for the actions their row names, and from it how
-        many items of each action a claim may take (none: no room; remembered per tenant)."""
+        """The free capacity of the local workers that may take work (of those ``states``
+        names: ``worker_capacity``'s rows), and from it how many items of each action a
+        claim may take (none: no room; remembered per tenant)."""
         usable = {
             str(r["id"]): r
             for r in states
@@ -309,8 +309,7 @@ class Scheduler:
         capacities = [
             WorkerCapacity(
                 worker_id=s.worker_id,
-                # batch actions: services/batches.py
-                actions=(s.actions - s.batch_actions) & set(row["actions"]),
+                actions=s.actions - s.batch_actions,  # batch actions: services/batches.py
                 free=free_capacity(
                     s.slot_config, {str(k): int(v) for k, v in dict(row["used"]).items()}
                 ),

@@ -230,7 +230,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION public.hewer_worker_capacity(tenant uuid, worker_ids uuid[], action_ids text[], ready_only boolean, heartbeat_window double precision) RETURNS TABLE(id uuid, is_paused boolean, engine_id text, labels jsonb, alive boolean, used jsonb, actions text[])
+CREATE FUNCTION public.hewer_worker_capacity(tenant uuid, worker_ids uuid[], action_ids text[], ready_only boolean, heartbeat_window double precision) RETURNS TABLE(id uuid, is_paused boolean, engine_id text, labels jsonb, alive boolean, used jsonb)
     LANGUAGE plpgsql STABLE
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
@@ -276,7 +276,7 @@ BEGIN
     )
     SELECT w.id, w.is_paused, w.engine_id, w.labels,
            w.last_heartbeat_at > now() - make_interval(secs => heartbeat_window),
-           coalesce(u.used_units, '{}'::jsonb), wanted
+           coalesce(u.used_units, '{}'::jsonb)
     FROM serving w
     LEFT JOIN units u ON u.worker_id = w.id;
 END

@@ -518,8 +518,7 @@ WHERE c.finished_at IS NOT NULL;
 
 -- name: worker_capacity
 -- This replica's workers ($2) that serve one of the actions $3 (with $4: one that has a ready
--- item): whether they may take work and the slot units their tasks hold; actions: those of $3
--- (with $4: those with a ready item), the same in every row. A function (migrations 0017,
--- 0022) so that its plan is made once per session.
-SELECT id, is_paused, engine_id, labels, alive, used, actions
+-- item): whether they may take work, and the slot units their tasks hold. A function
+-- (migrations 0017, 0022) so that its plan is made once per session.
+SELECT id, is_paused, engine_id, labels, alive, used
 FROM hewer_worker_capacity($1::uuid, $2::uuid[], $3::text[], $4::boolean, $5::float8);
