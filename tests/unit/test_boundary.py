@@ -1,13 +1,16 @@
 """The gRPC boundary's decoding: undecodable bytes and NUL characters are caught before any
-handler runs, and a message without a 0x00 byte is not walked at all."""
+handler runs, and a message without a 0x00 byte is not walked at all; and its timestamps."""
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from hatchet_sdk.contracts import dispatcher_pb2 as pb
 
 from hewer.engine.api.grpc.boundary import HasNul, Undecodable, _safe_deserializer
+from hewer.engine.api.grpc.common import timestamp
 
 
 def decode(raw: bytes) -> Any:
@@ -36,3 +39,11 @@ def test_zero_bytes_that_are_not_in_strings_pass() -> None:
 
 def test_bytes_that_do_not_decode_are_marked() -> None:
     assert isinstance(decode(b"\xff\xff\xff"), Undecodable)
+
+
+def test_timestamps_of_now_and_of_a_given_time() -> None:
+    before = time.time_ns()
+    now = timestamp().ToNanoseconds()
+    assert before <= now <= time.time_ns()
+    given = datetime(2026, 12, 7, 13, 0, 1, 250_000, tzinfo=timezone(timedelta(hours=2)))
+    assert timestamp(given).ToDatetime(tzinfo=UTC) == given

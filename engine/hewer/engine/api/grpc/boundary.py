@@ -115,7 +115,8 @@ async def _checked_stream(
     requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any], method: str
 ) -> AsyncIterator[Any]:
     async for request in requests:
-        await _check(request, context, method)
+        if isinstance(request, Undecodable | HasNul):  # checked here: no coroutine per message
+            await _check(request, context, method)
         yield request
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -53,6 +54,11 @@ def require_uuid(value: str, *, what: str) -> str | None:
 
 
 def timestamp(value: datetime | None = None) -> Timestamp:
+    """``value`` (now if None) as a protobuf Timestamp. Now is read as nanoseconds: one is
+    stamped on every run result sent, and going through a datetime took 5.5 us, not 0.9."""
+    if value is None:
+        now = time.time_ns()
+        return Timestamp(seconds=now // 1_000_000_000, nanos=now % 1_000_000_000)
     ts = Timestamp()
-    ts.FromDatetime((value or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None))
+    ts.FromDatetime(value.astimezone(UTC).replace(tzinfo=None))
     return ts
