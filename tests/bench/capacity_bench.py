@@ -9,7 +9,8 @@ PostgreSQL (the migrations, ``--days`` day partitions, ``--workers`` workers of 
 which ``--serving`` serve the action one ready item waits for, ``--held`` running tasks spread
 over them and ``--finished`` finished tasks in today's partition, ``--gone`` workers that have
 left) and times the call, median of ``--calls`` after a warm-up, on one connection; beside it
-the read of every worker that 0021's function made (kept for a rolling upgrade).
+the read of every worker, whatever is queued, as the scheduler made it before migration 0022
+(the same function without ``ready_only``).
 
     .venv/bin/python tests/bench/capacity_bench.py                          # 500 workers, 33 days
     .venv/bin/python tests/bench/capacity_bench.py --workers 50 --days 4
@@ -36,12 +37,6 @@ from hewer.engine.core.ids import new_run_id
 from hewer.engine.db.embedded import EmbeddedPostgres
 from hewer.engine.db.migrate import apply_migrations
 from hewer.engine.db.queries import query
-
-# what the scheduler called before migration 0022: every local worker, whatever is queued
-EVERY_WORKER = (
-    "SELECT id, is_paused, engine_id, labels, alive, used"
-    " FROM hewer_local_worker_capacity($1::uuid[], $2::float8)"
-)
 
 
 async def prepare(
@@ -185,11 +180,15 @@ async def run(args: argparse.Namespace) -> None:
                 (tenant, ids, ["cap:run", "cap:idle"], True, 30.0),
                 serving,
             ),
-            "every worker (0021)": (EVERY_WORKER, (ids, 30.0), len(ids)),
+            "every worker (before 0022)": (
+                query("worker_capacity"),
+                (tenant, ids, ["cap:run", "cap:idle"], False, 30.0),
+                len(ids),
+            ),
         }
         for name, times in (await measure(dsn, reads, calls=args.calls)).items():
             print(
-                f"  {name:24} {statistics.median(times):6.2f} ms"
+                f"  {name:26} {statistics.median(times):6.2f} ms"
                 f" {statistics.quantiles(times, n=10)[-1]:6.2f} ms"
             )
     finally:

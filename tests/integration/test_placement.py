@@ -239,6 +239,25 @@ async def test_a_released_slot_is_reused_and_slot_costs_count(engine: Replica, t
     assert (await engine.task_row(first))["status"] == "RUNNING"  # released, still running
 
 
+async def held(
+    engine: Replica,
+    tenant: str,
+    workers: list[str],
+    actions: list[str],
+    *,
+    ready_only: bool = False,
+) -> dict[str, dict[str, int]]:
+    """The slot units each worker read holds (the scheduler's capacity read)."""
+    rows = await engine.repo.worker_capacity(
+        tenant_id=tenant,
+        worker_ids=workers,
+        action_ids=actions,
+        ready_only=ready_only,
+        heartbeat_window=60,
+    )
+    return {str(r["id"]): dict(r["used"]) for r in rows}
+
+
 async def test_held_slots_add_up_per_kind_over_every_held_task(
     engine: Replica, tenant: str
 ) -> None:
@@ -251,31 +270,22 @@ async def test_held_slots_add_up_per_kind_over_every_held_task(
     plain = [await engine.trigger(tenant, "plain") for _ in range(4)]
     await engine.scheduler.run_round(tenant)
     assert len(drain(worker)) == 7
-    (state,) = await engine.repo.worker_capacity(
-        tenant_id=tenant,
-        worker_ids=[worker.worker_id],
-        action_ids=["mixed:run"],
-        ready_only=False,
-        heartbeat_window=60,
-    )
-    assert dict(state["used"]) == {"default": 3 * 2 + 4, "gpu": 3}
+    assert await held(engine, tenant, [worker.worker_id], ["mixed:run"]) == {
+        worker.worker_id: {"default": 3 * 2 + 4, "gpu": 3}
+    }
     await engine.repo.release_slot(tenant_id=tenant, task_id=mixed[0])
     await engine.repo.release_slot(tenant_id=tenant, task_id=plain[0])
-    (state,) = await engine.repo.worker_capacity(
-        tenant_id=tenant,
-        worker_ids=[worker.worker_id],
-        action_ids=["mixed:run"],
-        ready_only=False,
-        heartbeat_window=60,
-    )
-    assert dict(state["used"]) == {"default": 2 * 2 + 3, "gpu": 2}
+    assert await held(engine, tenant, [worker.worker_id], ["mixed:run"]) == {
+        worker.worker_id: {"default": 2 * 2 + 3, "gpu": 2}
+    }
 
 
 async def test_held_slots_are_read_per_worker_for_many_workers_at_once(
     engine: Replica, tenant: str
 ) -> None:
     """One read for several workers (the scheduler's round) keeps each worker's units apart,
-    and a worker holding nothing reads as empty."""
+    and a worker holding nothing reads as empty; with ``ready_only`` it reads only the
+    workers that serve an action with a ready item."""
     await engine.register(tenant, single("mixed", slot_requests={"default": 2, "gpu": 1}))
     await engine.register(tenant, single("plain"))
     await engine.register(tenant, single("idle"))
@@ -290,45 +300,26 @@ async def test_held_slots_are_read_per_worker_for_many_workers_at_once(
     assert (len(drain(gpu)), len(drain(cpu)), len(drain(idle))) == (2, 3, 0)
     every = [gpu.worker_id, cpu.worker_id, idle.worker_id]
     actions = ["mixed:run", "plain:run", "idle:run"]
-    states = await engine.repo.worker_capacity(
-        tenant_id=tenant,
-        worker_ids=every,
-        action_ids=actions,
-        ready_only=False,
-        heartbeat_window=60,
-    )
-    used = {str(s["id"]): dict(s["used"]) for s in states}
-    assert used == {
+    units = {
         gpu.worker_id: {"default": 4, "gpu": 2},
         cpu.worker_id: {"default": 3},
         idle.worker_id: {},
     }
-    # only the workers serving an action with a ready item, for those actions: nothing is
-    # queued now; then one plain run is
-    assert not await engine.repo.worker_capacity(
-        tenant_id=tenant,
-        worker_ids=every,
-        action_ids=actions,
-        ready_only=True,
-        heartbeat_window=60,
+    assert await held(engine, tenant, every, actions) == units
+    # the function the previous release calls, during a rolling upgrade: the same reading
+    rows = await engine.repo.pool.fetch(
+        "SELECT id, used FROM hewer_local_worker_capacity($1::uuid[], 60)", every
     )
+    assert {str(r["id"]): dict(r["used"]) for r in rows} == units
+
+    # nothing is queued now; then one plain run is
+    assert await held(engine, tenant, every, actions, ready_only=True) == {}
     await engine.trigger(tenant, "plain")
-    (state,) = await engine.repo.worker_capacity(
-        tenant_id=tenant,
-        worker_ids=every,
-        action_ids=actions,
-        ready_only=True,
-        heartbeat_window=60,
-    )
-    assert str(state["id"]) == cpu.worker_id
-    # and of the workers serving a ready action, only those the caller asked about
-    assert not await engine.repo.worker_capacity(
-        tenant_id=tenant,
-        worker_ids=[gpu.worker_id],
-        action_ids=actions,
-        ready_only=True,
-        heartbeat_window=60,
-    )
+    assert await held(engine, tenant, every, actions, ready_only=True) == {
+        cpu.worker_id: {"default": 3}
+    }
+    # of the workers serving a ready action, only those the caller named
+    assert await held(engine, tenant, [gpu.worker_id], actions, ready_only=True) == {}
 
 
 async def test_priority_order_holds_with_two_replicas(dsn: str) -> None:

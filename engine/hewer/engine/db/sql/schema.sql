@@ -144,33 +144,16 @@ CREATE FUNCTION public.hewer_local_worker_capacity(worker_ids uuid[], heartbeat_
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 BEGIN
+    -- the previous release read every worker it named; a worker without actions, which
+    -- this leaves out, could take nothing anyway
     RETURN QUERY
-    WITH holders AS (
-        -- counted per worker and distinct request (a worker's held tasks nearly all ask for
-        -- the same slots, and unpacking one jsonb per held task was most of the time); the
-        -- members of a batch hold one slot together (they were assigned together), so a
-        -- batch counts once
-        SELECT t.worker_id, t.slot_requests,
-               CASE WHEN t.batch_id IS NULL THEN count(*) ELSE 1 END AS n
-        FROM tasks t
-        WHERE t.slot_held AND t.worker_id = ANY(worker_ids)
-        GROUP BY t.worker_id, t.slot_requests, t.batch_id,
-                 CASE WHEN t.batch_id IS NOT NULL THEN t.assigned_at END
-    ), units AS (
-        SELECT s.worker_id, jsonb_object_agg(s.kind, s.units) AS used_units
-        FROM (
-            SELECT g.worker_id, r.key AS kind, sum(r.value::int * g.n)::bigint AS units
-            FROM holders g, jsonb_each_text(g.slot_requests) AS r
-            GROUP BY g.worker_id, r.key
-        ) s
-        GROUP BY s.worker_id
-    )
-    SELECT w.id, w.is_paused, w.engine_id, w.labels,
-           w.last_heartbeat_at > now() - make_interval(secs => heartbeat_window),
-           coalesce(u.used_units, '{}'::jsonb)
-    FROM workers w
-    LEFT JOIN units u ON u.worker_id = w.id
-    WHERE w.id = ANY(worker_ids);
+    SELECT c.id, c.is_paused, c.engine_id, c.labels, c.alive, c.used
+    FROM hewer_worker_capacity(
+        NULL, worker_ids,
+        ARRAY(SELECT DISTINCT a FROM workers w, unnest(w.actions) AS a
+              WHERE w.id = ANY(worker_ids)),
+        false, heartbeat_window
+    ) AS c;
 END
 $$;
 

@@ -15,7 +15,8 @@
 -- queued is cheaper.)
 --
 -- hewer_local_worker_capacity (0021) stays for replicas of the previous release during a
--- rolling upgrade; nothing of this release calls it.
+-- rolling upgrade, as a call of the new function with every action of its workers (so the
+-- held slots are counted in one place); nothing of this release calls it.
 CREATE FUNCTION hewer_worker_capacity(
     tenant uuid, worker_ids uuid[], action_ids text[], ready_only boolean,
     heartbeat_window float8
@@ -70,5 +71,25 @@ BEGIN
            coalesce(u.used_units, '{}'::jsonb)
     FROM serving w
     LEFT JOIN units u ON u.worker_id = w.id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION hewer_local_worker_capacity(worker_ids uuid[], heartbeat_window float8)
+RETURNS TABLE (id uuid, is_paused boolean, engine_id text, labels jsonb, alive boolean,
+               used jsonb)
+LANGUAGE plpgsql STABLE
+SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+    -- the previous release read every worker it named; a worker without actions, which
+    -- this leaves out, could take nothing anyway
+    RETURN QUERY
+    SELECT c.id, c.is_paused, c.engine_id, c.labels, c.alive, c.used
+    FROM hewer_worker_capacity(
+        NULL, worker_ids,
+        ARRAY(SELECT DISTINCT a FROM workers w, unnest(w.actions) AS a
+              WHERE w.id = ANY(worker_ids)),
+        false, heartbeat_window
+    ) AS c;
 END
 $$;
