@@ -173,18 +173,21 @@ class Scheduler:
 
     async def _claim_round(self, tenant_id: str, *, only_if_ready: bool) -> Round:
         sessions = self._sessions(tenant_id)
-        actions = sorted(set().union(*(s.actions - s.batch_actions for s in sessions)))
+        served = {s.actions - s.batch_actions for s in sessions}
+        actions = sorted(set().union(*served))
         if not actions:
             return Round()
         # read outside the claim transaction: only this replica assigns to these workers, and
-        # a slot freed meanwhile just waits for the next round; only the workers that serve
-        # an action with a ready item are read
+        # a slot freed meanwhile just waits for the next round. The readiness probe (one
+        # index probe per action, as the claim makes again) runs when it can spare work: on a
+        # wake-up that most likely finds nothing, and when the workers serve different
+        # actions, so that those without ready work are not read
         reading = asyncio.ensure_future(
             self._repo.worker_capacity(
                 tenant_id=tenant_id,
                 worker_ids=[s.worker_id for s in sessions],
                 action_ids=actions,
-                ready_only=True,
+                ready_only=only_if_ready or len(served) > 1,
                 heartbeat_window=ASSIGN_HEARTBEAT_WINDOW,
             )
         )
