@@ -6,10 +6,12 @@ time has come and any signal lost while the listener reconnected.
 
 A round reads the capacity of the local workers that serve an action with a ready item, and
 only those (with 500 workers of which 50 serve the queued work, one row in ten); when there
-is none it stops there. A round goes again at once only when a claim came back full (the
-queue may hold more). A round whose claims were not full, or that found nothing ready,
-leaves the tenant *drained*: until something is queued again, a wake-up (a freed slot, the
-safety tick) reads before it opens a transaction, which it then most likely does not need.
+is none it stops there. (When every local worker serves the same actions, a woken round
+reads them all without asking what is ready: the claim asks again anyway.) A round goes
+again at once only when a claim came back full (the queue may hold more). A round whose
+claims were not full, or that found nothing ready, leaves the tenant *drained*: until
+something is queued again, a wake-up (a freed slot, the safety tick) reads before it opens a
+transaction, which it then most likely does not need.
 
 A transaction that queues tasks of a drained tenant (a DAG hop: a completion that creates
 the next tasks) may assign them itself, before it commits (``assign_within``): the claim
