@@ -384,7 +384,7 @@ class RunQueries(RepositoryBase):
         heartbeat_window: float,
     ) -> list[Record]:
         """The workers among ``worker_ids`` that serve one of ``action_ids`` (``ready_only``:
-        one with a ready queue item), with their state, held slot units and those actions."""
+        one with a ready queue item), with their state and held slot units."""
         return list(
             await self.pool.fetch(
                 query("worker_capacity"),

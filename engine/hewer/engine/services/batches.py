@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from hewer.engine.core.assignment import QueuedItem, WorkerCapacity, assign, free_capacity
+from hewer.engine.core.assignment import QueuedItem, WorkerCapacity, assign
 from hewer.engine.core.batches import (
     ITEM_OVERHEAD_BYTES,
     BatchConfig,
@@ -43,7 +43,11 @@ from hewer.engine.services.lifecycle import Lifecycle
 from hewer.engine.services.loops import DeadlineLoop
 from hewer.engine.services.metrics import METRICS
 from hewer.engine.services.rate_limiting import RateLimitGate
-from hewer.engine.services.scheduler import ASSIGN_HEARTBEAT_WINDOW, build_action_payload
+from hewer.engine.services.scheduler import (
+    ASSIGN_HEARTBEAT_WINDOW,
+    build_action_payload,
+    worker_capacities,
+)
 from hewer.engine.services.task_messages import opt, slot_requests
 from hewer.engine.services.workers import (
     ActionKind,
@@ -178,22 +182,12 @@ class BatchFlusher(DeadlineLoop):
             ready_only=False,  # the flusher found items to send already
             heartbeat_window=ASSIGN_HEARTBEAT_WINDOW,
         )
-        used = {
-            str(r["id"]): {str(k): int(v) for k, v in dict(r["used"]).items()}
-            for r in states
-            if not r["is_paused"] and r["alive"] and r["engine_id"] == self._engine_id
-        }
-        labels = {str(r["id"]): dict(r["labels"] or {}) for r in states}
-        return [
-            WorkerCapacity(
-                worker_id=s.worker_id,
-                actions=frozenset({action_id}),
-                free=free_capacity(s.slot_config, used[s.worker_id]),
-                labels=labels[s.worker_id],
-            )
-            for s in sessions
-            if s.worker_id in used
-        ]
+        return worker_capacities(
+            states,
+            sessions,
+            engine_id=self._engine_id,
+            actions_of=lambda _: frozenset({action_id}),
+        )
 
     async def _flush_action(
         self,

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -306,23 +306,12 @@ class Scheduler:
         """The free capacity of the local workers that may take work (of those ``states``
         names: ``worker_capacity``'s rows), and from it how many items of each action a
         claim may take (none: no room; remembered per tenant)."""
-        usable = {
-            str(r["id"]): r
-            for r in states
-            if not r["is_paused"] and r["alive"] and r["engine_id"] == self._engine_id
-        }
-        capacities = [
-            WorkerCapacity(
-                worker_id=s.worker_id,
-                actions=s.actions - s.batch_actions,  # batch actions: services/batches.py
-                free=free_capacity(
-                    s.slot_config, {str(k): int(v) for k, v in dict(row["used"]).items()}
-                ),
-                labels=dict(row["labels"] or {}),
-            )
-            for s in sessions
-            if (row := usable.get(s.worker_id)) is not None
-        ]
+        capacities = worker_capacities(
+            states,
+            sessions,
+            engine_id=self._engine_id,
+            actions_of=lambda s: s.actions - s.batch_actions,  # batch: services/batches.py
+        )
         limits: dict[str, int] = {}
         for cap in capacities:
             units = sum(cap.free.values())
@@ -395,6 +384,35 @@ class Scheduler:
             worker_ids=[a.worker_id for a in decided],
         )
         return rows, full
+
+
+def worker_capacities(
+    states: Sequence[Record],
+    sessions: Sequence[WorkerSession],
+    *,
+    engine_id: str,
+    actions_of: Callable[[WorkerSession], frozenset[str]],
+) -> list[WorkerCapacity]:
+    """The free capacity, for ``actions_of`` each, of the ``sessions`` whose row in
+    ``states`` (``worker_capacity``'s) says they may take work from this replica: not
+    paused, beating, streaming here. The scheduler and the batch flusher both place on it."""
+    usable = {
+        str(r["id"]): r
+        for r in states
+        if not r["is_paused"] and r["alive"] and r["engine_id"] == engine_id
+    }
+    return [
+        WorkerCapacity(
+            worker_id=s.worker_id,
+            actions=actions_of(s),
+            free=free_capacity(
+                s.slot_config, {str(k): int(v) for k, v in dict(row["used"]).items()}
+            ),
+            labels=dict(row["labels"] or {}),
+        )
+        for s in sessions
+        if (row := usable.get(s.worker_id)) is not None
+    ]
 
 
 def _queued_item(row: Record) -> QueuedItem:
