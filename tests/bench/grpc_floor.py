@@ -1,7 +1,7 @@
 """What gRPC itself costs on this host: the floor under the engine's per-task figures.
 
-    .venv/bin/python tests/bench/grpc_floor.py [--calls N] [--sync]
-                                               [--database-url URL]
+    .venv/bin/python tests/bench/grpc_floor.py [--calls N] [--server aio|sync|grpclib]
+                                               [--boundary] [--database-url URL]
 
 Starts a grpc.aio server in a separate process with two handlers that do nothing (raw
 bytes, no protobuf, no interceptor, no database) and measures from a grpc.aio client:
@@ -13,7 +13,12 @@ bytes, no protobuf, no interceptor, no database) and measures from a grpc.aio cl
 * messages of one server stream (the shape of AssignedAction and of a result on
   SubscribeToWorkflowRuns): the server's CPU per message.
 
-``--sync`` measures grpcio's thread-pool server instead, for comparison. With
+``--server sync`` measures grpcio's thread-pool server instead, for comparison, and
+``--server grpclib`` the pure-Python grpclib server (asyncio and h2; ``pip install grpclib``,
+it is not a dependency of Hewer); the client is grpc.aio in every case, as the SDKs are.
+``--boundary`` puts the engine's own interceptor (api/grpc/boundary.py: the token check,
+answered from its cache as on a busy engine, the decode and NUL checks) in front of the
+grpc.aio handlers, to show what it adds per call. With
 ``--database-url`` it also times ``SELECT 1`` round trips over asyncpg, the other unit an
 unloaded task is made of. Every figure is a median of three passes. See README.md, "The
 gRPC floor".
@@ -59,7 +64,7 @@ def _handlers(unary: Any, stream: Any) -> grpc.GenericRpcHandler:
     )
 
 
-async def _serve_aio(port: int, ready: Any) -> None:
+async def _serve_aio(port: int, ready: Any, interceptors: list[aio.ServerInterceptor]) -> None:
     async def unary(request: bytes, context: Any) -> bytes:
         return b"ok"
 
@@ -67,7 +72,7 @@ async def _serve_aio(port: int, ready: Any) -> None:
         for _ in range(int(request.decode())):
             yield REPLY
 
-    server = aio.server()
+    server = aio.server(interceptors=interceptors)
     server.add_generic_rpc_handlers((_handlers(unary, stream),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
@@ -91,11 +96,62 @@ def _serve_sync(port: int, ready: Any) -> None:
     server.wait_for_termination()
 
 
-def _server_process(port: int, sync: bool, ready: Any) -> None:
-    if sync:
+async def _serve_grpclib(port: int, ready: Any) -> None:
+    from grpclib.const import Cardinality, Handler
+    from grpclib.encoding.base import CodecBase
+    from grpclib.server import Server, Stream
+
+    class RawBytes(CodecBase):
+        __content_subtype__ = "proto"
+
+        def encode(self, message: bytes, message_type: Any) -> bytes:
+            return message
+
+        def decode(self, data: bytes, message_type: Any) -> bytes:
+            return data
+
+    async def unary(stream: Stream[bytes, bytes]) -> None:
+        await stream.recv_message()
+        await stream.send_message(b"ok")
+
+    async def streamed(stream: Stream[bytes, bytes]) -> None:
+        request = await stream.recv_message()
+        for _ in range(int((request or b"0").decode())):
+            await stream.send_message(REPLY)
+
+    class Floor:
+        def __mapping__(self) -> dict[str, Handler]:
+            return {
+                f"/{SERVICE}/Unary": Handler(unary, Cardinality.UNARY_UNARY, bytes, bytes),
+                f"/{SERVICE}/Stream": Handler(streamed, Cardinality.UNARY_STREAM, bytes, bytes),
+            }
+
+    server = Server([Floor()], codec=RawBytes())
+    await server.start("127.0.0.1", port)
+    ready.set()
+    await server.wait_closed()
+
+
+def _boundary_interceptors() -> list[aio.ServerInterceptor]:
+    from hewer.engine.api.grpc.boundary import BoundaryInterceptor
+    from hewer.engine.services.auth import Identity
+
+    class CachedToken:
+        """Answers as the Authenticator does from its cache (no database)."""
+
+        async def authenticate(self, header_value: str | None) -> Identity:
+            return Identity(tenant_id="floor", token_id="floor")
+
+    return [BoundaryInterceptor(CachedToken())]  # type: ignore[arg-type]
+
+
+def _server_process(port: int, kind: str, boundary: bool, ready: Any) -> None:
+    if kind == "sync":
         _serve_sync(port, ready)
+    elif kind == "grpclib":
+        asyncio.run(_serve_grpclib(port, ready))
     else:
-        asyncio.run(_serve_aio(port, ready))
+        asyncio.run(_serve_aio(port, ready, _boundary_interceptors() if boundary else []))
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -183,13 +239,23 @@ def _free_port() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=3000, help="sequential calls per pass")
-    parser.add_argument("--sync", action="store_true", help="grpcio's thread-pool server")
+    parser.add_argument(
+        "--server",
+        choices=("aio", "sync", "grpclib"),
+        default="aio",
+        help="grpc.aio (the engine's), grpcio's thread-pool server, or grpclib",
+    )
+    parser.add_argument(
+        "--boundary", action="store_true", help="the engine's interceptor in front (aio only)"
+    )
     parser.add_argument("--database-url", metavar="URL", help="also time SELECT 1 round trips")
     args = parser.parse_args()
 
     port = _free_port()
     ready = multiprocessing.Event()
-    server = multiprocessing.Process(target=_server_process, args=(port, args.sync, ready))
+    server = multiprocessing.Process(
+        target=_server_process, args=(port, args.server, args.boundary, ready)
+    )
     server.start()
     try:
         if not ready.wait(30):
@@ -199,8 +265,14 @@ def main() -> None:
     finally:
         server.terminate()
         server.join()
-    kind = "grpcio thread-pool server" if args.sync else "grpc.aio server"
-    print(f"{kind} {grpc.__version__}, no-op handlers, loopback, medians of {PASSES} passes")
+    kind = {
+        "aio": f"grpc.aio server {grpc.__version__}",
+        "sync": f"grpcio thread-pool server {grpc.__version__}",
+        "grpclib": "grpclib server",
+    }[args.server]
+    if args.boundary:
+        kind += " behind the engine's boundary interceptor"
+    print(f"{kind}, no-op handlers, loopback, grpc.aio client, medians of {PASSES} passes")
     for figure in figures:
         print(figure.line())
     if args.database_url:
