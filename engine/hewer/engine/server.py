@@ -52,6 +52,7 @@ from hewer.engine.services.retention import Retention, ensure_partitions
 from hewer.engine.services.scheduler import Scheduler
 from hewer.engine.services.scheduling import Scheduling
 from hewer.engine.services.secrets import SecretBox
+from hewer.engine.services.statistics import TableStatistics
 from hewer.engine.services.subscriptions import EventWatchers, ResultWatchers
 from hewer.engine.services.tenant_objects import TenantObjects
 from hewer.engine.services.timers import Timers
@@ -127,6 +128,7 @@ async def run_engine(
         default_hours=settings.retention_hours,
         interval_seconds=settings.retention_interval_seconds,
     )
+    statistics = TableStatistics(repo=repo)
     events = Events(repo=repo, triggers=triggers)
     control = RunControl(
         repo=repo,
@@ -316,6 +318,7 @@ async def run_engine(
     heartbeats.start()
     scheduling.start()
     retention.start()
+    statistics.start()
     results.start()
     await grpc_server.start()
     try:
@@ -351,6 +354,7 @@ async def run_engine(
         await runner.cleanup()
         await results.stop()
         await retention.stop()
+        await statistics.stop()
         await scheduling.stop()
         await timers.stop()
         await heartbeats.stop()

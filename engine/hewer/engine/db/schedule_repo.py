@@ -1,4 +1,5 @@
-"""Crons, scheduled runs, workflow pause, rate limits, retention and metric reads.
+"""Crons, scheduled runs, workflow pause, rate limits, retention, table statistics and metric
+reads.
 
 Statements live in ``sql/queries/schedules.sql``; every read and change filters on the
 tenant, except the engine-wide loops (due crons and schedules, retention, Prometheus).
@@ -331,6 +332,12 @@ class ScheduleQueries(RepositoryBase):
 
     async def partition_days(self) -> list[date]:
         return [r["day"] for r in await self.pool.fetch(query("partition_days"))]
+
+    async def analyze_grown_tables(self, *, min_rows: int, growth: float) -> list[str]:
+        """Analyze the engine's tables holding at least ``min_rows`` rows and ``growth`` times
+        as many as their statistics describe; their names (migration 0023)."""
+        rows = await self.pool.fetch(query("analyze_grown_tables"), min_rows, growth)
+        return [str(r["name"]) for r in rows]
 
     async def drop_day_partitions(
         self, *, day: date, cutoffs: dict[str, datetime], lock_wait: timedelta

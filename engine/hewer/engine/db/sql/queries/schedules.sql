@@ -336,3 +336,8 @@ SELECT w.tenant_id,
 FROM workers w
 WHERE w.is_active
 GROUP BY w.tenant_id;
+
+-- name: analyze_grown_tables
+-- The engine's tables holding at least $1 rows and $2 times as many as their statistics
+-- describe: analyzed now, their names returned (migration 0023).
+SELECT hewer_analyze_grown_tables($1::bigint, $2::float8) AS name;
