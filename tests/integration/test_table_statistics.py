@@ -3,6 +3,10 @@ migration 0023), without waiting for autovacuum's next visit."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+
 import asyncpg
 from tests.integration.harness import Replica
 
@@ -16,13 +20,23 @@ async def write_rows(conn: asyncpg.Connection, name: str, count: int) -> None:
     await conn.execute(
         f"INSERT INTO {name} SELECT n, 'row ' || n FROM generate_series(1, $1) AS n", count
     )
-    await report_counters(conn)
+    await report_counters(conn, name)
 
 
-async def report_counters(conn: asyncpg.Connection) -> None:
-    # a backend reports its row counters when idle, at most once a second unless told to
-    await conn.execute("SELECT pg_stat_force_next_flush()")
-    await conn.execute("SELECT 1")
+async def report_counters(conn: asyncpg.Connection, name: str) -> None:
+    """Wait until the statistics show the table's live rows as they are."""
+    live = await conn.fetchval(f"SELECT count(*) FROM {name}")
+    deadline = time.monotonic() + 10
+    while True:
+        # a backend reports its row counters when idle, at most once a second unless told to
+        with contextlib.suppress(asyncpg.UndefinedFunctionError):  # PostgreSQL 14
+            await conn.execute("SELECT pg_stat_force_next_flush()")
+        shown = await conn.fetchval(
+            "SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = $1", name
+        )
+        if shown == live or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.05)
 
 
 async def described_rows(conn: asyncpg.Connection, name: str) -> float:
@@ -50,7 +64,6 @@ async def test_a_table_is_analyzed_again_only_when_it_outgrew_its_statistics(
         await conn.execute(SCRATCH.format(name="growing_rows"))
         await write_rows(conn, "growing_rows", ANALYZE_FROM_ROWS)
         await conn.execute("ANALYZE growing_rows")
-        await report_counters(conn)
 
         # short of GROWTH times what the statistics describe: autovacuum's to account for
         await write_rows(conn, "growing_rows", int((GROWTH - 1) * ANALYZE_FROM_ROWS) - 1)

@@ -2,7 +2,8 @@
 reads.
 
 Statements live in ``sql/queries/schedules.sql``; every read and change filters on the
-tenant, except the engine-wide loops (due crons and schedules, retention, Prometheus).
+tenant, except the engine-wide loops (due crons and schedules, retention, table statistics,
+Prometheus).
 """
 
 from __future__ import annotations
