@@ -250,6 +250,8 @@ def main() -> None:
     )
     parser.add_argument("--database-url", metavar="URL", help="also time SELECT 1 round trips")
     args = parser.parse_args()
+    if args.boundary and args.server != "aio":
+        parser.error("--boundary measures the engine's interceptor on grpc.aio: use --server aio")
 
     port = _free_port()
     ready = multiprocessing.Event()

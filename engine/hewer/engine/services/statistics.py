@@ -29,8 +29,8 @@ PASS_SECONDS = 5.0
 
 
 class TableStatistics(DeadlineLoop):
-    def __init__(self, *, repo: Repository, pass_seconds: float = PASS_SECONDS) -> None:
-        super().__init__(name="table-statistics", max_sleep=pass_seconds)
+    def __init__(self, *, repo: Repository) -> None:
+        super().__init__(name="table-statistics", max_sleep=PASS_SECONDS)
         self._repo = repo
 
     async def run_once(self) -> None:
