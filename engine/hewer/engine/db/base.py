@@ -34,14 +34,17 @@ RETRYABLE_ERRORS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for kind in ("json", "jsonb"):
         await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.execute(query("engine_session"))
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Release without asyncpg's default RESET ALL round trip.
 
-    No code sets session state (settings, LISTEN, prepared cursors) on pooled connections;
-    the one session advisory lock (retention) is released explicitly. The default reset
-    cost one extra round trip per checkout, several percent of engine time under load.
+    The only session state of a pooled connection is what ``_init_connection`` set for its
+    whole life (queries/planning.sql ``engine_session``), which a reset would undo; no code
+    sets settings, LISTEN or prepared cursors on a checkout, and the one session advisory lock
+    (retention) is released explicitly. The default reset cost one extra round trip per
+    checkout, several percent of engine time under load.
     """
 
 

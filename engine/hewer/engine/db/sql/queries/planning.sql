@@ -11,3 +11,16 @@
 -- services/scheduler.py assign_within).
 BEGIN;
 SET LOCAL plan_cache_mode = force_generic_plan;
+
+-- name: engine_session
+-- Every pooled connection of the engine plans without sequential scans where an index can
+-- do (set once, when the pool opens the connection; db/base.py). The engine's statements
+-- are keyed lookups: by ids, by an array of ids (unnest), or joined on them. Their generic
+-- plans are made without knowing how many ids an array holds (PostgreSQL assumes 10) and
+-- cost an index probe in every partition of runs, tasks and events, although execution
+-- probes one; so while a day partition holds less than about ten thousand rows, which is
+-- each new day and every day of a small installation, PostgreSQL preferred to read the whole
+-- partition: assign_tasks, run_states and complete_tasks grew to 0.5-2 ms each as the
+-- partition filled, instead of tens of microseconds (tests/bench/README.md, "Sequential
+-- scans of small partitions"). Statements with no usable index still scan.
+SET enable_seqscan = off;

@@ -1,0 +1,68 @@
+"""The plans of the engine's keyed lookups on a partition that has grown (queries/planning.sql
+``engine_session``): the generic plan of a hot statement reads a day partition of a few
+thousand rows through its indexes, not from end to end."""
+
+from __future__ import annotations
+
+from tests.integration.harness import Replica
+
+from hewer.engine.db.queries import query
+from hewer.engine.services.retention import ensure_partitions
+from hewer.engine.services.triggers import MAX_BULK, TriggerRequest
+
+CHAIN = {
+    "name": "plans-chain",
+    "tasks": [
+        {"readable_id": "a", "action": "plans:a"},
+        {"readable_id": "b", "action": "plans:b", "parents": ["a"]},
+    ],
+}
+# more rows than the plans chose to read whole (they flipped to index probes at about ten
+# thousand), few enough to write in a second
+RUNS = 3000
+
+
+async def generic_plan(engine: Replica, statement: str, *args: object) -> str:
+    """EXPLAIN of ``statement``'s generic plan, made on one of the engine's own connections."""
+    async with engine.repo.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        await conn.execute(f"PREPARE hot_lookup AS {statement}")
+        try:
+            literals = ", ".join(f"'{a}'" for a in args)
+            rows = await conn.fetch(f"EXPLAIN EXECUTE hot_lookup({literals})")
+        finally:
+            await conn.execute("DEALLOCATE hot_lookup")
+    return "\n".join(r[0] for r in rows)
+
+
+async def test_engine_connections_plan_without_sequential_scans(engine: Replica) -> None:
+    async with engine.repo.pool.acquire() as conn:
+        assert await conn.fetchval("SHOW enable_seqscan") == "off"
+
+
+async def test_a_run_and_its_tasks_are_read_by_index_from_a_grown_partition(
+    engine: Replica, tenant: str
+) -> None:
+    await ensure_partitions(engine.repo)  # the day partitions a serving engine has
+    await engine.register(tenant, CHAIN)
+
+    async def trigger(count: int) -> list[str]:
+        ids: list[str] = []
+        for _ in range(count // MAX_BULK):
+            ids += await engine.triggers.trigger(
+                tenant_id=tenant,
+                requests=[TriggerRequest(workflow_name="plans-chain", input={})] * MAX_BULK,
+            )
+        return ids
+
+    # statistics as the engine keeps them: taken at a thousand rows, then three times as many
+    # arrive before the next (services/statistics.py analyzes at four times)
+    await trigger(1000)
+    async with engine.repo.pool.acquire() as conn:
+        await conn.execute("SELECT hewer_analyze_grown_tables(1000, 4)")
+        today = await conn.fetchval("SELECT tableoid::regclass::text FROM tasks LIMIT 1")
+    run_ids = await trigger(2000)
+    # the DAG hop's read of its runs with their tasks (queries/runs.sql run_states)
+    plan = await generic_plan(engine, query("run_states"), "{" + run_ids[-1] + "}")
+    assert f"Seq Scan on {today} " not in plan, plan
+    assert f"using {today}_run_step_key on {today}" in plan, plan
