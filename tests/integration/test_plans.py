@@ -65,4 +65,4 @@ async def test_a_run_and_its_tasks_are_read_by_index_from_a_grown_partition(
     # the DAG hop's read of its runs with their tasks (queries/runs.sql run_states)
     plan = await generic_plan(engine, query("run_states"), "{" + run_ids[-1] + "}")
     assert f"Seq Scan on {today} " not in plan, plan
-    assert f"using {today}_run_step_key on {today}" in plan, plan
+    assert f"{today}_run_step_key" in plan, plan  # an index scan, or a bitmap one
