@@ -22,10 +22,13 @@ CHAIN = {
 RUNS = 3000
 
 
-async def generic_plan(engine: Replica, statement: str, *args: object) -> str:
-    """EXPLAIN of ``statement``'s generic plan, made on one of the engine's own connections."""
+async def generic_plan(engine: Replica, statement: str, *args: object, settings: str = "") -> str:
+    """EXPLAIN of ``statement``'s generic plan, made on one of the engine's own connections
+    (with ``settings``, "name = value, ...", for the transaction)."""
     async with engine.repo.pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        for setting in ["plan_cache_mode = force_generic_plan", *settings.split(", ")]:
+            if setting:
+                await conn.execute(f"SET LOCAL {setting}")
         await conn.execute(f"PREPARE hot_lookup AS {statement}")
         try:
             literals = ", ".join(f"'{a}'" for a in args)
@@ -35,9 +38,25 @@ async def generic_plan(engine: Replica, statement: str, *args: object) -> str:
     return "\n".join(r[0] for r in rows)
 
 
-async def test_engine_connections_plan_without_sequential_scans(engine: Replica) -> None:
+async def test_engine_connections_plan_without_sequential_scans_or_parallel_workers(
+    engine: Replica,
+) -> None:
     async with engine.repo.pool.acquire() as conn:
         assert await conn.fetchval("SHOW enable_seqscan") == "off"
+        assert await conn.fetchval("SHOW max_parallel_workers_per_gather") == "0"
+
+
+async def test_a_hop_never_starts_parallel_workers(engine: Replica, tenant: str) -> None:
+    # with a few days of history the planner found run_states worth two parallel workers;
+    # here parallel plans are made free, so that only the session's setting can refuse them
+    await ensure_partitions(engine.repo)
+    await engine.register(tenant, CHAIN)
+    (run_id,) = await engine.triggers.trigger(
+        tenant_id=tenant, requests=[TriggerRequest(workflow_name="plans-chain", input={})]
+    )
+    free = "parallel_setup_cost = 0, parallel_tuple_cost = 0, min_parallel_index_scan_size = 0"
+    plan = await generic_plan(engine, query("run_states"), "{" + run_id + "}", settings=free)
+    assert "Gather" not in plan, plan
 
 
 async def test_a_run_and_its_tasks_are_read_by_index_from_a_grown_partition(

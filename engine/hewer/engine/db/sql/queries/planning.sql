@@ -23,4 +23,11 @@ SET LOCAL plan_cache_mode = force_generic_plan;
 -- partition: assign_tasks, run_states and complete_tasks grew to 0.5-2 ms each as the
 -- partition filled, instead of tens of microseconds (tests/bench/README.md, "Sequential
 -- scans of small partitions"). Statements with no usable index still scan.
+-- Nor does it plan parallel queries: with a few days of history the planner's cost of
+-- run_states (an index probe in each of 14 partitions for an assumed 10 runs) crossed the
+-- parallel threshold, and each DAG hop then started two parallel workers to read one run:
+-- 7-9 ms instead of 0.1, a sequential 3-task DAG 20 -> 50-76 ms with 200,000 finished tasks
+-- stored (tests/bench/history_bench.py). A worker's start costs more than any statement of
+-- the engine's can gain from it.
 SET enable_seqscan = off;
+SET max_parallel_workers_per_gather = 0;
