@@ -1,8 +1,10 @@
-"""The plans of the engine's keyed lookups on a partition that has grown (queries/planning.sql
-``engine_session``): the generic plan of a hot statement reads a day partition of a few
-thousand rows through its indexes, not from end to end."""
+"""The plans of the engine's keyed lookups (queries/planning.sql ``engine_session``): the
+generic plan of a hot statement reads a day partition of a few thousand rows through its
+indexes, not from end to end, and never starts parallel workers."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from tests.integration.harness import Replica
 
@@ -17,18 +19,22 @@ CHAIN = {
         {"readable_id": "b", "action": "plans:b", "parents": ["a"]},
     ],
 }
-# more rows than the plans chose to read whole (they flipped to index probes at about ten
-# thousand), few enough to write in a second
+# statistics taken at a thousand runs, then three times as many runs stored (short of the
+# four times at which services/statistics.py analyzes again): more rows than the plans chose
+# to read whole (they flipped to index probes at about ten thousand), few enough to write in
+# a second
+ANALYZED_AT = 1000
 RUNS = 3000
 
 
-async def generic_plan(engine: Replica, statement: str, *args: object, settings: str = "") -> str:
+async def generic_plan(
+    engine: Replica, statement: str, *args: object, settings: Sequence[str] = ()
+) -> str:
     """EXPLAIN of ``statement``'s generic plan, made on one of the engine's own connections
-    (with ``settings``, "name = value, ...", for the transaction)."""
+    (with ``settings``, each "name = value", for the transaction)."""
     async with engine.repo.pool.acquire() as conn, conn.transaction():
-        for setting in ["plan_cache_mode = force_generic_plan", *settings.split(", ")]:
-            if setting:
-                await conn.execute(f"SET LOCAL {setting}")
+        for setting in ["plan_cache_mode = force_generic_plan", *settings]:
+            await conn.execute(f"SET LOCAL {setting}")
         await conn.execute(f"PREPARE hot_lookup AS {statement}")
         try:
             literals = ", ".join(f"'{a}'" for a in args)
@@ -54,7 +60,11 @@ async def test_a_hop_never_starts_parallel_workers(engine: Replica, tenant: str)
     (run_id,) = await engine.triggers.trigger(
         tenant_id=tenant, requests=[TriggerRequest(workflow_name="plans-chain", input={})]
     )
-    free = "parallel_setup_cost = 0, parallel_tuple_cost = 0, min_parallel_index_scan_size = 0"
+    free = (
+        "parallel_setup_cost = 0",
+        "parallel_tuple_cost = 0",
+        "min_parallel_index_scan_size = 0",
+    )
     plan = await generic_plan(engine, query("run_states"), "{" + run_id + "}", settings=free)
     assert "Gather" not in plan, plan
 
@@ -74,13 +84,12 @@ async def test_a_run_and_its_tasks_are_read_by_index_from_a_grown_partition(
             )
         return ids
 
-    # statistics as the engine keeps them: taken at a thousand rows, then three times as many
-    # arrive before the next (services/statistics.py analyzes at four times)
-    await trigger(1000)
+    # statistics as the engine keeps them (ANALYZED_AT above)
+    await trigger(ANALYZED_AT)
     async with engine.repo.pool.acquire() as conn:
         await conn.execute("SELECT hewer_analyze_grown_tables(1000, 4)")
         today = await conn.fetchval("SELECT tableoid::regclass::text FROM tasks LIMIT 1")
-    run_ids = await trigger(2000)
+    run_ids = await trigger(RUNS - ANALYZED_AT)
     # the DAG hop's read of its runs with their tasks (queries/runs.sql run_states)
     plan = await generic_plan(engine, query("run_states"), "{" + run_ids[-1] + "}")
     assert f"Seq Scan on {today} " not in plan, plan

@@ -1,4 +1,6 @@
--- Plan choice for prepared statements that PostgreSQL would otherwise re-plan on every call.
+-- How PostgreSQL plans the engine's statements: generic plans for the transactions whose
+-- statements it would otherwise re-plan on every call, and the planner settings of every
+-- pooled connection.
 
 -- name: begin_with_generic_plans
 -- Opens the scheduler's transaction with generic plans for all of it, in one round trip (two
